@@ -1,0 +1,337 @@
+//! `Email` and `Password`: once a value of these types exists, it satisfies the policy
+//! documented in `openapi.yaml` (`Credentials` schema), so handlers and the database layer
+//! never re-check it. A new password (signup, password change) must also pass the password
+//! policy ([`weakness`]): not one of the most common breached passwords, and not containing
+//! the email's local part.
+
+use crate::errors::ApiError;
+
+/// Longest address SMTP can carry (RFC 5321 path limit).
+pub const EMAIL_MAX_CHARS: usize = 254;
+/// Longest local part (RFC 5321).
+pub const EMAIL_LOCAL_MAX_CHARS: usize = 64;
+pub const PASSWORD_MIN_CHARS: usize = 8;
+/// Generous for passphrases, small enough that hashing input stays trivially cheap.
+pub const PASSWORD_MAX_CHARS: usize = 256;
+
+/// A normalised email address: trimmed and lower-cased, so that uniqueness and look-ups are
+/// case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Validates an address for signup.
+    pub fn parse(raw: &str) -> Result<Email, ApiError> {
+        let bad = |message: &'static str| Err(ApiError::validation("email", message));
+        let email = raw.trim();
+        if email.is_empty() {
+            return bad("Email must not be empty");
+        }
+        if email.chars().count() > EMAIL_MAX_CHARS {
+            return bad("Email must be at most 254 characters");
+        }
+        if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("Email must not contain spaces or control characters");
+        }
+        let Some((local, domain)) = email.split_once('@') else {
+            return bad("Email must contain '@'");
+        };
+        if local.is_empty() || domain.contains('@') {
+            return bad("Email must have exactly one '@' with a name before it");
+        }
+        if local.chars().count() > EMAIL_LOCAL_MAX_CHARS {
+            return bad("The part of the email before '@' must be at most 64 characters");
+        }
+        let labels_ok = domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+        if !domain.contains('.') || !labels_ok {
+            return bad("Email domain must look like example.com");
+        }
+        Ok(Email(email.to_lowercase()))
+    }
+
+    /// Normalises an address typed at login without judging its shape: an address that
+    /// could never have signed up simply matches no account.
+    pub fn normalise_for_lookup(raw: &str) -> Result<Email, ApiError> {
+        // Only the raw value is held to the schema (`minLength: 1`); one that trims to
+        // nothing is well-formed input that matches no account.
+        if raw.is_empty() {
+            return Err(ApiError::validation("email", "Email must not be empty"));
+        }
+        let email = raw.trim();
+        if email.chars().count() > EMAIL_MAX_CHARS {
+            return Err(ApiError::validation(
+                "email",
+                "Email must be at most 254 characters",
+            ));
+        }
+        Ok(Email(email.to_lowercase()))
+    }
+
+    /// Whether any account could have this address. Signup refuses control characters, and
+    /// PostgreSQL cannot even store NUL in text, so such an address is not worth a query.
+    pub fn could_exist(&self) -> bool {
+        !self.0.is_empty() && !self.0.chars().any(char::is_control)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password that satisfies the policy. `Debug` never shows it.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl Password {
+    /// Validates a new password (signup, password change) for the account `email`: the
+    /// length rules, then the policy ([`weakness`]). The field named in a length error is
+    /// `field`; a policy refusal is [`ApiError::WeakPassword`].
+    pub fn parse_new(
+        raw: String,
+        email: &Email,
+        field: &'static str,
+    ) -> Result<Password, ApiError> {
+        let chars = raw.chars().count();
+        if chars < PASSWORD_MIN_CHARS {
+            return Err(ApiError::validation(
+                field,
+                "Password must be at least 8 characters",
+            ));
+        }
+        if chars > PASSWORD_MAX_CHARS {
+            return Err(ApiError::validation(
+                field,
+                "Password must be at most 256 characters",
+            ));
+        }
+        if let Some(reason) = weakness(&raw, email) {
+            return Err(ApiError::WeakPassword(reason));
+        }
+        Ok(Password(raw))
+    }
+
+    /// Accepts any non-empty password of bounded length (login): the policy applies to new
+    /// passwords, and a rule change must not lock existing users out.
+    pub fn for_login(raw: String) -> Result<Password, ApiError> {
+        if raw.is_empty() {
+            return Err(ApiError::validation(
+                "password",
+                "Password must not be empty",
+            ));
+        }
+        let chars = raw.chars().count();
+        Password::within_max_length(raw, chars)
+    }
+
+    fn within_max_length(raw: String, chars: usize) -> Result<Password, ApiError> {
+        if chars > PASSWORD_MAX_CHARS {
+            return Err(ApiError::validation(
+                "password",
+                "Password must be at most 256 characters",
+            ));
+        }
+        Ok(Password(raw))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How many of the most common breached passwords are refused outright.
+pub const COMMON_PASSWORDS_REFUSED: usize = 10_000;
+/// The longest of those passwords: a longer password can never be one of them (nor a case
+/// or l33t variant of one), so zxcvbn's matcher need not run on it.
+const LONGEST_COMMON_PASSWORD: usize = 18;
+/// A local part shorter than this ("al", "x") occurs by chance in good passphrases.
+const LOCAL_PART_MIN_CHARS: usize = 3;
+
+/// Why a new password is refused by the policy, or `None` if it is acceptable.
+///
+/// Two rules, both about what an attacker tries first: the whole password is one of the
+/// [`COMMON_PASSWORDS_REFUSED`] most frequent passwords of public breaches (zxcvbn's list),
+/// in any case or with common l33t substitutions; or it contains the email's local part,
+/// which anyone who knows the address can guess. Length, not composition, is what makes a
+/// password strong, so there are no character-class rules: passphrases are welcome.
+pub fn weakness(password: &str, email: &Email) -> Option<&'static str> {
+    let lowered = password.to_lowercase();
+    let local = email.as_str().split('@').next().unwrap_or_default();
+    if local.chars().count() >= LOCAL_PART_MIN_CHARS && lowered.contains(local) {
+        return Some("Password must not contain the part of your email address before '@'");
+    }
+    if is_common(password) {
+        return Some(
+            "Password is one of the most commonly used passwords; choose a longer or less predictable one",
+        );
+    }
+    None
+}
+
+/// Whether zxcvbn explains the whole password as one entry of its breached-password list
+/// ranked within [`COMMON_PASSWORDS_REFUSED`] (a case or l33t variant counts too).
+fn is_common(password: &str) -> bool {
+    if password.chars().count() > LONGEST_COMMON_PASSWORD {
+        return false;
+    }
+    let entropy = zxcvbn::zxcvbn(password, &[]);
+    let [only] = entropy.sequence() else {
+        return false;
+    };
+    let whole = only.i == 0 && only.j + 1 == password.chars().count();
+    match &only.pattern {
+        // zxcvbn does not export the type of `dictionary_name`; its Debug name is the
+        // only way to tell its breach list from its word lists (a unit test pins it).
+        zxcvbn::matching::patterns::MatchPattern::Dictionary(d) => {
+            whole
+                && !d.reversed
+                && d.rank <= COMMON_PASSWORDS_REFUSED
+                && format!("{:?}", d.dictionary_name) == "Passwords"
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lower_cased() {
+        let e = Email::parse("  Ada.Lovelace@Example.COM ").unwrap();
+        assert_eq!(e.as_str(), "ada.lovelace@example.com");
+    }
+
+    #[test]
+    fn malformed_emails_are_refused() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let too_long = format!("{}@{}.com", "a".repeat(60), "b".repeat(200));
+        for bad in [
+            "",
+            "   ",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "ada@exa mple.com",
+            "ada\0@example.com",
+            "ada\n@example.com",
+            "a@b@example.com",
+            "ada@-example.com",
+            "ada@example..com",
+            &long_local,
+            &too_long,
+        ] {
+            assert!(Email::parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn login_addresses_with_control_characters_cannot_exist() {
+        assert!(
+            Email::normalise_for_lookup("ada@example.com")
+                .unwrap()
+                .could_exist()
+        );
+        assert!(
+            !Email::normalise_for_lookup("a\0da@example.com")
+                .unwrap()
+                .could_exist()
+        );
+        let blank = Email::normalise_for_lookup("\u{a0}").unwrap();
+        assert!(!blank.could_exist(), "white space only matches no account");
+        assert!(Email::normalise_for_lookup("").is_err());
+    }
+
+    fn ada() -> Email {
+        Email::parse("ada.lovelace@example.com").unwrap()
+    }
+
+    #[test]
+    fn password_length_counts_characters_not_bytes() {
+        let new = |p: &str| Password::parse_new(p.to_owned(), &ada(), "password");
+        assert!(new("tr0mb7x").is_err());
+        assert!(new("tr0mb7xq").is_ok());
+        // 64 two-byte characters = 128 bytes: far past bcrypt's 72, and accepted.
+        assert!(new(&"é".repeat(64)).is_ok());
+        assert!(new(&"x".repeat(257)).is_err());
+        // Any character is fine: the SHA-256 pre-hash means bcrypt never sees a NUL.
+        assert!(new("abc\0defgh").is_ok());
+        assert!(Password::for_login("short".into()).is_ok());
+        assert!(Password::for_login(String::new()).is_err());
+    }
+
+    #[test]
+    fn the_most_common_passwords_and_their_variants_are_weak() {
+        for weak in [
+            "12345678",
+            "password",
+            "Password",
+            "PASSWORD1",
+            "p@ssw0rd",
+            "qwertyuiop",
+            "iloveyou",
+            "sunshine",
+            "football",
+            "baseball",
+            "trustno1",
+        ] {
+            assert!(
+                matches!(
+                    Password::parse_new(weak.into(), &ada(), "password"),
+                    Err(ApiError::WeakPassword(_))
+                ),
+                "accepted {weak:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn passphrases_and_uncommon_passwords_are_accepted() {
+        for fine in [
+            "correct horse battery staple",
+            "long enough",
+            "an entirely new passphrase",
+            "contract run passphrase",
+            "a brand new passphrase",
+            "hunter2hunter2",
+            "Tr0ub4dor&3x",
+            // Reversed breach entries are not the list's entries.
+            "drowssap1",
+        ] {
+            assert!(
+                Password::parse_new(fine.into(), &ada(), "password").is_ok(),
+                "refused {fine:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_containing_the_email_local_part_are_weak() {
+        let refused = |p: &str| {
+            matches!(
+                Password::parse_new(p.into(), &ada(), "password"),
+                Err(ApiError::WeakPassword(_))
+            )
+        };
+        assert!(refused("ada.lovelace1984"));
+        assert!(refused("my ADA.LOVELACE pass"));
+        // A very short local part is not a rule: "al" occurs in many good passphrases.
+        let al = Email::parse("al@example.com").unwrap();
+        assert!(Password::parse_new("always alert alpacas".into(), &al, "password").is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let p = Password::for_login("hunter2hunter2".into()).unwrap();
+        assert!(!format!("{p:?}").contains("hunter2"));
+    }
+}

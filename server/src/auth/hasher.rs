@@ -1,0 +1,301 @@
+//! Password hashing on a dedicated, bounded pool of OS threads.
+//!
+//! bcrypt at cost 12 takes ~0.3 s of one core. Run on tokio's workers it would stall every
+//! other request on that worker; run on `spawn_blocking` it would be unbounded (hundreds of
+//! threads fighting for two cores). So a fixed set of `HASH_THREADS` threads takes jobs from
+//! a bounded queue; a caller that cannot enqueue within the pool wait timeout gets a 503.
+//!
+//! The pool reports its queue depth (jobs not yet taken by a thread, including callers still
+//! waiting for a queue slot) and the time of each bcrypt call through [`HashMetrics`].
+//!
+//! The hashing threads run at `SCHED_IDLE`, the lowest scheduling class: with as many
+//! hashing threads as cores, a hash at the same priority as the async workers holds a core
+//! for its whole time slice while requests that need only microseconds wait behind it
+//! (`/auth/me` p99 went from a few ms to ~46 ms while logins ran, see `bench/RESULTS.md`).
+//! At `SCHED_IDLE` a request-serving thread of this process that wakes up takes the core at
+//! once, and hashing still gets every cycle nothing else wants. (With the kernel's
+//! autogroup scheduling this ranks threads within the server's own group only; the
+//! PostgreSQL backends are scheduled as other groups.)
+//!
+//! bcrypt reads only the first 72 bytes of its input. Rather than truncating (two passwords
+//! sharing a 72-byte prefix would both log in) or refusing long passphrases, the password is
+//! first reduced with SHA-256 and base64-encoded: 44 ASCII bytes, no NUL, all of the
+//! password's entropy.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::credentials::Password;
+use crate::errors::ApiError;
+use crate::metrics::HashMetrics;
+
+/// Jobs that may wait per hashing thread before callers are made to wait for a queue slot.
+const QUEUE_PER_THREAD: usize = 16;
+
+enum Job {
+    Hash {
+        password: Password,
+        reply: oneshot::Sender<anyhow::Result<String>>,
+    },
+    Verify {
+        password: Password,
+        hash: Arc<str>,
+        reply: oneshot::Sender<anyhow::Result<bool>>,
+    },
+}
+
+/// Handle to the hashing pool; cheap to clone. The threads exit when every handle is gone.
+#[derive(Clone)]
+pub struct Hasher {
+    queue: mpsc::Sender<Job>,
+    cost: u32,
+    enqueue_timeout: Duration,
+    metrics: HashMetrics,
+    /// A hash of a random password at the configured cost, verified against when the email
+    /// is unknown so that such a login costs the same time as a wrong password.
+    dummy: Arc<tokio::sync::OnceCell<Arc<str>>>,
+}
+
+impl Hasher {
+    pub fn start(
+        threads: usize,
+        cost: u32,
+        enqueue_timeout: Duration,
+        metrics: HashMetrics,
+    ) -> anyhow::Result<Hasher> {
+        let (tx, rx) = mpsc::channel(threads * QUEUE_PER_THREAD);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = Arc::clone(&rx);
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name(format!("jobpath-hash-{i}"))
+                .spawn(move || {
+                    yield_to_request_serving();
+                    worker(&rx, cost, &metrics);
+                })
+                .context("spawning a password-hashing thread")?;
+        }
+        Ok(Hasher {
+            queue: tx,
+            cost,
+            enqueue_timeout,
+            metrics,
+            dummy: Arc::default(),
+        })
+    }
+
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// Hashes a new password for storage.
+    pub async fn hash(&self, password: Password) -> Result<String, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Hash { password, reply }).await?;
+        let hash = rx.await.map_err(|_| pool_gone())?;
+        hash.map_err(ApiError::Internal)
+    }
+
+    /// Checks `password` against a stored hash.
+    pub async fn verify(&self, password: Password, hash: Arc<str>) -> Result<bool, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Verify {
+            password,
+            hash,
+            reply,
+        })
+        .await?;
+        let ok = rx.await.map_err(|_| pool_gone())?;
+        ok.map_err(ApiError::Internal)
+    }
+
+    /// Spends one verification against a throwaway hash: the cost of a login attempt for an
+    /// email that has no account. Always `false`.
+    pub async fn verify_dummy(&self, password: Password) -> Result<bool, ApiError> {
+        let dummy = self
+            .dummy
+            .get_or_try_init(|| async {
+                let random = Password::for_login(uuid::Uuid::new_v4().to_string())?;
+                self.hash(random).await.map(Arc::from)
+            })
+            .await?;
+        self.verify(password, Arc::clone(dummy)).await?;
+        Ok(false)
+    }
+
+    /// Computes the dummy hash ahead of the first unknown-email login, off the start-up path.
+    pub fn warm_up(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let warm = Password::for_login("warm-up".into());
+            if let Ok(p) = warm {
+                let _ = this.verify_dummy(p).await;
+            }
+        });
+    }
+
+    async fn submit(&self, job: Job) -> Result<(), ApiError> {
+        // Counted before the send, so that callers still waiting for a slot show up too; the
+        // worker that takes the job counts it out.
+        self.metrics.enqueued();
+        let result = match tokio::time::timeout(self.enqueue_timeout, self.queue.send(job)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => Err(pool_gone()),
+            Err(_) => Err(ApiError::Unavailable(anyhow!(
+                "password-hashing queue full for {:?}",
+                self.enqueue_timeout
+            ))),
+        };
+        self.metrics.dequeued();
+        result
+    }
+}
+
+fn pool_gone() -> ApiError {
+    ApiError::Internal(anyhow!("password-hashing threads have stopped"))
+}
+
+/// Moves the calling thread to `SCHED_IDLE` (see the module docs). Lowering one's own
+/// priority needs no privilege; if the platform refuses anyway, hashing still works, only
+/// without the isolation, so that is a warning and not a start-up failure.
+#[cfg(target_os = "linux")]
+fn yield_to_request_serving() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        tracing::warn!(error = ?e, "could not lower the priority of a password-hashing thread");
+    }
+}
+
+/// `SCHED_IDLE` is Linux's; elsewhere the threads keep the default priority.
+#[cfg(not(target_os = "linux"))]
+fn yield_to_request_serving() {}
+
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, cost: u32, metrics: &HashMetrics) {
+    loop {
+        // Holding the lock while blocking is intended: exactly one idle thread waits on the
+        // queue, the others wait for the lock, and each job goes to one thread.
+        let job = match rx.lock() {
+            Ok(mut rx) => rx.blocking_recv(),
+            Err(_) => return,
+        };
+        let Some(job) = job else { return };
+        metrics.dequeued();
+        // A closed reply means the client went away while the job queued: skip the work
+        // rather than spend a core on an answer nobody reads.
+        match job {
+            Job::Hash { password, reply } if !reply.is_closed() => {
+                let started = Instant::now();
+                let hash = hash_now(&password, cost);
+                metrics.observe("hash", started.elapsed().as_secs_f64());
+                let _ = reply.send(hash);
+            }
+            Job::Verify {
+                password,
+                hash,
+                reply,
+            } if !reply.is_closed() => {
+                let started = Instant::now();
+                let ok = verify_now(&password, &hash);
+                metrics.observe("verify", started.elapsed().as_secs_f64());
+                let _ = reply.send(ok);
+            }
+            Job::Hash { .. } | Job::Verify { .. } => {}
+        }
+    }
+}
+
+/// SHA-256 then base64: a fixed 44-byte bcrypt input that keeps all of a long password.
+fn prehash(password: &Password) -> String {
+    let digest = Sha256::digest(password.expose().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+/// The work one hashing thread does for a `hash` job, on the calling thread. Public so that
+/// the benchmark (`bench/`) times exactly what the server runs, pre-hash included.
+pub fn hash_now(password: &Password, cost: u32) -> anyhow::Result<String> {
+    bcrypt::non_truncating_hash(prehash(password), cost).context("bcrypt hash")
+}
+
+/// The work one hashing thread does for a `verify` job, on the calling thread (see
+/// [`hash_now`]).
+pub fn verify_now(password: &Password, hash: &str) -> anyhow::Result<bool> {
+    bcrypt::non_truncating_verify(prehash(password), hash).context("bcrypt verify")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw(s: &str) -> Password {
+        Password::for_login(s.to_owned()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_and_nothing_else() {
+        let h = Hasher::start(1, 4, Duration::from_secs(5), HashMetrics::new()).unwrap();
+        let stored: Arc<str> = h.hash(pw("correct horse")).await.unwrap().into();
+        assert!(h.verify(pw("correct horse"), stored.clone()).await.unwrap());
+        assert!(!h.verify(pw("correct horsE"), stored).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn passwords_sharing_the_first_72_bytes_are_different_passwords() {
+        let h = Hasher::start(1, 4, Duration::from_secs(5), HashMetrics::new()).unwrap();
+        let prefix = "p".repeat(72);
+        let stored: Arc<str> = h.hash(pw(&format!("{prefix}-one"))).await.unwrap().into();
+        assert!(
+            h.verify(pw(&format!("{prefix}-one")), stored.clone())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify(pw(&format!("{prefix}-two")), stored)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// With one thread busy on a slow hash, a second job waits in the queue and is counted
+    /// there until the thread takes it.
+    #[tokio::test]
+    async fn the_queue_depth_counts_jobs_waiting_for_a_thread() {
+        let metrics = HashMetrics::new();
+        let h = Hasher::start(1, 12, Duration::from_secs(30), metrics.clone()).unwrap();
+        let first = tokio::spawn({
+            let h = h.clone();
+            async move { h.hash(pw("first password")).await }
+        });
+        let second = tokio::spawn({
+            let h = h.clone();
+            async move { h.hash(pw("second password")).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.queue_depth() != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "never saw one job waiting; depth {}",
+                metrics.queue_depth()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        assert_eq!(metrics.queue_depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_a_verification_and_never_matches() {
+        let h = Hasher::start(1, 4, Duration::from_secs(5), HashMetrics::new()).unwrap();
+        assert!(!h.verify_dummy(pw("anything")).await.unwrap());
+    }
+}

@@ -1,0 +1,81 @@
+//! Refresh tokens: opaque, single-use, rotated on every refresh.
+//!
+//! A session's first refresh token is 256 random bits. Each successor is derived from its
+//! predecessor with HMAC-SHA256 under a key derived from the JWT secret, so a client that
+//! refreshes twice in a race (two tabs, a retried request) is given the *same* successor —
+//! the server recomputes it — without any token ever being stored in plaintext. The
+//! database keeps only SHA-256 hashes: the tokens are high-entropy, so a fast hash is
+//! enough and look-ups stay one index probe.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand::RngCore as _;
+use sha2::{Digest, Sha256};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Longest refresh token accepted as input (ours are 43 characters).
+pub const MAX_TOKEN_CHARS: usize = 512;
+
+pub struct RefreshKeys {
+    successor_key: [u8; 32],
+}
+
+impl RefreshKeys {
+    pub fn new(jwt_secret: &[u8]) -> RefreshKeys {
+        // A separate key for a separate purpose: a refresh successor can never be confused
+        // with a signature made with the JWT secret itself.
+        let mut mac = HmacSha256::new_from_slice(jwt_secret).expect("HMAC takes any key length");
+        mac.update(b"jobpath refresh-token successor v1");
+        RefreshKeys {
+            successor_key: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    /// A new session's first refresh token.
+    pub fn fresh(&self) -> String {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        encode(&bytes)
+    }
+
+    /// The token that replaces `token` when it is spent.
+    pub fn successor(&self, token: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(&self.successor_key).expect("32-byte key");
+        mac.update(token.as_bytes());
+        encode(&mac.finalize().into_bytes())
+    }
+}
+
+/// What the database stores in place of a token.
+pub fn hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successors_are_deterministic_distinct_and_keyed() {
+        let keys = RefreshKeys::new(b"secret one, long enough for a test");
+        let first = keys.fresh();
+        assert_ne!(first, keys.fresh(), "fresh tokens are random");
+        let next = keys.successor(&first);
+        assert_eq!(
+            next,
+            keys.successor(&first),
+            "a race gets the same successor"
+        );
+        assert_ne!(next, first);
+        assert_ne!(keys.successor(&next), next);
+        let other = RefreshKeys::new(b"secret two, long enough for a test");
+        assert_ne!(other.successor(&first), next, "the key matters");
+        assert_eq!(hash(&first).len(), 32);
+        assert_eq!(first.len(), 43);
+    }
+}

@@ -1,0 +1,163 @@
+//! The binary's command line: which command to run, and the two commands that never start
+//! a server — `check-config` and `healthcheck`.
+//!
+//! The parser is hand-written: the commands take no options, so an argument-parsing crate
+//! would add build time and binary size for nothing a test cannot check directly.
+//! `healthcheck` speaks just enough HTTP/1.1 over a `TcpStream` to read a status line, so a
+//! container image needs neither curl nor wget to check the server.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::config::Config;
+
+pub const USAGE: &str = "\
+jobpath-server: the JobPath API authentication backend
+
+Usage: jobpath-server [COMMAND]
+
+Commands:
+  serve         Apply migrations and serve HTTP (default)
+  migrate       Apply migrations and exit
+  check-config  Validate the configuration and print it, secrets redacted
+  healthcheck   Exit 0 if the server on HOST:PORT is ready, 1 if not
+
+Options:
+  -h, --help     Print this help
+  -V, --version  Print the version
+
+Configuration comes from environment variables and a .env file (looked up from the working
+directory upwards); see .env.example. With none at all, the server uses the PostgreSQL on
+127.0.0.1:5432.";
+
+/// How long `healthcheck` waits to connect and for the status line. Below the container
+/// `HEALTHCHECK --timeout`, so a hung server is reported by us rather than killed.
+pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    Migrate,
+    CheckConfig,
+    Healthcheck,
+    Help,
+    Version,
+}
+
+/// Parses the arguments after the program name. `Err` carries the message for a usage
+/// error (exit status 2).
+pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let command = match args.next().as_deref() {
+        None | Some("serve") => Command::Serve,
+        Some("migrate") => Command::Migrate,
+        Some("check-config") => Command::CheckConfig,
+        Some("healthcheck") => Command::Healthcheck,
+        Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some("-V" | "--version") => return Ok(Command::Version),
+        Some(other) => return Err(format!("unknown command '{other}'")),
+    };
+    match args.next() {
+        None => Ok(command),
+        Some(extra) => Err(format!("unexpected argument '{extra}'")),
+    }
+}
+
+/// What `check-config` prints: one `VARIABLE=value` line per setting, secrets redacted, then
+/// any warnings.
+pub fn effective_config(config: &Config) -> String {
+    let mut out = String::from("# effective configuration (secrets redacted)\n");
+    for (name, value) in config.effective() {
+        out.push_str(&format!("{name}={value}\n"));
+    }
+    for warning in &config.warnings {
+        out.push_str(&format!("# warning: {warning}\n"));
+    }
+    out
+}
+
+/// The address `healthcheck` calls: the server's `HOST:PORT`, with a wildcard host
+/// (`0.0.0.0`, `::`) replaced by the loopback address of the same family.
+pub fn healthcheck_address(config: &Config) -> SocketAddr {
+    let host = match config.host {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(host, config.port)
+}
+
+/// `GET /health/ready` on `addr`: `Ok` with a one-line report if it answered 200, `Err`
+/// saying what went wrong otherwise.
+pub fn healthcheck(addr: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
+    let status = ready_status(addr, timeout).with_context(|| format!("unhealthy: {addr}"))?;
+    if status != 200 {
+        bail!("unhealthy: {addr}/health/ready answered {status}");
+    }
+    Ok(format!("healthy: {addr}/health/ready answered 200"))
+}
+
+fn ready_status(addr: SocketAddr, timeout: Duration) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).context("connecting")?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /health/ready HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: jobpath-server-healthcheck\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .context("sending the request")?;
+    let mut line = String::new();
+    BufReader::new(stream.take(1024))
+        .read_line(&mut line)
+        .context("reading the status line")?;
+    // "HTTP/1.1 200 OK"
+    let mut parts = line.split_ascii_whitespace();
+    match (parts.next(), parts.next().map(str::parse::<u16>)) {
+        (Some(version), Some(Ok(status))) if version.starts_with("HTTP/1.") => Ok(status),
+        _ => bail!("not an HTTP response: {:?}", line.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn commands_parse_and_strays_are_refused() {
+        assert_eq!(parse_args(&[]), Ok(Command::Serve));
+        assert_eq!(parse_args(&["serve"]), Ok(Command::Serve));
+        assert_eq!(parse_args(&["migrate"]), Ok(Command::Migrate));
+        assert_eq!(parse_args(&["check-config"]), Ok(Command::CheckConfig));
+        assert_eq!(parse_args(&["healthcheck"]), Ok(Command::Healthcheck));
+        assert_eq!(parse_args(&["--help"]), Ok(Command::Help));
+        assert_eq!(parse_args(&["-V"]), Ok(Command::Version));
+        assert!(parse_args(&["serve", "now"]).is_err());
+        assert!(parse_args(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn the_healthcheck_calls_loopback_when_the_server_listens_everywhere() {
+        let mut config = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(healthcheck_address(&config).to_string(), "127.0.0.1:8000");
+        config.host = "::".parse().unwrap();
+        assert_eq!(healthcheck_address(&config).to_string(), "[::1]:8000");
+        config.host = "10.1.2.3".parse().unwrap();
+        assert_eq!(healthcheck_address(&config).to_string(), "10.1.2.3:8000");
+    }
+
+    #[test]
+    fn the_healthcheck_reports_a_closed_port_as_unhealthy() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = healthcheck(addr, Duration::from_secs(1)).unwrap_err();
+        assert!(format!("{err:#}").starts_with("unhealthy"), "{err:#}");
+    }
+}

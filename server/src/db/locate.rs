@@ -1,0 +1,259 @@
+//! Finds the database to use.
+//!
+//! With `DATABASE_URL` set, that is the database (a URL that does not parse is an immediate
+//! error). Without it — the zero-configuration quick start — the server uses the PostgreSQL
+//! on 127.0.0.1:5432 (user `postgres`), creating the `jobpath` database if it is missing. If
+//! nothing answers there, it starts a private PostgreSQL from the machine's binaries with its
+//! data in `./.jobpath/postgres` (port 54329, loopback only), and if there are no binaries it
+//! says what to install.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, anyhow, bail};
+use tokio_postgres::NoTls;
+
+use crate::config::Config;
+
+const LOCAL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=jobpath";
+const PRIVATE_PORT: u16 = 54329;
+const DB_NAME: &str = "jobpath";
+
+/// Where the database is, and a human description of it for the start-up log.
+pub struct Located {
+    pub config: tokio_postgres::Config,
+    pub description: String,
+}
+
+pub async fn locate(config: &Config) -> anyhow::Result<Located> {
+    if let Some(url) = &config.database_url {
+        let pg: tokio_postgres::Config = url
+            .expose()
+            .parse()
+            .map_err(|e| anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+        let description = describe(&pg);
+        return Ok(Located {
+            config: pg,
+            description,
+        });
+    }
+
+    let local: tokio_postgres::Config = LOCAL.parse()?;
+    match create_if_missing(&local).await {
+        Ok(()) => {
+            let description = describe(&local);
+            return Ok(Located {
+                config: local,
+                description,
+            });
+        }
+        Err(e) if !is_refused(&e) => {
+            return Err(e.context(
+                "DATABASE_URL is unset and the PostgreSQL on 127.0.0.1:5432 refused us; \
+                 set DATABASE_URL",
+            ));
+        }
+        Err(_) => {}
+    }
+
+    tracing::warn!(
+        "DATABASE_URL is unset and nothing answers on 127.0.0.1:5432; \
+         starting a private PostgreSQL in ./.jobpath/postgres on port {PRIVATE_PORT}"
+    );
+    let data = std::env::current_dir()?.join(".jobpath").join("postgres");
+    tokio::task::spawn_blocking(move || start_private_cluster(&data))
+        .await
+        .context("starting a private PostgreSQL")??;
+    let mut private: tokio_postgres::Config = LOCAL.parse()?;
+    private.port(PRIVATE_PORT);
+    create_if_missing(&private).await?;
+    let description = describe(&private);
+    Ok(Located {
+        config: private,
+        description,
+    })
+}
+
+/// `host:port/dbname`, never the password.
+pub fn describe(pg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match pg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", pg.get_dbname().unwrap_or("(default)"))
+}
+
+/// `DATABASE_URL` as `postgres://user:<redacted>@host:port/dbname`: what `check-config`
+/// shows. Rebuilt from the parsed settings, so no spelling of the password (a URL, a
+/// `password=` pair, a query parameter) can slip through.
+pub fn redacted_url(url: &crate::config::Secret) -> String {
+    let Ok(pg) = url.expose().parse::<tokio_postgres::Config>() else {
+        return "<does not parse>".to_owned();
+    };
+    let auth = match (pg.get_user(), pg.get_password().is_some()) {
+        (Some(user), true) => format!("{user}:<redacted>@"),
+        (Some(user), false) => format!("{user}@"),
+        (None, true) => ":<redacted>@".to_owned(),
+        (None, false) => String::new(),
+    };
+    format!("postgres://{auth}{}", describe(&pg))
+}
+
+/// Connects to the `postgres` maintenance database of the same server and creates `jobpath`
+/// if it does not exist (racing instances are fine: "already exists" counts as done).
+async fn create_if_missing(target: &tokio_postgres::Config) -> anyhow::Result<()> {
+    let mut admin = target.clone();
+    admin.dbname("postgres");
+    admin.connect_timeout(std::time::Duration::from_secs(3));
+    let (client, conn) = admin.connect(NoTls).await?;
+    let conn = tokio::spawn(conn);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DB_NAME])
+        .await?
+        .is_some();
+    if !exists {
+        match client
+            .batch_execute(&format!("CREATE DATABASE {DB_NAME}"))
+            .await
+        {
+            Ok(()) => tracing::info!("created database {DB_NAME}"),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(client);
+    let _ = conn.await;
+    Ok(())
+}
+
+fn is_refused(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    }) || format!("{err:#}").contains("Connection refused")
+}
+
+fn start_private_cluster(data: &Path) -> anyhow::Result<()> {
+    let bin = find_pg_bin().ok_or_else(|| {
+        anyhow!(
+            "DATABASE_URL is unset, no PostgreSQL answers on 127.0.0.1:5432 and no PostgreSQL \
+             binaries (initdb, pg_ctl) were found. Install them (Debian: `apt-get install \
+             postgresql`) or set DATABASE_URL"
+        )
+    })?;
+    let as_root = is_root();
+    let parent = data.parent().expect("data dir has a parent");
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    if as_root {
+        // PostgreSQL refuses to run as root; the Debian packages create a `postgres` user.
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(parent))?;
+    }
+    if !data.join("PG_VERSION").exists() {
+        run(pg_command(&bin.join("initdb"), as_root)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+            .arg(data))?;
+    }
+    let running = pg_command(&bin.join("pg_ctl"), as_root)
+        .arg("status")
+        .arg("-D")
+        .arg(data)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !running {
+        let options = format!(
+            "-p {PRIVATE_PORT} -c listen_addresses=127.0.0.1 -k {}",
+            data.display()
+        );
+        run(pg_command(&bin.join("pg_ctl"), as_root)
+            .args(["start", "-w", "-t", "30", "-D"])
+            .arg(data)
+            .arg("-l")
+            .arg(parent.join("postgres.log"))
+            .args(["-o", &options]))?;
+    }
+    Ok(())
+}
+
+fn pg_command(program: &Path, as_root: bool) -> Command {
+    if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The directory holding `initdb` and `pg_ctl`: on `PATH`, else Debian's newest
+/// `/usr/lib/postgresql/<version>/bin`.
+fn find_pg_bin() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+    });
+    on_path.or_else(|| {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let v = e.file_name().to_str()?.parse().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb").is_file().then_some((v, bin))
+            })
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, bin)| bin)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn a_redacted_url_keeps_everything_but_the_password() {
+        for url in [
+            "postgres://app:hunter2@db:5433/jobs",
+            "postgres://app@db:5433/jobs?password=hunter2",
+            "host=db port=5433 user=app password=hunter2 dbname=jobs",
+        ] {
+            assert_eq!(
+                redacted_url(&Secret::new(url)),
+                "postgres://app:<redacted>@db:5433/jobs",
+                "{url}"
+            );
+        }
+        assert_eq!(
+            redacted_url(&Secret::new("postgres://app@db/jobs")),
+            "postgres://app@db:5432/jobs"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! PostgreSQL access: the connection pool and the SQL the server runs.
+//!
+//! - [`locate`]: where the database is (`DATABASE_URL`, or a local one found or started).
+//! - [`migrate`]: the numbered migrations of `sql/`, applied once under an advisory lock.
+//! - [`users`]: accounts and their password hashes.
+//! - [`sessions`]: sessions, refresh-token rotation, logout scopes.
+//! - [`shared`]: the few connections all requests share for the hot read of `/auth/me`.
+//! - [`events`]: the security event log.
+//! - [`limits`]: rate-limit counters and the login throttle, shared by all instances.
+//!
+//! Statements are prepared once per pooled connection (`prepare_cached`). Every wait on the
+//! database is bounded, so that an outage answers 503 instead of hanging a request:
+//!
+//! - getting a connection (queueing for a free one, or opening one) takes at most
+//!   `DB_POOL_TIMEOUT_SECONDS`;
+//! - a statement is cancelled by PostgreSQL itself after `DB_POOL_TIMEOUT_SECONDS`
+//!   (`statement_timeout`), which rolls it back: a 503 then never hides a committed write;
+//! - if the server does not answer at all (hung, or the network gone), the request gives up
+//!   [`UNANSWERED_GRACE`] later, asks PostgreSQL to cancel, and discards the connection.
+
+pub mod events;
+pub mod limits;
+pub mod locate;
+pub mod migrate;
+pub mod sessions;
+pub mod shared;
+pub mod users;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::Config;
+use crate::errors::ApiError;
+
+/// How much longer than the statement timeout the server waits for PostgreSQL's own
+/// cancellation before concluding that nothing answers.
+pub const UNANSWERED_GRACE: Duration = Duration::from_secs(1);
+
+/// The pool, with the time limits every use of it obeys. Cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    timeout: Duration,
+}
+
+impl Database {
+    /// Runs `work` on a pooled connection, within the time limits described in the module
+    /// documentation.
+    pub async fn run<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut Object) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut client = match tokio::time::timeout(self.timeout, self.pool.get()).await {
+            Ok(got) => got?,
+            Err(_) => {
+                return Err(ApiError::Unavailable(anyhow!(
+                    "no database connection within {:?}",
+                    self.timeout
+                )));
+            }
+        };
+        let cancel = client.cancel_token();
+        match tokio::time::timeout(self.timeout + UNANSWERED_GRACE, work(&mut client)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // The connection still has a statement in flight: never hand it out again.
+                drop(Object::take(client));
+                let limit = self.timeout;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(limit, cancel.cancel_query(NoTls)).await;
+                });
+                Err(ApiError::Unavailable(anyhow!(
+                    "the database did not answer within {:?}",
+                    self.timeout + UNANSWERED_GRACE
+                )))
+            }
+        }
+    }
+
+    /// The underlying pool, for its status and maintenance.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// Builds the pool. Connections are opened lazily, on first use.
+pub fn pool(pg: tokio_postgres::Config, config: &Config) -> anyhow::Result<Database> {
+    pool_of(pg, config, config.db_max_connections())
+}
+
+/// A pool of at most `max_size` connections with the bounds described above; the shared
+/// connections of `/auth/me` ([`shared`]) have their own, so they never starve the others.
+pub fn pool_of(
+    mut pg: tokio_postgres::Config,
+    config: &Config,
+    max_size: usize,
+) -> anyhow::Result<Database> {
+    let timeout = config.db_pool_timeout;
+    pg.connect_timeout(timeout);
+    pg.application_name(&config.app_name);
+    // A peer that vanished without closing (network loss, a killed VM) is noticed by the
+    // kernel instead of holding an idle pooled connection for the default two hours.
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(30));
+    // Set at connection start-up, so no extra round trip per connection; appended to any
+    // options the URL carries.
+    let statement_timeout = format!("-c statement_timeout={}", timeout.as_millis().max(1));
+    let options = match pg.get_options() {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing} {statement_timeout}"),
+        _ => statement_timeout,
+    };
+    pg.options(options);
+    // `Fast` trusts a connection that is not closed. A restart of PostgreSQL terminates every
+    // session (the server says so, then closes the socket), the connection's task ends, and
+    // the pool replaces the connection on its next checkout; the restart tests in
+    // `tests/api/reliability.rs` hold it to that.
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build()
+        .context("building the database pool")?;
+    Ok(Database { pool, timeout })
+}
+
+/// Closes idle connections above `DB_POOL_SIZE` (the `DB_MAX_OVERFLOW` ones opened under
+/// load) once they have been idle for `idle`.
+pub fn trim_overflow(db: &Database, keep: usize, idle: Duration) {
+    let size = db.pool.status().size;
+    if size <= keep {
+        return;
+    }
+    let mut excess = size - keep;
+    db.pool.retain(|_, metrics| {
+        if excess > 0 && metrics.last_used() >= idle {
+            excess -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// `SELECT 1` through the pool: readiness.
+pub async fn ping(db: &Database) -> Result<(), ApiError> {
+    db.run(async |client| {
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    })
+    .await
+}

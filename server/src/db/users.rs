@@ -1,0 +1,109 @@
+//! Accounts: creation, the login look-up, and password-hash upgrades.
+//!
+//! Each function is one statement (one round trip), prepared once per connection.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use super::Database;
+use super::events::{self, Context};
+use crate::auth::credentials::Email;
+use crate::errors::ApiError;
+
+/// A freshly created account.
+pub struct NewUser {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What login needs to know about an account.
+pub struct LoginRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: Arc<str>,
+    pub is_active: bool,
+}
+
+/// Inserts an account and its `signup` event; the unique index on `lower(email)` decides
+/// races.
+pub async fn insert(
+    db: &Database,
+    email: &Email,
+    password_hash: &str,
+    ctx: &Context,
+) -> Result<NewUser, ApiError> {
+    db.run(async |client| {
+        let sql = format!(
+            "WITH u AS (
+                 INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id, created_at
+             ), e AS (
+                 {} SELECT 'signup', NULL, id, NULL, $3, $4, $5 FROM u
+             )
+             SELECT id, created_at FROM u",
+            events::INSERT
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        match client
+            .query_one(
+                &stmt,
+                &[
+                    &email.as_str(),
+                    &password_hash,
+                    &ctx.ip,
+                    &ctx.user_agent,
+                    &ctx.request_id,
+                ],
+            )
+            .await
+        {
+            Ok(row) => Ok(NewUser {
+                id: row.get(0),
+                created_at: row.get(1),
+            }),
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(ApiError::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
+
+pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<LoginRecord>, ApiError> {
+    db.run(async |client| {
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, email, password_hash, is_active FROM users WHERE lower(email) = $1",
+            )
+            .await?;
+        let row = client.query_opt(&stmt, &[&email.as_str()]).await?;
+        Ok(row.map(|r| LoginRecord {
+            id: r.get(0),
+            email: r.get(1),
+            password_hash: Arc::from(r.get::<_, &str>(2)),
+            is_active: r.get(3),
+        }))
+    })
+    .await
+}
+
+/// Replaces a password hash, but only if it is still `old`: a rehash at a new bcrypt cost
+/// must never overwrite a password changed in the meantime.
+pub async fn replace_hash(
+    db: &Database,
+    user_id: Uuid,
+    old: &str,
+    new: &str,
+) -> Result<bool, ApiError> {
+    db.run(async |client| {
+        let stmt = client
+            .prepare_cached(
+                "UPDATE users SET password_hash = $3, updated_at = now()
+                  WHERE id = $1 AND password_hash = $2",
+            )
+            .await?;
+        Ok(client.execute(&stmt, &[&user_id, &old, &new]).await? == 1)
+    })
+    .await
+}

@@ -1,0 +1,274 @@
+//! The one error type of the request path, and how it becomes an HTTP response.
+//!
+//! Which type to use where:
+//! - Handlers and everything they call return [`ApiError`] and propagate it with `?`. Each
+//!   variant has exactly one HTTP status ([`ApiError::status`]) and one stable code
+//!   ([`ApiError::code`]); the set of codes is part of the OpenAPI contract (`Error.error`).
+//! - Failures the client must not see the details of (database errors, panics, bugs) become
+//!   [`ApiError::Internal`] or [`ApiError::Unavailable`]: the cause chain is logged by the
+//!   request wrapper, the client gets a generic message.
+//! - Start-up code (config, migrations, binding) uses `anyhow`: those errors go to an operator,
+//!   not to an HTTP client.
+
+use std::borrow::Cow;
+
+use http::StatusCode;
+use serde::Serialize;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not well-formed JSON.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// Well-formed JSON that breaks the schema or a constraint.
+    #[error("validation failed: {message}")]
+    Validation {
+        message: Cow<'static, str>,
+        field: Option<&'static str>,
+    },
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    /// The client did not send its whole body within the body read timeout.
+    #[error("request body not received in time")]
+    RequestTimeout,
+    #[error("email already registered")]
+    EmailTaken,
+    /// A new password that meets the length rules but not the password policy; the reason
+    /// is shown to the client (it is about their own input).
+    #[error("weak password: {0}")]
+    WeakPassword(&'static str),
+    /// Unknown email, wrong password or inactive account: deliberately indistinguishable.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("missing bearer token")]
+    MissingToken,
+    /// Malformed, badly signed, expired, not yet valid or revoked token, or its user is gone.
+    #[error("invalid token: {0}")]
+    InvalidToken(&'static str),
+    /// Over a rate limit or the login throttle; retry after this many seconds.
+    #[error("rate limited for {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: String },
+    /// A dependency (database, hashing pool) could not serve in time; worth retrying.
+    #[error("service unavailable: {0}")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error: {0}")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(field: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::Validation {
+            message: message.into(),
+            field: Some(field),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::EmailTaken => StatusCode::CONFLICT,
+            ApiError::WeakPassword(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidCredentials | ApiError::MissingToken | ApiError::InvalidToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::Validation { .. } => "validation_error",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::HeadersTooLarge => "headers_too_large",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::EmailTaken => "email_already_registered",
+            ApiError::WeakPassword(_) => "weak_password",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::MissingToken => "missing_token",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The message shown to the client. Never contains causes of internal failures.
+    pub fn public_message(&self) -> Cow<'static, str> {
+        match self {
+            ApiError::InvalidJson(reason) => {
+                Cow::Owned(format!("Request body is not valid JSON: {reason}"))
+            }
+            ApiError::Validation { message, .. } => message.clone(),
+            ApiError::UnsupportedMediaType => {
+                "Request body must be sent with Content-Type: application/json".into()
+            }
+            ApiError::PayloadTooLarge => "Request body is larger than the 64 KiB limit".into(),
+            ApiError::HeadersTooLarge => "Request headers exceed 16 KiB or 100 fields".into(),
+            ApiError::RequestTimeout => "The request body was not received in time".into(),
+            ApiError::EmailTaken => "An account with this email already exists".into(),
+            ApiError::WeakPassword(reason) => (*reason).into(),
+            ApiError::InvalidCredentials => "Incorrect email or password".into(),
+            ApiError::MissingToken => "Expected an 'Authorization: Bearer <token>' header".into(),
+            // The reason is logged; telling an attacker which check failed helps only them.
+            ApiError::InvalidToken(_) => "The access token is invalid, expired or revoked".into(),
+            ApiError::TooManyRequests { retry_after } => {
+                Cow::Owned(format!("Too many attempts; retry in {retry_after} seconds"))
+            }
+            ApiError::NotFound => "No such resource".into(),
+            ApiError::MethodNotAllowed { allow } => {
+                Cow::Owned(format!("Method not allowed; allowed: {allow}"))
+            }
+            ApiError::Unavailable(_) => {
+                "The service is temporarily unavailable; retry shortly".into()
+            }
+            ApiError::Internal(_) => "An unexpected error occurred".into(),
+        }
+    }
+
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Validation { field, .. } => *field,
+            _ => None,
+        }
+    }
+
+    /// The body defined by the `Error` schema of `openapi.yaml`.
+    pub fn body<'a>(&self, request_id: &'a str) -> ErrorBody<'a> {
+        ErrorBody {
+            error: self.code(),
+            detail: ErrorDetail {
+                message: self.public_message(),
+                field: self.field(),
+                request_id,
+            },
+            status_code: self.status().as_u16(),
+        }
+    }
+}
+
+/// Wire form of an error (`components.schemas.Error`).
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: &'static str,
+    pub detail: ErrorDetail<'a>,
+    pub status_code: u16,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail<'a> {
+    pub message: Cow<'static, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    pub request_id: &'a str,
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        // Every pool failure (wait timeout, connect refused, connect timeout) means the
+        // database cannot be reached in time: retryable, not a bug.
+        ApiError::Unavailable(err.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        if is_transient(&err) {
+            ApiError::Unavailable(err.into())
+        } else {
+            ApiError::Internal(err.into())
+        }
+    }
+}
+
+/// Whether `err` says the database is (for now) out of reach rather than that the statement
+/// is wrong: worth a 503 and a retry, not a 500.
+///
+/// Besides a closed or broken connection, PostgreSQL itself reports outages as errors with
+/// an SQLSTATE: a restart terminates sessions with `57P01 admin_shutdown` (also sent to a
+/// statement still running), a starting or stopping server refuses with `57P03`, and the
+/// statement timeout cancels with `57014`. Classes 08 (connection), 53 (resources, e.g. too
+/// many connections) and 57 (operator intervention) are all of that kind; so are a failover
+/// to a read-only server and the serialization failures that ask to be retried.
+pub fn is_transient(err: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if err.is_closed() {
+        return true;
+    }
+    match err.code() {
+        Some(code) => {
+            matches!(code.code().get(..2), Some("08" | "53" | "57"))
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+        }
+        None => is_io(err),
+    }
+}
+
+fn is_io(err: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_a_snake_case_code_and_an_error_status() {
+        let all = [
+            ApiError::InvalidJson("x".into()),
+            ApiError::validation("email", "bad"),
+            ApiError::UnsupportedMediaType,
+            ApiError::PayloadTooLarge,
+            ApiError::HeadersTooLarge,
+            ApiError::RequestTimeout,
+            ApiError::EmailTaken,
+            ApiError::WeakPassword("common"),
+            ApiError::InvalidCredentials,
+            ApiError::MissingToken,
+            ApiError::InvalidToken("expired"),
+            ApiError::TooManyRequests { retry_after: 3 },
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed {
+                allow: "GET".into(),
+            },
+            ApiError::Unavailable(anyhow::anyhow!("db down")),
+            ApiError::Internal(anyhow::anyhow!("bug")),
+        ];
+        for err in all {
+            let code = err.code();
+            assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(err.status().is_client_error() || err.status().is_server_error());
+        }
+    }
+
+    #[test]
+    fn internal_causes_never_reach_the_public_message() {
+        let err = ApiError::Internal(anyhow::anyhow!("relation \"users\" does not exist"));
+        assert!(!err.public_message().contains("users"));
+        let err = ApiError::Unavailable(anyhow::anyhow!("password=hunter2 refused"));
+        assert!(!err.public_message().contains("hunter2"));
+    }
+}

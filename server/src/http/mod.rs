@@ -1,0 +1,168 @@
+//! Transport: the accept loop, connections, and the request wrapper.
+//!
+//! - [`service`]: the one infallible wrapper every request goes through.
+//! - [`router`]: the route table, checked against `openapi.yaml`.
+//! - [`docs`]: Swagger UI and ReDoc pages, their assets embedded in the binary.
+//! - [`body`], [`response`], [`cors`]: request bodies in, responses out.
+//! - [`client_ip`]: the client's address, through trusted proxies only.
+//!
+//! Connections are HTTP/1.1 (`http1::Builder`, whose header read timeout works, unlike
+//! `auto::Builder` while it sniffs for HTTP/2). The header read timeout also closes idle
+//! keep-alive connections. Shutdown stops accepting, lets in-flight requests finish within
+//! the grace period, and closes idle keep-alive connections.
+//!
+//! At most `MAX_CONNECTIONS` connections are served at once. One more is not left waiting in
+//! the kernel's backlog: it gets a 503 `service_unavailable` with `Retry-After` and is
+//! closed. Answering takes reading its request head, so those refusals are themselves
+//! capped ([`MAX_REFUSING`]); past that a connection is closed without an answer.
+
+pub mod body;
+pub mod client_ip;
+pub mod cors;
+pub mod docs;
+pub mod response;
+pub mod router;
+pub mod service;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::errors::ApiError;
+use crate::state::AppState;
+
+/// hyper's own limits on a request head. They sit well above the limits the request
+/// wrapper enforces (`service::MAX_HEAD_BYTES`, `service::MAX_HEADERS`), so that almost
+/// every oversized head gets the documented JSON 431; only heads past these get hyper's
+/// bare 431 and a closed connection.
+const PARSER_MAX_BUF: usize = 256 * 1024;
+const PARSER_MAX_HEADERS: usize = 500;
+/// Connections over the limit that are being answered 503 at once.
+const MAX_REFUSING: usize = 64;
+/// How long an over-the-limit connection may take to send the request head we answer.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// The API, the documentation pages, and `/metrics` if `METRICS_PUBLIC=true`.
+    Public,
+    /// Only `/metrics` (`METRICS_PORT`).
+    Metrics,
+}
+
+/// Serves `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    port: Port,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(state.config.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Usually EMFILE: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    match Arc::clone(&refusals).try_acquire_owned() {
+                        Ok(permit) => {
+                            tokio::spawn(async move {
+                                refuse(stream, peer).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => tracing::warn!(%peer, "connection limit reached; closing"),
+                    }
+                    continue;
+                };
+                let header_read_timeout = state.config.header_read_timeout;
+                let state = Arc::clone(&state);
+                let svc = service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    async move {
+                        Ok::<_, Infallible>(match port {
+                            Port::Public => service::handle(state, peer, req).await,
+                            Port::Metrics => service::handle_metrics_port(state, req).await,
+                        })
+                    }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
+                    .max_buf_size(PARSER_MAX_BUF)
+                    .max_headers(PARSER_MAX_HEADERS)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    drop(slot);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let grace = state.config.shutdown_grace;
+    tracing::info!(
+        ?port,
+        in_flight_connections = graceful.count(),
+        ?grace,
+        "shutting down"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; dropping remaining connections"),
+    }
+}
+
+/// Answers one request on a connection over the limit with the standard 503, then closes.
+async fn refuse(stream: TcpStream, peer: SocketAddr) {
+    tracing::warn!(%peer, "connection limit reached; answering 503");
+    let svc = service_fn(|_req| async {
+        let request_id = service::new_request_id();
+        let err = ApiError::Unavailable(anyhow::anyhow!("connection limit reached"));
+        let mut resp = response::error(&err, &request_id);
+        if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(service::X_REQUEST_ID.clone(), v);
+        }
+        resp.headers_mut().insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
+        );
+        Ok::<_, Infallible>(resp.map(http_body_util::Full::new))
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_READ_TIMEOUT)
+        .max_buf_size(PARSER_MAX_BUF)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), svc);
+    // The request head is read, its body is not: bound the whole exchange.
+    let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT * 2, conn).await;
+}
+
+#[cfg(test)]
+mod panic_tests;

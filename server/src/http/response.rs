@@ -1,0 +1,77 @@
+//! Building responses: JSON bodies, the standard error body, and the headers every response
+//! of a kind must carry (`WWW-Authenticate` on 401, `Allow` on 405, `Retry-After` on 429 and 503,
+//! `Connection: close` on 408).
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use serde::Serialize;
+
+use crate::errors::ApiError;
+
+/// Responses keep their body as plain bytes until the wrapper hands them to hyper, so the
+/// wrapper (and a response observer) can see exactly what is sent.
+pub type Response = http::Response<Bytes>;
+
+/// Seconds a client should wait before retrying a 503.
+const RETRY_AFTER_SECS: &str = "2";
+
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(bytes_with_type(
+        status,
+        Bytes::from(bytes),
+        "application/json",
+    ))
+}
+
+pub fn bytes_with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response {
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub fn empty(status: StatusCode) -> Response {
+    let mut resp = http::Response::new(Bytes::new());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// The `Error` body of the contract, with the headers its status calls for.
+pub fn error(err: &ApiError, request_id: &str) -> Response {
+    let body = serde_json::to_vec(&err.body(request_id))
+        .unwrap_or_else(|_| br#"{"error":"internal_error","detail":{"message":"An unexpected error occurred"},"status_code":500}"#.to_vec());
+    let mut resp = bytes_with_type(err.status(), Bytes::from(body), "application/json");
+    let headers = resp.headers_mut();
+    match err {
+        ApiError::InvalidCredentials | ApiError::MissingToken => {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        ApiError::InvalidToken(_) => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
+        }
+        ApiError::MethodNotAllowed { allow } => {
+            if let Ok(v) = HeaderValue::from_str(allow) {
+                headers.insert(ALLOW, v);
+            }
+        }
+        ApiError::Unavailable(_) => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        ApiError::TooManyRequests { retry_after } => {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        ApiError::RequestTimeout => {
+            // The rest of the body may still be on its way: the connection cannot carry
+            // another request.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    resp
+}

@@ -1,0 +1,276 @@
+//! The route table: one [`Route`] per `operationId` of `openapi.yaml`, matched with matchit,
+//! and a short second table of [`Page`]s that are deliberately not API operations.
+//!
+//! Paths are written exactly as in the spec (matchit ≥ 0.8 uses OpenAPI's `{param}` syntax),
+//! and a test checks that the [`Route`] table and the spec list the same (method, path,
+//! operationId) set. An unknown path is 404; a known path with another method is 405 with
+//! `Allow`.
+//!
+//! Why pages stay out of the spec: `/docs`, `/redoc` and their assets are HTML, scripts and
+//! styles for people, and `/metrics` is for Prometheus. Putting them in `openapi.yaml` would
+//! give the generated client methods nobody should call and make the contract describe
+//! JavaScript bundles. Both tables share one matchit router, so a path can be in only one
+//! of them, and the test harness holds pages to their own rule (the content type each page
+//! declares), see `tests/api/spec_check.rs`.
+
+use http::Method;
+
+/// Every operation of the API. Dispatch is an exhaustive `match` on this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Signup,
+    Login,
+    GetMe,
+    Logout,
+    Refresh,
+    ChangePassword,
+    ListSessions,
+    RevokeSession,
+    ListEvents,
+    Liveness,
+    Readiness,
+    OpenApiJson,
+    OpenApiYaml,
+}
+
+impl Route {
+    pub const ALL: [Route; 13] = [
+        Route::Signup,
+        Route::Login,
+        Route::GetMe,
+        Route::Logout,
+        Route::Refresh,
+        Route::ChangePassword,
+        Route::ListSessions,
+        Route::RevokeSession,
+        Route::ListEvents,
+        Route::Liveness,
+        Route::Readiness,
+        Route::OpenApiJson,
+        Route::OpenApiYaml,
+    ];
+
+    /// (method, path, operationId), as in `openapi.yaml`.
+    pub fn spec(self) -> (Method, &'static str, &'static str) {
+        match self {
+            Route::Signup => (Method::POST, "/auth/signup", "signup"),
+            Route::Login => (Method::POST, "/auth/login", "login"),
+            Route::GetMe => (Method::GET, "/auth/me", "get_me"),
+            Route::Logout => (Method::POST, "/auth/logout", "logout"),
+            Route::Refresh => (Method::POST, "/auth/refresh", "refresh"),
+            Route::ChangePassword => (Method::POST, "/auth/password", "change_password"),
+            Route::ListSessions => (Method::GET, "/auth/sessions", "list_sessions"),
+            Route::RevokeSession => (
+                Method::DELETE,
+                "/auth/sessions/{session_id}",
+                "revoke_session",
+            ),
+            Route::ListEvents => (Method::GET, "/auth/events", "list_events"),
+            Route::Liveness => (Method::GET, "/health/live", "liveness"),
+            Route::Readiness => (Method::GET, "/health/ready", "readiness"),
+            Route::OpenApiJson => (Method::GET, "/openapi.json", "get_openapi_json"),
+            Route::OpenApiYaml => (Method::GET, "/openapi.yaml", "get_openapi_yaml"),
+        }
+    }
+}
+
+/// Everything served that is not an API operation. All are `GET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Page {
+    /// Swagger UI on the server's own contract.
+    Docs,
+    /// ReDoc on the server's own contract.
+    Redoc,
+    /// The scripts and styles both pages load (embedded in the binary).
+    DocsAsset,
+    /// The Prometheus scrape, on this port only with `METRICS_PUBLIC=true`.
+    Metrics,
+}
+
+impl Page {
+    pub const ALL: [Page; 4] = [Page::Docs, Page::Redoc, Page::DocsAsset, Page::Metrics];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Page::Docs => "/docs",
+            Page::Redoc => "/redoc",
+            Page::DocsAsset => "/docs/assets/{*file}",
+            Page::Metrics => "/metrics",
+        }
+    }
+
+    /// The label of its requests in the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Page::Docs => "docs",
+            Page::Redoc => "redoc",
+            Page::DocsAsset => "docs_asset",
+            Page::Metrics => "metrics",
+        }
+    }
+}
+
+/// What a (method, path) pair is answered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    Api(Route),
+    Page(Page),
+}
+
+/// The targets sharing one path, and the `Allow` header for it.
+struct PathTargets {
+    targets: Vec<(Method, Target)>,
+    allow: String,
+}
+
+/// The path parameters of a matched route (`{name}` segments), usually none.
+#[derive(Debug, Default, Clone)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub enum Resolved<'a> {
+    Found(Target, Params),
+    MethodNotAllowed { allow: &'a str },
+    NotFound,
+}
+
+pub struct Router {
+    paths: matchit::Router<PathTargets>,
+}
+
+impl Router {
+    /// The API routes and the documentation pages, plus `/metrics` if `public_metrics`.
+    pub fn new(public_metrics: bool) -> Router {
+        let api = Route::ALL.into_iter().map(|route| {
+            let (method, path, _) = route.spec();
+            (method, path, Target::Api(route))
+        });
+        let pages = Page::ALL
+            .into_iter()
+            .filter(|page| public_metrics || *page != Page::Metrics)
+            .map(|page| (Method::GET, page.path(), Target::Page(page)));
+        let mut by_path: Vec<(&'static str, Vec<(Method, Target)>)> = Vec::new();
+        for (method, path, target) in api.chain(pages) {
+            match by_path.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, targets)) => targets.push((method, target)),
+                None => by_path.push((path, vec![(method, target)])),
+            }
+        }
+        let mut paths = matchit::Router::new();
+        for (path, targets) in by_path {
+            let mut methods: Vec<&str> = targets.iter().map(|(m, _)| m.as_str()).collect();
+            methods.push("OPTIONS");
+            let allow = methods.join(", ");
+            paths
+                .insert(path, PathTargets { targets, allow })
+                .expect("route and page paths are valid and distinct");
+        }
+        Router { paths }
+    }
+
+    pub fn resolve(&self, method: &Method, path: &str) -> Resolved<'_> {
+        let Ok(matched) = self.paths.at(path) else {
+            return Resolved::NotFound;
+        };
+        let entry = matched.value;
+        match entry.targets.iter().find(|(m, _)| m == method) {
+            Some((_, target)) => {
+                let params = matched
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+                Resolved::Found(*target, Params(params.collect()))
+            }
+            None => Resolved::MethodNotAllowed {
+                allow: &entry.allow,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The contract and the router must describe the same API.
+    #[test]
+    fn router_table_and_openapi_spec_list_the_same_operations() {
+        let spec: serde_yaml::Value = serde_yaml::from_str(crate::spec::YAML).unwrap();
+        let mut from_spec = BTreeSet::new();
+        for (path, item) in spec["paths"].as_mapping().unwrap() {
+            for (method, op) in item.as_mapping().unwrap() {
+                from_spec.insert((
+                    method.as_str().unwrap().to_uppercase(),
+                    path.as_str().unwrap().to_owned(),
+                    op["operationId"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+        let from_router: BTreeSet<_> = Route::ALL
+            .iter()
+            .map(|r| {
+                let (m, p, id) = r.spec();
+                (m.to_string(), p.to_owned(), id.to_owned())
+            })
+            .collect();
+        assert_eq!(from_router, from_spec);
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods_are_told_apart() {
+        let router = Router::new(false);
+        assert!(matches!(
+            router.resolve(&Method::GET, "/auth/me"),
+            Resolved::Found(Target::Api(Route::GetMe), _)
+        ));
+        match router.resolve(&Method::DELETE, "/auth/sessions/abc") {
+            Resolved::Found(Target::Api(Route::RevokeSession), params) => {
+                assert_eq!(params.get("session_id"), Some("abc"));
+            }
+            _ => panic!("expected the session route"),
+        }
+        assert!(matches!(
+            router.resolve(&Method::GET, "/nope"),
+            Resolved::NotFound
+        ));
+        match router.resolve(&Method::DELETE, "/auth/login") {
+            Resolved::MethodNotAllowed { allow } => assert_eq!(allow, "POST, OPTIONS"),
+            _ => panic!("expected 405"),
+        }
+    }
+
+    #[test]
+    fn pages_resolve_and_metrics_only_when_public() {
+        let private = Router::new(false);
+        assert!(matches!(
+            private.resolve(&Method::GET, "/docs/assets/swagger-ui-1/swagger-ui.css"),
+            Resolved::Found(Target::Page(Page::DocsAsset), _)
+        ));
+        assert!(matches!(
+            private.resolve(&Method::GET, "/redoc"),
+            Resolved::Found(Target::Page(Page::Redoc), _)
+        ));
+        assert!(matches!(
+            private.resolve(&Method::GET, "/metrics"),
+            Resolved::NotFound
+        ));
+        assert!(matches!(
+            Router::new(true).resolve(&Method::GET, "/metrics"),
+            Resolved::Found(Target::Page(Page::Metrics), _)
+        ));
+        match private.resolve(&Method::POST, "/docs") {
+            Resolved::MethodNotAllowed { allow } => assert_eq!(allow, "GET, OPTIONS"),
+            _ => panic!("expected 405"),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Abuse resistance on the credential endpoints: per-IP rate limits and the per-account
+//! login throttle, decided here and counted in PostgreSQL (`db::limits`) so that all
+//! instances share them.
+//!
+//! - Signup, login, refresh and password change are each limited per client IP
+//!   (`RATE_LIMIT_*_PER_IP` requests per `RATE_LIMIT_WINDOW_SECONDS`, fixed windows).
+//! - Login is also throttled per account (the normalised email, known or not, so the
+//!   throttle reveals nothing about which accounts exist): after
+//!   `RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT` failures each further failure blocks the
+//!   account for 1, 2, 4 … seconds up to `RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS`. A delay, not
+//!   a lock: an attacker cannot keep the owner out for long, and the owner's successful
+//!   login clears it.
+//!
+//! Over a limit is 429 `rate_limited` with `Retry-After`. Nothing here runs for other
+//! routes: `/auth/me` costs no extra query.
+
+use uuid::Uuid;
+
+use crate::auth::credentials::Email;
+use crate::db;
+use crate::db::events::Context;
+use crate::errors::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Signup,
+    Login,
+    Refresh,
+    PasswordChange,
+}
+
+impl Scope {
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Signup => "signup",
+            Scope::Login => "login",
+            Scope::Refresh => "refresh",
+            Scope::PasswordChange => "password_change",
+        }
+    }
+
+    fn per_ip(self, state: &AppState) -> u32 {
+        let limits = &state.config.rate_limits;
+        match self {
+            Scope::Signup => limits.signup_per_ip,
+            Scope::Login => limits.login_per_ip,
+            Scope::Refresh => limits.refresh_per_ip,
+            Scope::PasswordChange => limits.password_change_per_ip,
+        }
+    }
+}
+
+/// Counts this request against its per-IP limit (and, for login, checks the account's
+/// throttle); [`ApiError::TooManyRequests`] when over. The refusal is recorded as a
+/// `rate_limited` event (for the account `user_id` or `account` names, if any) — for the
+/// per-IP limit only the first refusal of each window, so a flood of refused requests
+/// cannot flood the event log.
+pub async fn check(
+    state: &AppState,
+    scope: Scope,
+    ctx: &Context,
+    account: Option<&Email>,
+    user_id: Option<Uuid>,
+) -> Result<(), ApiError> {
+    let refusal = over(state, scope, ctx, account).await?;
+    let Some(Refusal {
+        reason,
+        retry_after,
+        first,
+    }) = refusal
+    else {
+        return Ok(());
+    };
+    if !first {
+        return Err(ApiError::TooManyRequests { retry_after });
+    }
+    db::events::record(
+        &state.pool,
+        ctx,
+        "rate_limited",
+        Some(reason),
+        user_id,
+        account.filter(|e| e.could_exist()).map(Email::as_str),
+    )
+    .await?;
+    Err(ApiError::TooManyRequests { retry_after })
+}
+
+/// Which limit refuses a request, for how long, and whether this is its first refusal.
+struct Refusal {
+    /// The event's reason: the scope, or `login_account` for the account throttle.
+    reason: &'static str,
+    retry_after: u64,
+    first: bool,
+}
+
+async fn over(
+    state: &AppState,
+    scope: Scope,
+    ctx: &Context,
+    account: Option<&Email>,
+) -> Result<Option<Refusal>, ApiError> {
+    let per_ip = scope.per_ip(state);
+    let account = account
+        .filter(|e| state.config.rate_limits.login_failures_per_account > 0 && e.could_exist())
+        .map(Email::as_str);
+    if per_ip == 0 && account.is_none() {
+        return Ok(None);
+    }
+    let ip = &ctx.ip;
+    let hit = db::limits::hit(
+        &state.pool,
+        scope.name(),
+        ip,
+        state.config.rate_limits.window,
+        account,
+    )
+    .await?;
+    if per_ip > 0 && hit.count > i64::from(per_ip) {
+        tracing::info!(scope = scope.name(), %ip, count = hit.count, "rate limited by IP");
+        return Ok(Some(Refusal {
+            reason: scope.name(),
+            retry_after: whole_seconds(hit.window_left),
+            first: hit.count == i64::from(per_ip) + 1,
+        }));
+    }
+    if let Some(blocked_for) = hit.account_blocked_for {
+        tracing::info!(scope = scope.name(), "login throttled for the account");
+        // Attempts while blocked are few: each one also counts against its IP's limit.
+        return Ok(Some(Refusal {
+            reason: "login_account",
+            retry_after: whole_seconds(blocked_for),
+            first: true,
+        }));
+    }
+    Ok(None)
+}
+
+/// A failed login: one more strike against the account.
+pub async fn login_failed(state: &AppState, account: &Email) -> Result<(), ApiError> {
+    let limits = &state.config.rate_limits;
+    // An address no account can have (control characters, NUL) needs no protecting, and
+    // PostgreSQL could not store it as a key anyway.
+    if limits.login_failures_per_account == 0 || !account.could_exist() {
+        return Ok(());
+    }
+    db::limits::login_failed(
+        &state.pool,
+        account.as_str(),
+        limits.login_failures_per_account,
+        limits.login_max_delay,
+    )
+    .await
+}
+
+/// A successful login clears the account's strikes.
+pub async fn login_succeeded(state: &AppState, account: &Email) -> Result<(), ApiError> {
+    if state.config.rate_limits.login_failures_per_account == 0 || !account.could_exist() {
+        return Ok(());
+    }
+    db::limits::login_succeeded(&state.pool, account.as_str()).await
+}
+
+/// `Retry-After` is whole seconds; rounding up never invites a retry that is refused again.
+fn whole_seconds(secs: f64) -> u64 {
+    if secs.is_finite() && secs > 0.0 {
+        (secs.ceil() as u64).max(1)
+    } else {
+        1
+    }
+}

@@ -1,0 +1,39 @@
+//! What every request can reach: configuration, database pool, hashing pool, token keys,
+//! metrics, and the route table. Built once by [`crate::App::build`], shared behind an `Arc`.
+
+use std::sync::{Arc, OnceLock};
+
+use crate::auth::hasher::Hasher;
+use crate::auth::refresh::RefreshKeys;
+use crate::auth::token::TokenKeys;
+use crate::config::Config;
+use crate::db::Database;
+use crate::db::shared::Shared;
+use crate::http::router::{Router, Target};
+use crate::metrics::Metrics;
+
+pub struct AppState {
+    pub config: Config,
+    pub pool: Database,
+    /// Connections of `pool` shared by all requests for the `/auth/me` read.
+    pub shared: Shared,
+    pub hasher: Hasher,
+    pub tokens: TokenKeys,
+    pub refresh: RefreshKeys,
+    pub metrics: Metrics,
+    pub router: Router,
+    /// Sees every response just before it is sent. Unset in production; the test suite uses
+    /// it to check each response against the contract.
+    pub observer: OnceLock<ResponseObserver>,
+}
+
+/// A response as sent: the operation or page it answered (if the path and method matched
+/// one), the request method, and the full response.
+pub struct Observed<'a> {
+    pub target: Option<Target>,
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub response: &'a http::Response<bytes::Bytes>,
+}
+
+pub type ResponseObserver = Arc<dyn Fn(&Observed<'_>) + Send + Sync>;

@@ -1,0 +1,415 @@
+//! The `jobpath-server` binary as an orchestrator runs it: start-up with and without a
+//! database, a malformed `DATABASE_URL`, and SIGTERM with a request in flight.
+//!
+//! The end-to-end suite (`tests/api`) runs the server in-process, where signals, exit codes
+//! and start-up logs cannot be seen; these tests start the real process. They use the shared
+//! PostgreSQL (`TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! with a database of their own, and raw HTTP, since the server crate has no HTTP client.
+
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+const SECRET: &str = "process-test-secret-0123456789-abcdefghijklmnop";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database of the test's own on the shared PostgreSQL, dropped at the end.
+struct TempDb {
+    name: String,
+    pg: tokio_postgres::Config,
+}
+
+impl TempDb {
+    async fn create() -> TempDb {
+        let name = format!("jobpath_proc_{}", uuid::Uuid::new_v4().simple());
+        let admin = connect(&admin_url().parse().unwrap()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let mut pg: tokio_postgres::Config = admin_url().parse().unwrap();
+        pg.dbname(&name);
+        TempDb { name, pg }
+    }
+
+    /// `host:port` of the PostgreSQL server.
+    fn server(&self) -> String {
+        let host = match self.pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            other => panic!("these tests need a TCP TEST_DATABASE_URL, got {other:?}"),
+        };
+        format!(
+            "{host}:{}",
+            self.pg.get_ports().first().copied().unwrap_or(5432)
+        )
+    }
+
+    /// A URL for this database through `host_port`, carrying `password` (trust
+    /// authentication ignores it; the tests check it never reaches a log).
+    fn url_via(&self, host_port: &str, password: &str) -> String {
+        format!(
+            "postgres://{}:{password}@{host_port}/{}",
+            self.pg.get_user().unwrap_or("postgres"),
+            self.name
+        )
+    }
+
+    async fn count_users(&self, email: &str) -> i64 {
+        connect(&self.pg)
+            .await
+            .query_one("SELECT count(*) FROM users WHERE email = $1", &[&email])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let admin = connect(&admin_url().parse().unwrap()).await;
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                })
+        })
+        .join();
+    }
+}
+
+async fn connect(pg: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, conn) = pg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("the test PostgreSQL is reachable");
+    tokio::spawn(conn);
+    client
+}
+
+/// A running `jobpath-server` process and everything it has printed.
+struct Server {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    fn spawn(vars: &[(&str, &str)]) -> Server {
+        // An empty working directory: no developer `.env` may leak into the test.
+        let cwd = std::env::temp_dir().join(format!("jobpath-proc-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&cwd).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobpath-server"));
+        cmd.current_dir(&cwd)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            // Port 0 for metrics too: several of these servers run at once.
+            .env("METRICS_PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .env("JWT_SECRET_KEY", SECRET)
+            .env("BCRYPT_ROUNDS", "4")
+            .env("HASH_THREADS", "1")
+            .env("DB_POOL_SIZE", "2")
+            .env("DB_MAX_OVERFLOW", "0")
+            .envs(vars.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("the server binary starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut readers = Vec::new();
+        for stream in [
+            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(stderr),
+        ] {
+            let output = Arc::clone(&output);
+            readers.push(tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }));
+        }
+        let _ = std::fs::remove_dir(&cwd);
+        Server {
+            child,
+            output,
+            readers,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits, bounded, for a printed line containing `needle`; returns it.
+    async fn wait_for_line(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} within {limit:?}; output:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The address from the start-up line.
+    async fn address(&self) -> String {
+        let line = self
+            .wait_for_line("listening", Duration::from_secs(30))
+            .await;
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        json["address"].as_str().expect("address field").to_owned()
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("still running after {limit:?}; output:\n{}", self.output()),
+        };
+        // The last lines may still be in the pipes: read them to the end.
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        status
+    }
+
+    fn assert_no_secret_printed(&self, secrets: &[&str]) {
+        let output = self.output();
+        for secret in secrets {
+            assert!(!output.contains(secret), "{secret:?} appears in:\n{output}");
+        }
+    }
+}
+
+/// Sends `GET path` on a keep-alive connection and returns the status code.
+async fn get(stream: &mut TcpStream, path: &str) -> u16 {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_response(stream).await.0
+}
+
+/// Reads one response with a Content-Length body: (status, body).
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                let status = head[9..12].parse().unwrap();
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+                return (status, body);
+            }
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn signup_request(email: &str) -> (String, String) {
+    let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
+    let head = format!(
+        "POST /auth/signup HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    (head, body)
+}
+
+/// Opens a connection, proves it is being served, and starts a signup whose body is only
+/// half sent: a request the server is in the middle of.
+async fn signup_in_flight(address: &str, email: &str) -> (TcpStream, String) {
+    let mut conn = TcpStream::connect(address).await.unwrap();
+    assert_eq!(get(&mut conn, "/health/live").await, 200);
+    let (head, body) = signup_request(email);
+    let (first, rest) = body.split_at(body.len() / 2);
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(first.as_bytes()).await.unwrap();
+    // Lets the server read the head and enter the handler before the signal arrives;
+    // an ordering aid, not a measurement.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (conn, rest.to_owned())
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_lets_an_in_flight_signup_finish_and_exits_0() {
+    let db = TempDb::create().await;
+    let url = db.url_via(&db.server(), "db-password-never-logged");
+    let mut server = Server::spawn(&[
+        ("DATABASE_URL", url.as_str()),
+        ("SHUTDOWN_GRACE_SECONDS", "10"),
+    ]);
+    let address = server.address().await;
+    let email = format!("inflight-{}@example.com", uuid::Uuid::new_v4().simple());
+    let (mut conn, rest) = signup_in_flight(&address, &email).await;
+
+    server.sigterm();
+    // New connections are refused while the signup is still open...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(&address).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and the signup, once its body is complete, still succeeds.
+    conn.write_all(rest.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut conn).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains(&email), "{body}");
+
+    let exit = server.exit_within(Duration::from_secs(10)).await;
+    assert_eq!(exit.code(), Some(0), "{}", server.output());
+    assert_eq!(db.count_users(&email).await, 1);
+    server
+        .wait_for_line("SIGTERM received", Duration::from_secs(1))
+        .await;
+    server.assert_no_secret_printed(&["db-password-never-logged", SECRET, PASSWORD]);
+}
+
+#[tokio::test]
+async fn sigterm_exits_0_when_the_grace_period_ends_even_if_a_request_never_completes() {
+    let db = TempDb::create().await;
+    let url = db.url_via(&db.server(), "x");
+    let mut server = Server::spawn(&[
+        ("DATABASE_URL", url.as_str()),
+        ("SHUTDOWN_GRACE_SECONDS", "1"),
+    ]);
+    let address = server.address().await;
+    let email = format!("stalled-{}@example.com", uuid::Uuid::new_v4().simple());
+    let (_conn, _never_sent) = signup_in_flight(&address, &email).await;
+
+    server.sigterm();
+    // The grace period (1 s) ends it, well before the 10 s body read timeout would.
+    let exit = server.exit_within(Duration::from_secs(1 + 4)).await;
+    assert_eq!(exit.code(), Some(0), "{}", server.output());
+    assert_eq!(db.count_users(&email).await, 0);
+}
+
+/// Forwards every connection on `listener` to `target`.
+async fn forward(listener: TcpListener, target: String) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        let target = target.clone();
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn without_a_database_start_up_retries_saying_why_and_serves_once_it_appears() {
+    let db = TempDb::create().await;
+    // A port where nothing listens yet; the database "appears" there later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = db.url_via(&format!("127.0.0.1:{port}"), "db-password-never-logged");
+    let mut server = Server::spawn(&[("DATABASE_URL", url.as_str())]);
+
+    let warning = server
+        .wait_for_line("database not reachable yet", Duration::from_secs(10))
+        .await;
+    assert!(
+        warning.contains("refused"),
+        "the reason is logged: {warning}"
+    );
+    assert!(warning.contains(&format!("127.0.0.1:{port}")), "{warning}");
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(forward(listener, db.server()));
+    let address = server.address().await;
+    let mut conn = TcpStream::connect(&address).await.unwrap();
+    assert_eq!(get(&mut conn, "/health/ready").await, 200);
+    drop(conn);
+
+    server.sigterm();
+    assert_eq!(
+        server.exit_within(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+    server.assert_no_secret_printed(&["db-password-never-logged", SECRET]);
+}
+
+#[tokio::test]
+async fn start_up_gives_up_after_db_startup_timeout_seconds_with_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres:db-password-never-logged@127.0.0.1:{port}/x");
+    let mut server = Server::spawn(&[
+        ("DATABASE_URL", url.as_str()),
+        ("DB_STARTUP_TIMEOUT_SECONDS", "1"),
+    ]);
+    let exit = server.exit_within(Duration::from_secs(1 + 9)).await;
+    assert_eq!(exit.code(), Some(1));
+    let output = server.output();
+    assert!(
+        output.contains("jobpath-server: error: connecting to the database")
+            && output.contains("DB_STARTUP_TIMEOUT_SECONDS"),
+        "{output}"
+    );
+    server.assert_no_secret_printed(&["db-password-never-logged"]);
+}
+
+#[tokio::test]
+async fn a_malformed_database_url_is_an_immediate_clear_error_without_the_password() {
+    let mut server = Server::spawn(&[(
+        "DATABASE_URL",
+        "postgres://app:db-password-never-logged@db.internal:not-a-port/app",
+    )]);
+    // Immediate: no connection is attempted, so no retry either.
+    let exit = server.exit_within(Duration::from_secs(5)).await;
+    assert_eq!(exit.code(), Some(1));
+    let output = server.output();
+    assert!(
+        output.contains("DATABASE_URL is not a valid PostgreSQL URL"),
+        "{output}"
+    );
+    assert!(!output.contains("not reachable"), "{output}");
+    server.assert_no_secret_printed(&["db-password-never-logged"]);
+}
