@@ -1,0 +1,388 @@
+//! The test harness: a fresh database and a real server per test.
+//!
+//! [`spawn_app`] creates a uniquely named database on the local PostgreSQL
+//! (`TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`), starts the
+//! real server in-process on port 0 against it (the server applies the migrations), and
+//! returns clients for it. Its metrics listener is bound to port 0 too, unless the test
+//! asks for `METRICS_PUBLIC`. The database is dropped (`WITH (FORCE)`) when the test ends,
+//! whether it passed or panicked. Server logs are silent unless `TEST_LOG=1`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobpath_client::{Client, ResponseValue, types};
+use jobpath_server::config::Config;
+use jobpath_server::state::AppState;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// The secret every test server signs with, so tests can forge tokens on purpose.
+pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+type ApiResult<T> = Result<ResponseValue<T>, jobpath_client::Error<types::Error>>;
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `admin_url` with its database name replaced.
+fn url_for(db_name: &str) -> String {
+    let admin = admin_url();
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b.to_owned(), format!("?{q}")),
+        None => (admin.clone(), String::new()),
+    };
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("TEST_DATABASE_URL must be a postgres:// URL");
+    format!("{server}/{db_name}{query}")
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL ({e}); is it running?"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let name = format!("jobpath_test_{}", Uuid::new_v4().simple());
+        connect(&admin_url())
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("creating the test database");
+        let url = url_for(&name);
+        TestDb { name, url }
+    }
+
+    /// A direct connection, for checking what was (not) written and for arranging states
+    /// the API cannot produce (an inactive or deleted user).
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread with
+        // its own runtime.
+        let result = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    connect(&admin_url())
+                        .await
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await
+                })
+        })
+        .join();
+        if let Ok(Err(e)) = result {
+            eprintln!("warning: could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Every test connects from 127.0.0.1: limits far above any test's traffic keep the
+/// counting path exercised without tripping it. `tests/api/limits.rs` sets real ones.
+pub const HIGH_LIMITS: [(&str, &str); 5] = [
+    ("RATE_LIMIT_SIGNUP_PER_IP", "1000000"),
+    ("RATE_LIMIT_LOGIN_PER_IP", "1000000"),
+    ("RATE_LIMIT_REFRESH_PER_IP", "1000000"),
+    ("RATE_LIMIT_PASSWORD_CHANGE_PER_IP", "1000000"),
+    ("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", "1000000"),
+];
+
+/// The configuration of a test server: low bcrypt cost, fixed secret, loopback, port 0.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut vars: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", db.url.clone()),
+        ("JWT_SECRET_KEY", TEST_SECRET.to_owned()),
+        ("BCRYPT_ROUNDS", "4".to_owned()),
+        ("HOST", "127.0.0.1".to_owned()),
+        ("PORT", "0".to_owned()),
+        ("DB_POOL_SIZE", "4".to_owned()),
+        ("DB_MAX_OVERFLOW", "4".to_owned()),
+        ("HASH_THREADS", "2".to_owned()),
+        ("SHUTDOWN_GRACE_SECONDS", "5".to_owned()),
+        ("CORS_ORIGINS", "https://app.example.com".to_owned()),
+    ]);
+    vars.extend(HIGH_LIMITS.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration is valid")
+}
+
+/// One running server process-equivalent: its own pools, listener and shutdown switch.
+pub struct TestServer {
+    pub base_url: String,
+    /// `http://127.0.0.1:<port>/metrics` of the separate metrics listener; `None` when the
+    /// configuration has `metrics_public`.
+    pub metrics_url: Option<String>,
+    pub api: Client,
+    pub state: Arc<AppState>,
+    violations: crate::spec_check::Violations,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        crate::capture::init();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let metrics_listener = match config.metrics_public {
+            true => None,
+            false => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        };
+        let metrics_url = metrics_listener
+            .as_ref()
+            .map(|l| format!("http://{}/metrics", l.local_addr().unwrap()));
+        let mut app = jobpath_server::App::build(config)
+            .await
+            .expect("server starts");
+        if let Some(l) = metrics_listener {
+            app.serve_metrics_on(l);
+        }
+        let state = Arc::clone(app.state());
+        let violations = crate::spec_check::Violations::default();
+        let record = Arc::clone(&violations);
+        let observer: jobpath_server::state::ResponseObserver = Arc::new(move |seen| {
+            let problems = crate::spec_check::SPEC.check(seen);
+            if !problems.is_empty() {
+                record.lock().unwrap().extend(problems);
+            }
+        });
+        let _ = state.observer.set(observer);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(jobpath_server::run(listener, app, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            api: Client::new(&base_url),
+            base_url,
+            metrics_url,
+            state,
+            violations,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Shuts the server down gracefully and waits for it to finish.
+    pub async fn stop(mut self) {
+        let _ = &self.violations; // checked on drop, below
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("server stops within its grace period")
+                .unwrap();
+        }
+    }
+
+    /// A client sending `Authorization: Bearer <token>`.
+    pub fn authed(&self, token: &str) -> Client {
+        jobpath_client::authenticated(&self.base_url, token).unwrap()
+    }
+
+    /// A client sending exactly this `Authorization` header value.
+    pub fn with_authorization(&self, value: &str) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        Client::new_with_client(&self.base_url, http)
+    }
+
+    pub async fn signup(&self, email: &str, password: &str) -> types::SignupResponse {
+        self.api
+            .signup()
+            .body(
+                types::Credentials::builder()
+                    .email(email)
+                    .password(password),
+            )
+            .send()
+            .await
+            .expect("signup succeeds")
+            .into_inner()
+    }
+
+    pub async fn try_login(&self, email: &str, password: &str) -> ApiResult<types::TokenResponse> {
+        self.api
+            .login()
+            .body(
+                types::LoginRequest::builder()
+                    .email(email)
+                    .password(password),
+            )
+            .send()
+            .await
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        self.try_login(email, password)
+            .await
+            .expect("login succeeds")
+            .into_inner()
+            .access_token
+    }
+
+    /// Logs in and returns the whole answer (access and refresh tokens, session id).
+    pub async fn session(&self, email: &str, password: &str) -> types::TokenResponse {
+        self.try_login(email, password)
+            .await
+            .expect("login succeeds")
+            .into_inner()
+    }
+
+    pub async fn try_refresh(&self, refresh_token: &str) -> ApiResult<types::TokenResponse> {
+        self.api
+            .refresh()
+            .body(types::RefreshRequest::builder().refresh_token(refresh_token))
+            .send()
+            .await
+    }
+
+    /// Signs up a fresh user and logs in; returns (email, token).
+    pub async fn user_with_token(&self) -> (String, String) {
+        let email = unique_email();
+        self.signup(&email, PASSWORD).await;
+        let token = self.login(&email, PASSWORD).await;
+        (email, token)
+    }
+
+    /// Sends a raw request, for inputs the typed client cannot produce.
+    pub fn raw(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().request(method, format!("{}{path}", self.base_url))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let violations = std::mem::take(&mut *self.violations.lock().unwrap());
+        // Never panic while already unwinding: that would abort and hide the first failure.
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!(
+                "responses departed from openapi.yaml:\n  {}",
+                violations.join("\n  ")
+            );
+        }
+    }
+}
+
+/// A database plus one server on it: what most tests need.
+pub struct TestApp {
+    pub server: TestServer,
+    // Declared last: dropped after the server has been told to stop.
+    pub db: TestDb,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    customise(&mut config);
+    let server = TestServer::start(config).await;
+    TestApp { server, db }
+}
+
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", Uuid::new_v4().simple())
+}
+
+/// Asserts an error response with this status and code, in the standard body, and returns it.
+#[track_caller]
+pub fn expect_error<T: std::fmt::Debug>(
+    result: ApiResult<T>,
+    status: u16,
+    code: &str,
+) -> ResponseValue<types::Error> {
+    match result {
+        Err(jobpath_client::Error::ErrorResponse(err)) => {
+            assert_eq!(err.status().as_u16(), status, "status of {err:?}");
+            assert_eq!(err.error, code, "error code of {err:?}");
+            assert_eq!(
+                err.status_code,
+                i32::from(status),
+                "status_code in the body"
+            );
+            assert!(!err.detail.message.is_empty());
+            let header_id = err
+                .headers()
+                .get("x-request-id")
+                .expect("x-request-id header");
+            assert_eq!(header_id.to_str().unwrap(), err.detail.request_id);
+            if status == 401 {
+                let challenge = err
+                    .headers()
+                    .get("www-authenticate")
+                    .expect("WWW-Authenticate on 401");
+                assert!(challenge.to_str().unwrap().starts_with("Bearer"));
+            }
+            err
+        }
+        other => panic!("expected {status} {code}, got {other:?}"),
+    }
+}
+
+/// Asserts a raw response is the standard error with this status and code; returns the body.
+pub async fn expect_raw_error(
+    resp: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let body: serde_json::Value = resp.json().await.expect("a JSON error body");
+    assert_eq!(body["error"], code, "{body}");
+    assert_eq!(body["status_code"], status, "{body}");
+    assert!(body["detail"]["message"].is_string(), "{body}");
+    body
+}

@@ -1,0 +1,317 @@
+//! Rate limits and the login throttle: they trip at the configured count, reset after the
+//! window, are shared by instances on one database, key on the real client address (a
+//! spoofed `X-Forwarded-For` changes nothing unless it comes from a trusted proxy), and
+//! answer 429 `rate_limited` with `Retry-After`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jobpath_client::{Client, types};
+use jobpath_server::config::Config;
+
+use crate::helpers::{
+    PASSWORD, TestApp, TestDb, TestServer, expect_error, spawn_app_with, test_config, unique_email,
+};
+
+const WINDOW: u64 = 3;
+
+fn limited(config: &mut Config, per_ip: u32) {
+    config.rate_limits.window = Duration::from_secs(WINDOW);
+    config.rate_limits.signup_per_ip = per_ip;
+    config.rate_limits.login_per_ip = per_ip;
+    config.rate_limits.refresh_per_ip = per_ip;
+    config.rate_limits.password_change_per_ip = per_ip;
+}
+
+/// Waits for the start of a fresh fixed window (windows are aligned to the epoch), so a
+/// test's requests all fall in one.
+async fn at_window_start() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let into = now.as_millis() % u128::from(WINDOW * 1000);
+    let wait = u64::try_from(u128::from(WINDOW * 1000) - into).unwrap() + 50;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+fn login_body(email: &str, password: &str) -> types::builder::LoginRequest {
+    types::LoginRequest::builder()
+        .email(email)
+        .password(password)
+}
+
+/// A client whose every request carries this `X-Forwarded-For`.
+fn forwarded_for(app: &TestServer, xff: &str) -> Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-forwarded-for", xff.parse().unwrap());
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    Client::new_with_client(&app.base_url, http)
+}
+
+fn retry_after(err: &jobpath_client::ResponseValue<types::Error>) -> u64 {
+    err.headers()
+        .get("retry-after")
+        .expect("Retry-After on 429")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_login_limit_trips_at_the_configured_count_and_resets_after_the_window() {
+    let app = spawn_app_with(|c| limited(c, 3)).await;
+    let email = unique_email();
+    at_window_start().await;
+    app.signup(&email, PASSWORD).await;
+    for _ in 0..3 {
+        expect_error(
+            app.try_login(&email, "wrong password").await,
+            401,
+            "invalid_credentials",
+        );
+    }
+    let err = expect_error(app.try_login(&email, PASSWORD).await, 429, "rate_limited");
+    let wait = retry_after(&err);
+    assert!((1..=WINDOW).contains(&wait), "Retry-After {wait}");
+    tokio::time::sleep(Duration::from_secs(wait) + Duration::from_millis(100)).await;
+    app.login(&email, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn signup_refresh_and_password_change_are_limited_per_ip() {
+    let app = spawn_app_with(|c| limited(c, 2)).await;
+    at_window_start().await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    app.signup(&unique_email(), PASSWORD).await;
+    let result = app
+        .api
+        .signup()
+        .body(
+            types::Credentials::builder()
+                .email(unique_email())
+                .password(PASSWORD),
+        )
+        .send()
+        .await;
+    expect_error(result, 429, "rate_limited");
+
+    let session = app.session(&email, PASSWORD).await;
+    let next = app
+        .try_refresh(&session.refresh_token)
+        .await
+        .unwrap()
+        .into_inner();
+    let next = app
+        .try_refresh(&next.refresh_token)
+        .await
+        .unwrap()
+        .into_inner();
+    expect_error(
+        app.try_refresh(&next.refresh_token).await,
+        429,
+        "rate_limited",
+    );
+
+    let authed = app.authed(&next.access_token);
+    let change = || {
+        authed
+            .change_password()
+            .body(
+                types::PasswordChange::builder()
+                    .current_password("not the password")
+                    .new_password("a brand new passphrase"),
+            )
+            .send()
+    };
+    expect_error(change().await, 401, "invalid_credentials");
+    expect_error(change().await, 401, "invalid_credentials");
+    expect_error(change().await, 429, "rate_limited");
+    // Reading the account is not limited.
+    for _ in 0..5 {
+        app.authed(&next.access_token)
+            .get_me()
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_share_the_count() {
+    let db = TestDb::create().await;
+    let config = || {
+        let mut c = test_config(&db);
+        limited(&mut c, 4);
+        c
+    };
+    let (a, b) = tokio::join!(TestServer::start(config()), TestServer::start(config()));
+    let email = unique_email();
+    at_window_start().await;
+    for server in [&a, &b, &a, &b] {
+        expect_error(
+            server.try_login(&email, PASSWORD).await,
+            401,
+            "invalid_credentials",
+        );
+    }
+    expect_error(a.try_login(&email, PASSWORD).await, 429, "rate_limited");
+    expect_error(b.try_login(&email, PASSWORD).await, 429, "rate_limited");
+}
+
+#[tokio::test]
+async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_does_not_evade_the_limit() {
+    // No TRUSTED_PROXIES: the test client's own address, 127.0.0.1, is what counts.
+    let app = spawn_app_with(|c| limited(c, 2)).await;
+    let email = unique_email();
+    at_window_start().await;
+    for xff in ["198.51.100.1", "198.51.100.2"] {
+        let result = forwarded_for(&app, xff)
+            .login()
+            .body(login_body(&email, PASSWORD))
+            .send()
+            .await;
+        expect_error(result, 401, "invalid_credentials");
+    }
+    let result = forwarded_for(&app, "198.51.100.3")
+        .login()
+        .body(login_body(&email, PASSWORD))
+        .send()
+        .await;
+    expect_error(result, 429, "rate_limited");
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_address_is_the_client() {
+    let app: TestApp = spawn_app_with(|c| {
+        limited(c, 2);
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let email = unique_email();
+    at_window_start().await;
+    app.signup(&email, PASSWORD).await;
+    // The left-most entry is the client's own claim; the proxy appended the real address.
+    let alice = forwarded_for(&app, "10.9.9.9, 203.0.113.1");
+    for _ in 0..2 {
+        let result = alice
+            .login()
+            .body(login_body(&email, "wrong password"))
+            .send()
+            .await;
+        expect_error(result, 401, "invalid_credentials");
+    }
+    let result = alice
+        .login()
+        .body(login_body(&email, PASSWORD))
+        .send()
+        .await;
+    expect_error(result, 429, "rate_limited");
+    // Another client behind the same proxy has its own count, and its session records it.
+    let bob = forwarded_for(&app, "203.0.113.2");
+    let session = bob
+        .login()
+        .body(login_body(&email, PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let list = app
+        .authed(&session.access_token)
+        .list_sessions()
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let current = list.sessions.iter().find(|s| s.current).unwrap();
+    assert_eq!(current.ip.as_deref(), Some("203.0.113.2"));
+}
+
+#[tokio::test]
+async fn failed_logins_delay_the_account_boundedly_and_a_success_clears_it() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.login_failures_per_account = 2;
+        c.rate_limits.login_max_delay = Duration::from_secs(2);
+    })
+    .await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    for _ in 0..3 {
+        expect_error(
+            app.try_login(&email, "wrong password").await,
+            401,
+            "invalid_credentials",
+        );
+    }
+    // The third failure blocked the account for a second; even the right password waits.
+    let err = expect_error(app.try_login(&email, PASSWORD).await, 429, "rate_limited");
+    assert_eq!(retry_after(&err), 1);
+    // Other accounts, and unknown addresses, are throttled separately.
+    let (other, _) = app.user_with_token().await;
+    app.login(&other, PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.login(&email, PASSWORD).await;
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM login_throttle").await,
+        0,
+        "a successful login clears the account's failures"
+    );
+
+    // However many failures pile up, the delay never exceeds the bound.
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO login_throttle (email, failures) VALUES ($1, 60)",
+            &[&email],
+        )
+        .await
+        .unwrap();
+    expect_error(
+        app.try_login(&email, "wrong password").await,
+        401,
+        "invalid_credentials",
+    );
+    let blocked_for: f64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT extract(epoch FROM blocked_until - now())::float8 FROM login_throttle WHERE email = $1",
+            &[&email],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(blocked_for > 0.0 && blocked_for <= 2.0, "{blocked_for}");
+}
+
+#[tokio::test]
+async fn counters_of_ended_windows_are_pruned() {
+    let app = spawn_app_with(|c| limited(c, 100)).await;
+    expect_error(
+        app.try_login(&unique_email(), PASSWORD).await,
+        401,
+        "invalid_credentials",
+    );
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO rate_limits (scope, key, window_start) VALUES ('login', '192.0.2.1', now() - interval '1 hour')",
+            &[],
+        )
+        .await
+        .unwrap();
+    jobpath_server::db::limits::prune(&app.state.pool, Duration::from_secs(WINDOW))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM rate_limits WHERE key = '192.0.2.1'")
+            .await,
+        0
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM rate_limits").await, 1);
+}

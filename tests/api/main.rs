@@ -1,0 +1,25 @@
+//! End-to-end tests: the real server on a real port, a real PostgreSQL database per test,
+//! driven through the generated client (and raw HTTP where the typed client cannot send
+//! the input). One test binary, to link once.
+
+mod capture;
+mod faults;
+mod helpers;
+mod spec_check;
+
+mod contract;
+mod docs;
+mod events;
+mod hostile;
+mod http;
+mod instances;
+mod leaks;
+mod limits;
+mod login;
+mod logout;
+mod me;
+mod metrics;
+mod policy;
+mod reliability;
+mod sessions;
+mod signup;
