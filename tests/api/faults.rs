@@ -107,9 +107,11 @@ impl PgCluster {
 
     /// Starts the (stopped) cluster and waits until it accepts connections.
     pub async fn start_again(&self) {
-        // Durability is not under test: fsync off keeps the suite fast.
+        // Durability is not under test: fsync off keeps the suite fast. Prepared
+        // transactions let a test hold a lock that outlives every session (and a shutdown).
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=60",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=60 \
+             -c max_prepared_transactions=4",
             self.port,
             self.dir.display()
         );

@@ -228,8 +228,16 @@ async fn a_statement_running_when_postgres_shuts_down_answers_503_and_has_no_eff
         .await
         .unwrap();
     tokio::spawn(conn);
+    // The lock is held by a prepared transaction, not by a session: a fast shutdown ends
+    // every session at once, and a lock held by one of them could be released (its
+    // transaction rolled back) a moment before the logout's own backend is told to stop,
+    // letting the logout commit. A prepared transaction keeps the lock through the
+    // shutdown, so the only way the logout's statement ends is the shutdown itself.
     blocker
-        .batch_execute("BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .batch_execute(
+            "BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE; \
+             PREPARE TRANSACTION 'hold_sessions'",
+        )
         .await
         .unwrap();
     let logout = tokio::spawn({
@@ -262,6 +270,14 @@ async fn a_statement_running_when_postgres_shuts_down_answers_503_and_has_no_eff
     expect_unavailable(result);
 
     pg.start_again().await;
+    let (admin, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute("ROLLBACK PREPARED 'hold_sessions'")
+        .await
+        .unwrap();
     let me = server.authed(&token);
     me.get_me()
         .send()
