@@ -11,12 +11,15 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// At the real bcrypt cost, a login for an unknown email must cost what a wrong password
-/// costs: both spend one verification. The bound is deliberately loose ("the same order"):
-/// without the dummy verification the unknown-email case would be ~100 times faster.
+/// A login for an unknown email must cost what a wrong password costs: both spend one
+/// verification. The bound is deliberately loose ("the same order"): at cost 10 a
+/// verification takes ~50 ms, and without the dummy verification the unknown-email case
+/// would take the ~1 ms of the rest of the request. Cost 10, not the production 12: the
+/// difference is as plain, and the suite's other tests, running alongside, wait less for
+/// the hashing threads (which yield to everything else, `auth::hasher`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_email_and_wrong_password_take_the_same_order_of_time() {
-    let app = spawn_app_with(|c| c.bcrypt_cost = 12).await;
+    let app = spawn_app_with(|c| c.bcrypt_cost = 10).await;
     let email = unique_email();
     app.signup(&email, PASSWORD).await;
     // Warm up both paths (the dummy hash is made on first use).
