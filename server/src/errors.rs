@@ -125,7 +125,7 @@ impl ApiError {
                 "Request body must be sent with Content-Type: application/json".into()
             }
             ApiError::PayloadTooLarge => "Request body is larger than the 64 KiB limit".into(),
-            ApiError::HeadersTooLarge => "Request headers exceed 16 KiB or 100 fields".into(),
+            ApiError::HeadersTooLarge => "Request headers exceed 16 KiB or 64 fields".into(),
             ApiError::RequestTimeout => "The request body was not received in time".into(),
             ApiError::EmailTaken => "An account with this email already exists".into(),
             ApiError::WeakPassword(reason) => (*reason).into(),

@@ -295,10 +295,20 @@ async fn oversized_headers_are_431_headers_too_large() {
     let mut req = app
         .raw(Method::POST, "/auth/signup")
         .json(&json!({"email": unique_email(), "password": PASSWORD}));
-    for i in 0..120 {
+    for i in 0..70 {
         req = req.header(format!("x-field-{i}"), "v");
     }
     expect_raw_error(req.send().await.unwrap(), 431, "headers_too_large").await;
+
+    // Past hyper's own limit of 100 fields the parser refuses the head itself: a bare 431
+    // (README), and still nothing is written.
+    let mut req = app
+        .raw(Method::POST, "/auth/signup")
+        .json(&json!({"email": unique_email(), "password": PASSWORD}));
+    for i in 0..120 {
+        req = req.header(format!("x-field-{i}"), "v");
+    }
+    assert_eq!(req.send().await.unwrap().status().as_u16(), 431);
     assert_eq!(app.db.count("SELECT count(*) FROM users").await, 0);
 }
 

@@ -40,12 +40,13 @@ use tokio::sync::Semaphore;
 use crate::errors::ApiError;
 use crate::state::AppState;
 
-/// hyper's own limits on a request head. They sit well above the limits the request
-/// wrapper enforces (`service::MAX_HEAD_BYTES`, `service::MAX_HEADERS`), so that almost
-/// every oversized head gets the documented JSON 431; only heads past these get hyper's
-/// bare 431 and a closed connection.
+/// hyper's own limits on a request head. They sit above the limits the request wrapper
+/// enforces (`service::MAX_HEAD_BYTES`, `service::MAX_HEADERS`), so that an oversized head
+/// gets the documented JSON 431; only heads past these get hyper's bare 431 and a closed
+/// connection. The field limit is hyper's default of 100: with it hyper parses headers
+/// into arrays on the stack, while any other limit costs two heap allocations (~28 KiB
+/// with a limit of 500) per request — the profile in `bench/RESULTS.md` showed them.
 const PARSER_MAX_BUF: usize = 256 * 1024;
-const PARSER_MAX_HEADERS: usize = 500;
 /// Connections over the limit that are being answered 503 at once.
 const MAX_REFUSING: usize = 64;
 /// How long an over-the-limit connection may take to send the request head we answer.
@@ -111,7 +112,6 @@ pub async fn serve(
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_read_timeout)
                     .max_buf_size(PARSER_MAX_BUF)
-                    .max_headers(PARSER_MAX_HEADERS)
                     .serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -35,7 +35,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Limits on a request head, answered with a JSON 431. Real clients send a few hundred
 /// bytes; these leave room for large cookies and tracing headers.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 64;
 /// Longest user agent kept (sessions, events); the database checks the same bound.
 pub const USER_AGENT_MAX_CHARS: usize = 512;
 
