@@ -465,7 +465,9 @@ async fn authenticate(
     headers: &HeaderMap,
 ) -> Result<(Claims, TokenOwner), ApiError> {
     let claims = state.tokens.verify(bearer_token(headers)?)?;
-    let owner = db::sessions::token_owner(&state.shared, claims.user_id, claims.sid)
+    let owner = state
+        .owners
+        .find(claims.user_id, claims.sid)
         .await?
         .ok_or(ApiError::InvalidToken("user or session no longer exists"))?;
     if !owner.session_live {

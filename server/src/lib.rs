@@ -91,7 +91,10 @@ impl App {
             state: Arc::new(AppState {
                 router: http::router::Router::new(config.metrics_public),
                 config,
-                shared: db::shared::Shared::new(shared_pool, db::shared::SHARED_CONNECTIONS),
+                owners: db::owners::OwnerLookups::start(db::shared::Shared::new(
+                    shared_pool,
+                    db::shared::SHARED_CONNECTIONS,
+                )),
                 pool,
                 hasher,
                 tokens,

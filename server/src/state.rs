@@ -8,15 +8,16 @@ use crate::auth::refresh::RefreshKeys;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::db::Database;
-use crate::db::shared::Shared;
+use crate::db::owners::OwnerLookups;
 use crate::http::router::{Router, Target};
 use crate::metrics::Metrics;
 
 pub struct AppState {
     pub config: Config,
     pub pool: Database,
-    /// Connections of `pool` shared by all requests for the `/auth/me` read.
-    pub shared: Shared,
+    /// The token-owner read of every bearer-authenticated request, batched across
+    /// requests on connections they share.
+    pub owners: OwnerLookups,
     pub hasher: Hasher,
     pub tokens: TokenKeys,
     pub refresh: RefreshKeys,

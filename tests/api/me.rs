@@ -250,3 +250,63 @@ async fn me_recovers_when_the_database_drops_its_connections() {
         "still failing after the drop: {outcomes:?}"
     );
 }
+
+/// The token-owner lookups of concurrent requests are answered together, one statement per
+/// batch (`db::owners`). Requests that pile up behind a held-up batch go out as one, and
+/// each must still get its own account, or its own refusal when its session has ended.
+#[tokio::test]
+async fn lookups_answered_in_one_batch_each_get_their_own_account() {
+    let app = spawn_app().await;
+    let mut users = Vec::new();
+    for i in 0..12 {
+        let (email, token) = app.user_with_token().await;
+        let ended = i % 3 == 0;
+        if ended {
+            app.authed(&token).logout().send().await.unwrap();
+        }
+        users.push((email, token, ended));
+    }
+
+    // Hold the first lookups on a lock, so that the others queue up behind them.
+    let blocker = app.db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let requests: Vec<_> = (0..3)
+        .flat_map(|_| users.iter().cloned())
+        .map(|(email, token, ended)| {
+            let client = app.authed(&token);
+            tokio::spawn(async move { (email, ended, client.get_me().send().await) })
+        })
+        .collect();
+    let observer = app.db.client().await;
+    crate::faults::eventually(
+        "a lookup waiting on the lock",
+        std::time::Duration::from_secs(10),
+        || async {
+            let row = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event_type = 'Lock'
+                        AND query LIKE '%unnest%'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0) >= 1
+        },
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+
+    for request in requests {
+        let (email, ended, result) = request.await.unwrap();
+        if ended {
+            expect_error(result, 401, "invalid_token");
+        } else {
+            assert_eq!(result.expect("a live session's lookup").email, email);
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! - [`users`]: accounts and their password hashes.
 //! - [`sessions`]: sessions, refresh-token rotation, logout scopes.
 //! - [`shared`]: the few connections all requests share for the hot read of `/auth/me`.
+//! - [`owners`]: that read, the owner of an access token, batched across requests.
 //! - [`events`]: the security event log.
 //! - [`limits`]: rate-limit counters and the login throttle, shared by all instances.
 //!
@@ -22,6 +23,7 @@ pub mod events;
 pub mod limits;
 pub mod locate;
 pub mod migrate;
+pub mod owners;
 pub mod sessions;
 pub mod shared;
 pub mod users;

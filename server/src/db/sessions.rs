@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use super::Database;
 use super::events::{self, Context};
-use super::shared::Shared;
 use crate::errors::ApiError;
 
 /// The account a valid access token belongs to, and whether its session is still live.
@@ -121,35 +120,6 @@ pub async fn start(
         })
     })
     .await
-}
-
-/// The owner of an access token, with its session's state, in one round trip on a shared,
-/// pipelined connection (see [`super::shared`]).
-pub async fn token_owner(
-    shared: &Shared,
-    user_id: Uuid,
-    session_id: Uuid,
-) -> Result<Option<TokenOwner>, ApiError> {
-    shared
-        .run(async |client| {
-            let stmt = client
-                .prepare_cached(
-                    "SELECT u.id, u.email, u.is_active, u.created_at,
-                        s.ended_at IS NULL AND s.expires_at > now()
-                   FROM users u JOIN sessions s ON s.user_id = u.id
-                  WHERE u.id = $1 AND s.id = $2",
-                )
-                .await?;
-            let row = client.query_opt(&stmt, &[&user_id, &session_id]).await?;
-            Ok(row.map(|r| TokenOwner {
-                id: r.get(0),
-                email: r.get(1),
-                is_active: r.get(2),
-                created_at: r.get(3),
-                session_live: r.get(4),
-            }))
-        })
-        .await
 }
 
 /// Spends the refresh token whose hash is `presented` and records `successor` as the

@@ -5,9 +5,11 @@
 //! means as many busy backends as requests in flight, each woken once per query — on two
 //! cores the wake-ups, not the queries, were where the time went (see `bench/RESULTS.md`).
 //! tokio-postgres pipelines concurrent queries issued on one client: they leave in one write
-//! and the backend answers them back to back. So `/auth/me` spreads its one statement over
-//! [`SHARED_CONNECTIONS`] connections of their own small pool, kept checked out, instead of
-//! checking one out of the main pool per request. Being a separate pool, they never take
+//! and the backend answers them back to back. So the token-owner lookup of `/auth/me` and
+//! the other bearer-authenticated operations runs on [`SHARED_CONNECTIONS`] connections of
+//! their own small pool, kept checked out, instead of checking one out of the main pool per
+//! request — and [`super::owners`] goes further, answering the lookups that queue up
+//! meanwhile with one statement. Being a separate pool, they never take
 //! capacity from the other operations: an instance opens at most
 //! `DB_POOL_SIZE + DB_MAX_OVERFLOW + 2` connections.
 //!
@@ -73,6 +75,12 @@ impl Shared {
         }
     }
 
+    /// The longest a statement on a shared connection may go unanswered before it is given
+    /// up: the pool timeout, plus the grace for PostgreSQL's own cancellation.
+    pub fn answer_limit(&self) -> std::time::Duration {
+        self.db.timeout + UNANSWERED_GRACE
+    }
+
     /// Runs one self-contained statement (or a few) on a shared connection.
     pub async fn run<T>(
         &self,
@@ -84,7 +92,7 @@ impl Shared {
             .client
             .as_ref()
             .expect("a live shared connection has its client");
-        let limit = self.db.timeout + UNANSWERED_GRACE;
+        let limit = self.answer_limit();
         match tokio::time::timeout(limit, work(client)).await {
             Ok(result) => result,
             Err(_) => {

@@ -38,7 +38,10 @@ fn state() -> Arc<AppState> {
     let metrics = crate::metrics::Metrics::new("test");
     let pool = crate::db::pool(pg, &config).unwrap();
     Arc::new(AppState {
-        shared: crate::db::shared::Shared::new(pool.clone(), 1),
+        owners: crate::db::owners::OwnerLookups::start(crate::db::shared::Shared::new(
+            pool.clone(),
+            1,
+        )),
         pool,
         hasher: Hasher::start(1, 4, Duration::from_secs(1), metrics.hash()).unwrap(),
         tokens: TokenKeys::new(
