@@ -143,34 +143,45 @@ async fn answer(shared: &Shared, batch: Vec<Lookup>) {
             Ok(client.query(&stmt, &[&user_ids, &session_ids]).await?)
         })
         .await;
-    let rows = match result {
-        Ok(rows) => rows,
+    let owners = result.and_then(|rows| owners_by_position(&rows, batch.len()));
+    match owners {
+        Ok(owners) => {
+            for (lookup, owner) in batch.into_iter().zip(owners) {
+                let _ = lookup.reply.send(Ok(owner));
+            }
+        }
         Err(err) => {
             for lookup in batch {
                 let _ = lookup.reply.send(Err(same_error(&err)));
             }
-            return;
         }
-    };
-    let mut owners: Vec<Option<TokenOwner>> = batch.iter().map(|_| None).collect();
+    }
+}
+
+/// Each lookup's owner, by its position in the batch (`None`: no such user or session).
+/// Decoding errors are returned, not panicked on: the task must outlive any one batch.
+fn owners_by_position(
+    rows: &[tokio_postgres::Row],
+    len: usize,
+) -> Result<Vec<Option<TokenOwner>>, ApiError> {
+    let mut owners: Vec<Option<TokenOwner>> = (0..len).map(|_| None).collect();
     for row in rows {
-        let position: i64 = row.get(0);
+        let position: i64 = row.try_get(0)?;
         let slot = usize::try_from(position - 1)
             .ok()
-            .and_then(|i| owners.get_mut(i));
-        if let Some(slot) = slot {
-            *slot = Some(TokenOwner {
-                id: row.get(1),
-                email: row.get(2),
-                is_active: row.get(3),
-                created_at: row.get(4),
-                session_live: row.get(5),
-            });
-        }
+            .and_then(|i| owners.get_mut(i))
+            .ok_or_else(|| {
+                ApiError::Internal(anyhow!("lookup position {position} out of range"))
+            })?;
+        *slot = Some(TokenOwner {
+            id: row.try_get(1)?,
+            email: row.try_get(2)?,
+            is_active: row.try_get(3)?,
+            created_at: row.try_get(4)?,
+            session_live: row.try_get(5)?,
+        });
     }
-    for (lookup, owner) in batch.into_iter().zip(owners) {
-        let _ = lookup.reply.send(Ok(owner));
-    }
+    Ok(owners)
 }
 
 /// The batch's error for one of its lookups: a database outage stays a 503, anything else
