@@ -64,14 +64,26 @@ pub async fn locate(config: &Config) -> anyhow::Result<Located> {
     tokio::task::spawn_blocking(move || start_private_cluster(&data))
         .await
         .context("starting a private PostgreSQL")??;
-    let mut private: tokio_postgres::Config = LOCAL.parse()?;
-    private.port(PRIVATE_PORT);
+    let private = private_config();
     create_if_missing(&private).await?;
     let description = describe(&private);
     Ok(Located {
         config: private,
         description,
     })
+}
+
+/// The private cluster's database: [`LOCAL`] on [`PRIVATE_PORT`]. Built from scratch, not
+/// by calling `.port()` on `LOCAL` — that adds a second port, and tokio-postgres then
+/// refuses the configuration ("invalid number of ports").
+fn private_config() -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(PRIVATE_PORT)
+        .user("postgres")
+        .dbname("jobpath");
+    config
 }
 
 /// `host:port/dbname`, never the password.
@@ -237,6 +249,22 @@ fn find_pg_bin() -> Option<PathBuf> {
 mod tests {
     use super::*;
     use crate::config::Secret;
+
+    /// The private cluster's configuration is one a connection can use: one host, one
+    /// port. (It once had two ports, and the zero-configuration fallback failed with
+    /// "invalid configuration: invalid number of ports".)
+    #[tokio::test]
+    async fn the_private_cluster_configuration_names_one_host_and_its_port() {
+        let config = private_config();
+        assert_eq!(config.get_ports(), &[PRIVATE_PORT]);
+        assert_eq!(config.get_hosts().len(), 1);
+        assert_eq!(config.get_dbname(), Some("jobpath"));
+        // Whatever answers on that port (usually nothing), the configuration itself is
+        // accepted: any error is about the connection, not the configuration.
+        if let Err(e) = config.connect(tokio_postgres::NoTls).await {
+            assert!(!e.to_string().starts_with("invalid configuration"), "{e}");
+        }
+    }
 
     #[test]
     fn a_redacted_url_keeps_everything_but_the_password() {
