@@ -92,6 +92,9 @@ pub struct Config {
     pub port: u16,
     /// `None`: use (and if needed create) the local development database, see `db::locate`.
     pub database_url: Option<Secret>,
+    /// Extra trusted CA certificates (PEM) for TLS to PostgreSQL (`DB_SSL_ROOT_CERT`,
+    /// see `db::tls`).
+    pub db_ssl_root_cert: Option<std::path::PathBuf>,
     pub jwt_secret: Secret,
     /// True when no secret was configured and a random one was generated for this process.
     pub jwt_secret_generated: bool,
@@ -354,6 +357,9 @@ impl Config {
             host: parse_or(&get, "HOST", IpAddr::from([0, 0, 0, 0]), from_str)?,
             port,
             database_url,
+            db_ssl_root_cert: get("DB_SSL_ROOT_CERT")
+                .filter(|v| !v.trim().is_empty())
+                .map(std::path::PathBuf::from),
             jwt_secret,
             jwt_secret_generated,
             warnings,
@@ -408,6 +414,12 @@ impl Config {
             ("HOST", self.host.to_string()),
             ("PORT", self.port.to_string()),
             ("DATABASE_URL", database),
+            (
+                "DB_SSL_ROOT_CERT",
+                self.db_ssl_root_cert
+                    .as_ref()
+                    .map_or_else(|| "<unset>".to_owned(), |p| p.display().to_string()),
+            ),
             ("JWT_SECRET_KEY", jwt),
             ("JWT_ALGORITHM", "HS256".to_owned()),
             (

@@ -40,7 +40,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio_postgres::NoTls;
 
 use crate::auth::hasher::Hasher;
 use crate::auth::refresh::RefreshKeys;
@@ -67,7 +66,7 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let located = db::locate::locate(&config).await?;
-        apply_migrations(&located.config, config.db_startup_timeout).await?;
+        apply_migrations(&located.config, &config).await?;
         let shared_pool = db::pool_of(
             located.config.clone(),
             &config,
@@ -154,11 +153,15 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
 /// Locates the database and applies pending migrations; the `migrate` command.
 pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
     let located = db::locate::locate(config).await?;
-    apply_migrations(&located.config, config.db_startup_timeout).await
+    apply_migrations(&located.config, config).await
 }
 
-async fn apply_migrations(pg: &tokio_postgres::Config, wait: Duration) -> anyhow::Result<Vec<i64>> {
-    let mut client = connect_with_retry(pg, wait).await?;
+async fn apply_migrations(
+    pg: &tokio_postgres::Config,
+    config: &Config,
+) -> anyhow::Result<Vec<i64>> {
+    let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
+    let mut client = connect_with_retry(pg, &tls, config.db_startup_timeout).await?;
     let applied = db::migrate::run(&mut client).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
@@ -171,6 +174,7 @@ async fn apply_migrations(pg: &tokio_postgres::Config, wait: Duration) -> anyhow
 /// cannot fix (bad password, unknown database) are final at once.
 async fn connect_with_retry(
     pg: &tokio_postgres::Config,
+    tls: &db::tls::Tls,
     wait: Duration,
 ) -> anyhow::Result<tokio_postgres::Client> {
     let deadline = Instant::now() + wait;
@@ -181,12 +185,18 @@ async fn connect_with_retry(
     }
     let describe = || db::locate::describe(pg);
     loop {
-        let e = match tokio::time::timeout(STARTUP_ATTEMPT_TIMEOUT, attempt.connect(NoTls)).await {
+        let e = match tokio::time::timeout(STARTUP_ATTEMPT_TIMEOUT, attempt.connect(tls.clone()))
+            .await
+        {
             Ok(Ok((client, conn))) => {
                 tokio::spawn(conn);
                 return Ok(client);
             }
-            Ok(Err(e)) if errors::is_transient(&e) => anyhow::Error::new(e),
+            // A certificate that does not verify is transient-looking (an I/O error) but
+            // waiting will not fix it.
+            Ok(Err(e)) if errors::is_transient(&e) && !db::tls::is_tls_failure(&e) => {
+                anyhow::Error::new(e)
+            }
             Ok(Err(e)) => {
                 return Err(e)
                     .with_context(|| format!("connecting to the database at {}", describe()));

@@ -137,6 +137,39 @@ impl PgCluster {
             .unwrap();
     }
 
+    /// Turns TLS on with `cert_pem` and `key_pem` (the server's certificate chain and key),
+    /// as `server.crt` / `server.key` in the data directory, where PostgreSQL looks for
+    /// them by default; the settings are reloaded, not restarted.
+    pub async fn enable_tls(&self, cert_pem: &Path, key_pem: &Path) {
+        let data = self.dir.join("data");
+        for (from, to) in [(cert_pem, "server.crt"), (key_pem, "server.key")] {
+            let to = data.join(to);
+            std::fs::copy(from, &to).unwrap();
+            // PostgreSQL refuses a key that others can read, or that is not its own.
+            must(Command::new("chmod").arg("600").arg(&to));
+            if self.as_root {
+                must(Command::new("chown").arg("postgres:postgres").arg(&to));
+            }
+        }
+        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute("ALTER SYSTEM SET ssl = on")
+            .await
+            .unwrap();
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap();
+        crate::faults::eventually("TLS switched on", Duration::from_secs(10), || async {
+            let row = client.query_one("SHOW ssl", &[]).await.unwrap();
+            row.get::<_, String>(0) == "on"
+        })
+        .await;
+    }
+
     fn pg_ctl(&self) -> Command {
         pg(&self.bin.join("pg_ctl"), self.as_root)
     }

@@ -23,3 +23,4 @@ mod policy;
 mod reliability;
 mod sessions;
 mod signup;
+mod tls;

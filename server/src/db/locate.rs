@@ -27,10 +27,11 @@ pub struct Located {
 
 pub async fn locate(config: &Config) -> anyhow::Result<Located> {
     if let Some(url) = &config.database_url {
-        let pg: tokio_postgres::Config = url
+        let mut pg: tokio_postgres::Config = url
             .expose()
             .parse()
             .map_err(|e| anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+        super::tls::settle_ssl_mode(&mut pg);
         let description = describe(&pg);
         return Ok(Located {
             config: pg,

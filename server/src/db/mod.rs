@@ -8,6 +8,7 @@
 //! - [`owners`]: that read, the owner of an access token, batched across requests.
 //! - [`events`]: the security event log.
 //! - [`limits`]: rate-limit counters and the login throttle, shared by all instances.
+//! - [`tls`]: TLS to PostgreSQL (`sslmode=require`, `DB_SSL_ROOT_CERT`).
 //!
 //! Statements are prepared once per pooled connection (`prepare_cached`). Every wait on the
 //! database is bounded, so that an outage answers 503 instead of hanging a request:
@@ -26,13 +27,13 @@ pub mod migrate;
 pub mod owners;
 pub mod sessions;
 pub mod shared;
+pub mod tls;
 pub mod users;
 
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::Config;
 use crate::errors::ApiError;
@@ -46,6 +47,8 @@ pub const UNANSWERED_GRACE: Duration = Duration::from_secs(1);
 pub struct Database {
     pool: Pool,
     timeout: Duration,
+    /// For cancel requests, which open a connection of their own.
+    tls: tls::Tls,
 }
 
 impl Database {
@@ -71,8 +74,9 @@ impl Database {
                 // The connection still has a statement in flight: never hand it out again.
                 drop(Object::take(client));
                 let limit = self.timeout;
+                let tls = self.tls.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(limit, cancel.cancel_query(NoTls)).await;
+                    let _ = tokio::time::timeout(limit, cancel.cancel_query(tls)).await;
                 });
                 Err(ApiError::Unavailable(anyhow!(
                     "the database did not answer within {:?}",
@@ -119,9 +123,10 @@ pub fn pool_of(
     // session (the server says so, then closes the socket), the connection's task ends, and
     // the pool replaces the connection on its next checkout; the restart tests in
     // `tests/api/reliability.rs` hold it to that.
+    let tls = tls::connector(config.db_ssl_root_cert.as_deref())?;
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -134,7 +139,7 @@ pub fn pool_of(
         .recycle_timeout(Some(timeout))
         .build()
         .context("building the database pool")?;
-    Ok(Database { pool, timeout })
+    Ok(Database { pool, timeout, tls })
 }
 
 /// Closes idle connections above `DB_POOL_SIZE` (the `DB_MAX_OVERFLOW` ones opened under
