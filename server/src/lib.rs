@@ -66,13 +66,15 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let located = db::locate::locate(&config).await?;
-        apply_migrations(&located.config, &config).await?;
+        let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
+        apply_migrations(&located.config, &tls, config.db_startup_timeout).await?;
         let shared_pool = db::pool_of(
             located.config.clone(),
             &config,
             db::shared::SHARED_CONNECTIONS,
+            tls.clone(),
         )?;
-        let pool = db::pool(located.config, &config)?;
+        let pool = db::pool(located.config, &config, tls)?;
         let metrics = Metrics::new(&config.app_version);
         let hasher = Hasher::start(
             config.hash_threads,
@@ -153,15 +155,16 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
 /// Locates the database and applies pending migrations; the `migrate` command.
 pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
     let located = db::locate::locate(config).await?;
-    apply_migrations(&located.config, config).await
+    let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
+    apply_migrations(&located.config, &tls, config.db_startup_timeout).await
 }
 
 async fn apply_migrations(
     pg: &tokio_postgres::Config,
-    config: &Config,
+    tls: &db::tls::Tls,
+    wait: Duration,
 ) -> anyhow::Result<Vec<i64>> {
-    let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
-    let mut client = connect_with_retry(pg, &tls, config.db_startup_timeout).await?;
+    let mut client = connect_with_retry(pg, tls, wait).await?;
     let applied = db::migrate::run(&mut client).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");

@@ -163,7 +163,7 @@ impl PgCluster {
             .batch_execute("SELECT pg_reload_conf()")
             .await
             .unwrap();
-        crate::faults::eventually("TLS switched on", Duration::from_secs(10), || async {
+        eventually("TLS switched on", Duration::from_secs(10), || async {
             let row = client.query_one("SHOW ssl", &[]).await.unwrap();
             row.get::<_, String>(0) == "on"
         })

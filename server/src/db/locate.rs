@@ -15,7 +15,9 @@ use tokio_postgres::NoTls;
 
 use crate::config::Config;
 
-const LOCAL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=jobpath";
+/// The machine's own PostgreSQL, tried first.
+const LOCAL_PORT: u16 = 5432;
+/// The private cluster's port, used when nothing answers on [`LOCAL_PORT`].
 const PRIVATE_PORT: u16 = 54329;
 const DB_NAME: &str = "jobpath";
 
@@ -39,7 +41,7 @@ pub async fn locate(config: &Config) -> anyhow::Result<Located> {
         });
     }
 
-    let local: tokio_postgres::Config = LOCAL.parse()?;
+    let local = local_config(LOCAL_PORT);
     match create_if_missing(&local).await {
         Ok(()) => {
             let description = describe(&local);
@@ -65,7 +67,7 @@ pub async fn locate(config: &Config) -> anyhow::Result<Located> {
     tokio::task::spawn_blocking(move || start_private_cluster(&data))
         .await
         .context("starting a private PostgreSQL")??;
-    let private = private_config();
+    let private = local_config(PRIVATE_PORT);
     create_if_missing(&private).await?;
     let description = describe(&private);
     Ok(Located {
@@ -74,16 +76,17 @@ pub async fn locate(config: &Config) -> anyhow::Result<Located> {
     })
 }
 
-/// The private cluster's database: [`LOCAL`] on [`PRIVATE_PORT`]. Built from scratch, not
-/// by calling `.port()` on `LOCAL` — that adds a second port, and tokio-postgres then
-/// refuses the configuration ("invalid number of ports").
-fn private_config() -> tokio_postgres::Config {
+/// The `jobpath` database as user `postgres` on 127.0.0.1:`port`: the local PostgreSQL or
+/// the private cluster. Built whole for each port: calling `.port()` on a configuration
+/// that already has one adds a second, and tokio-postgres then refuses it ("invalid number
+/// of ports").
+fn local_config(port: u16) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
-        .port(PRIVATE_PORT)
+        .port(port)
         .user("postgres")
-        .dbname("jobpath");
+        .dbname(DB_NAME);
     config
 }
 
@@ -256,7 +259,7 @@ mod tests {
     /// "invalid configuration: invalid number of ports".)
     #[tokio::test]
     async fn the_private_cluster_configuration_names_one_host_and_its_port() {
-        let config = private_config();
+        let config = local_config(PRIVATE_PORT);
         assert_eq!(config.get_ports(), &[PRIVATE_PORT]);
         assert_eq!(config.get_hosts().len(), 1);
         assert_eq!(config.get_dbname(), Some("jobpath"));

@@ -93,8 +93,12 @@ impl Database {
 }
 
 /// Builds the pool. Connections are opened lazily, on first use.
-pub fn pool(pg: tokio_postgres::Config, config: &Config) -> anyhow::Result<Database> {
-    pool_of(pg, config, config.db_max_connections())
+pub fn pool(
+    pg: tokio_postgres::Config,
+    config: &Config,
+    tls: tls::Tls,
+) -> anyhow::Result<Database> {
+    pool_of(pg, config, config.db_max_connections(), tls)
 }
 
 /// A pool of at most `max_size` connections with the bounds described above; the shared
@@ -103,6 +107,7 @@ pub fn pool_of(
     mut pg: tokio_postgres::Config,
     config: &Config,
     max_size: usize,
+    tls: tls::Tls,
 ) -> anyhow::Result<Database> {
     let timeout = config.db_pool_timeout;
     pg.connect_timeout(timeout);
@@ -123,7 +128,6 @@ pub fn pool_of(
     // session (the server says so, then closes the socket), the connection's task ends, and
     // the pool replaces the connection on its next checkout; the restart tests in
     // `tests/api/reliability.rs` hold it to that.
-    let tls = tls::connector(config.db_ssl_root_cert.as_deref())?;
     let manager = Manager::from_config(
         pg,
         tls.clone(),

@@ -36,7 +36,8 @@ fn state() -> Arc<AppState> {
         .parse()
         .unwrap();
     let metrics = crate::metrics::Metrics::new("test");
-    let pool = crate::db::pool(pg, &config).unwrap();
+    let tls = crate::db::tls::connector(None).unwrap();
+    let pool = crate::db::pool(pg, &config, tls).unwrap();
     Arc::new(AppState {
         owners: crate::db::owners::OwnerLookups::start(crate::db::shared::Shared::new(
             pool.clone(),
