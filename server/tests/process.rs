@@ -14,93 +14,11 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
+mod common;
+use common::TempDb;
+
 const SECRET: &str = "process-test-secret-0123456789-abcdefghijklmnop";
 const PASSWORD: &str = "correct horse battery staple";
-
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A database of the test's own on the shared PostgreSQL, dropped at the end.
-struct TempDb {
-    name: String,
-    pg: tokio_postgres::Config,
-}
-
-impl TempDb {
-    async fn create() -> TempDb {
-        let name = format!("jobpath_proc_{}", uuid::Uuid::new_v4().simple());
-        let admin = connect(&admin_url().parse().unwrap()).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let mut pg: tokio_postgres::Config = admin_url().parse().unwrap();
-        pg.dbname(&name);
-        TempDb { name, pg }
-    }
-
-    /// `host:port` of the PostgreSQL server.
-    fn server(&self) -> String {
-        let host = match self.pg.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            other => panic!("these tests need a TCP TEST_DATABASE_URL, got {other:?}"),
-        };
-        format!(
-            "{host}:{}",
-            self.pg.get_ports().first().copied().unwrap_or(5432)
-        )
-    }
-
-    /// A URL for this database through `host_port`, carrying `password` (trust
-    /// authentication ignores it; the tests check it never reaches a log).
-    fn url_via(&self, host_port: &str, password: &str) -> String {
-        format!(
-            "postgres://{}:{password}@{host_port}/{}",
-            self.pg.get_user().unwrap_or("postgres"),
-            self.name
-        )
-    }
-
-    async fn count_users(&self, email: &str) -> i64 {
-        connect(&self.pg)
-            .await
-            .query_one("SELECT count(*) FROM users WHERE email = $1", &[&email])
-            .await
-            .unwrap()
-            .get(0)
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let admin = connect(&admin_url().parse().unwrap()).await;
-                    let _ = admin
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                })
-        })
-        .join();
-    }
-}
-
-async fn connect(pg: &tokio_postgres::Config) -> tokio_postgres::Client {
-    let (client, conn) = pg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("the test PostgreSQL is reachable");
-    tokio::spawn(conn);
-    client
-}
 
 /// A running `jobpath-server` process and everything it has printed.
 struct Server {
@@ -274,7 +192,7 @@ async fn signup_in_flight(address: &str, email: &str) -> (TcpStream, String) {
 
 #[tokio::test]
 async fn sigterm_stops_accepting_lets_an_in_flight_signup_finish_and_exits_0() {
-    let db = TempDb::create().await;
+    let db = TempDb::create("jobpath_proc").await;
     let url = db.url_via(&db.server(), "db-password-never-logged");
     let mut server = Server::spawn(&[
         ("DATABASE_URL", url.as_str()),
@@ -299,7 +217,11 @@ async fn sigterm_stops_accepting_lets_an_in_flight_signup_finish_and_exits_0() {
 
     let exit = server.exit_within(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0), "{}", server.output());
-    assert_eq!(db.count_users(&email).await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM users WHERE email = $1", &[&email])
+            .await,
+        1
+    );
     server
         .wait_for_line("SIGTERM received", Duration::from_secs(1))
         .await;
@@ -308,7 +230,7 @@ async fn sigterm_stops_accepting_lets_an_in_flight_signup_finish_and_exits_0() {
 
 #[tokio::test]
 async fn sigterm_exits_0_when_the_grace_period_ends_even_if_a_request_never_completes() {
-    let db = TempDb::create().await;
+    let db = TempDb::create("jobpath_proc").await;
     let url = db.url_via(&db.server(), "x");
     let mut server = Server::spawn(&[
         ("DATABASE_URL", url.as_str()),
@@ -322,7 +244,11 @@ async fn sigterm_exits_0_when_the_grace_period_ends_even_if_a_request_never_comp
     // The grace period (1 s) ends it, well before the 10 s body read timeout would.
     let exit = server.exit_within(Duration::from_secs(1 + 4)).await;
     assert_eq!(exit.code(), Some(0), "{}", server.output());
-    assert_eq!(db.count_users(&email).await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM users WHERE email = $1", &[&email])
+            .await,
+        0
+    );
 }
 
 /// Forwards every connection on `listener` to `target`.
@@ -339,7 +265,7 @@ async fn forward(listener: TcpListener, target: String) {
 
 #[tokio::test]
 async fn without_a_database_start_up_retries_saying_why_and_serves_once_it_appears() {
-    let db = TempDb::create().await;
+    let db = TempDb::create("jobpath_proc").await;
     // A port where nothing listens yet; the database "appears" there later.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

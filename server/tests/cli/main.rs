@@ -7,6 +7,8 @@
 //! `.env` or variable of the developer's leaks in. Servers use a fresh database on the local
 //! PostgreSQL (`TEST_DATABASE_URL`, as for the end-to-end suite) and port 0.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod container;
 
 use std::io::{BufRead as _, BufReader};
@@ -16,6 +18,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use common::TempDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobpath-server");
 const JWT_SECRET: &str = "cli-test-secret-5Qm9Xw2Lp8Rt4Zk7Nv3Bh6Jd";
@@ -52,22 +56,9 @@ fn output(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
 
 // --- a database per test ------------------------------------------------------------------
 
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-async fn admin() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL ({e:?}); is it running?"));
-    tokio::spawn(conn);
-    client
-}
-
-/// A fresh database, dropped when the value is dropped.
+/// A fresh database, dropped when the value is dropped, with a URL for it.
 struct Database {
-    name: String,
+    db: TempDb,
     /// Its URL with a password in it. The local PostgreSQL trusts loopback connections and
     /// ignores the password; it is there so the tests can show it is never printed.
     url: String,
@@ -76,56 +67,21 @@ struct Database {
 
 impl Database {
     async fn create() -> Database {
-        let name = format!("jobpath_cli_{}", uuid::Uuid::new_v4().simple());
-        admin()
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let admin: tokio_postgres::Config = admin_url().parse().unwrap();
-        let password = match admin.get_password() {
+        let db = TempDb::create("jobpath_cli").await;
+        let password = match db.pg.get_password() {
             Some(p) => String::from_utf8(p.to_vec()).unwrap(),
             None => format!("db-pw-{}", uuid::Uuid::new_v4().simple()),
         };
-        let host = match admin.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".to_owned(),
-        };
-        let port = admin.get_ports().first().copied().unwrap_or(5432);
-        let user = admin.get_user().unwrap_or("postgres");
-        let url = format!("postgres://{user}:{password}@{host}:{port}/{name}");
-        Database {
-            name,
-            url,
-            password,
-        }
+        let url = db.url_via(&db.server(), &password);
+        Database { db, url, password }
+    }
+
+    fn name(&self) -> &str {
+        &self.db.name
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        let mut config: tokio_postgres::Config = admin_url().parse().unwrap();
-        config.dbname(&self.name);
-        let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        client.query_one(sql, &[]).await.unwrap().get(0)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    admin()
-                        .await
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await
-                })
-        })
-        .join();
+        self.db.count(sql, &[]).await
     }
 }
 
@@ -379,7 +335,7 @@ async fn serve_logs_a_complete_start_up_line_and_request_ids_and_healthcheck_fol
     let mut server = Server::start(&db, &[("LOG_FORMAT", "json")]);
     let startup = json_line(&server.wait_for("listening"));
     assert_eq!(startup["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(startup["database"], format!("127.0.0.1:5432/{}", db.name));
+    assert_eq!(startup["database"], format!("127.0.0.1:5432/{}", db.name()));
     assert_eq!(startup["pool_size"], 3);
     assert_eq!(startup["bcrypt_cost"], 4);
     assert_eq!(startup["token_ttl_minutes"], 30);
@@ -446,7 +402,7 @@ async fn text_logs_name_the_setup_and_each_requests_id_but_never_the_password() 
     for field in [
         format!("version={}", env!("CARGO_PKG_VERSION")),
         "address=127.0.0.1:".to_owned(),
-        format!("database=127.0.0.1:5432/{}", db.name),
+        format!("database=127.0.0.1:5432/{}", db.name()),
         "pool_size=5".to_owned(),
         "bcrypt_cost=4".to_owned(),
         "token_ttl_minutes=30".to_owned(),
