@@ -265,6 +265,14 @@ impl TestServer {
             .into_inner()
     }
 
+    /// Refreshes and returns the new tokens.
+    pub async fn refresh(&self, refresh_token: &str) -> types::TokenResponse {
+        self.try_refresh(refresh_token)
+            .await
+            .expect("refresh succeeds")
+            .into_inner()
+    }
+
     pub async fn try_refresh(&self, refresh_token: &str) -> ApiResult<types::TokenResponse> {
         self.api
             .refresh()
