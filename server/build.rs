@@ -1,6 +1,9 @@
 //! Embeds the numbered migrations of `../sql` into the binary, so the list can never drift
 //! from the folder: adding `sql/0003_x.sql` is all it takes for the server to apply it.
 //!
+//! Converts `../openapi.yaml` to JSON once, here, so that the server serves
+//! `/openapi.json` without a YAML parser at run time.
+//!
 //! Also passes the versions of the vendored documentation bundles (`assets/*/VERSION`,
 //! written by `assets/fetch.sh`) to the code, which puts them in the assets' URLs: a new
 //! version is a new URL, so browsers may cache each one forever.
@@ -31,6 +34,14 @@ fn main() {
         );
         println!("cargo:rustc-env={var}={version}");
     }
+
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.yaml");
+    println!("cargo:rerun-if-changed={}", spec.display());
+    let yaml = std::fs::read_to_string(&spec).expect("openapi.yaml at the repository root");
+    let value: serde_json::Value =
+        serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("openapi.yaml: {e}"));
+    let json_out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("openapi.json");
+    std::fs::write(json_out, serde_json::to_vec(&value).unwrap()).unwrap();
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
     println!("cargo:rerun-if-changed={}", dir.display());

@@ -42,17 +42,22 @@ pub enum ApiError {
     /// is shown to the client (it is about their own input).
     #[error("weak password: {0}")]
     WeakPassword(&'static str),
-    /// Unknown email, wrong password or inactive account: deliberately indistinguishable.
-    #[error("invalid credentials")]
-    InvalidCredentials,
+    /// Unknown email, wrong password or inactive account: deliberately indistinguishable to
+    /// the client; the internal reason (`unknown_email`, …) is for the log.
+    #[error("invalid credentials: {0}")]
+    InvalidCredentials(&'static str),
     #[error("missing bearer token")]
     MissingToken,
     /// Malformed, badly signed, expired, not yet valid or revoked token, or its user is gone.
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
-    /// Over a rate limit or the login throttle; retry after this many seconds.
-    #[error("rate limited for {retry_after} s")]
-    TooManyRequests { retry_after: u64 },
+    /// Over a rate limit or the login throttle (`reason` names which, for the log); retry
+    /// after this many seconds.
+    #[error("rate limited ({reason}) for {retry_after} s")]
+    TooManyRequests {
+        retry_after: u64,
+        reason: &'static str,
+    },
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -82,9 +87,9 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::EmailTaken => StatusCode::CONFLICT,
             ApiError::WeakPassword(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::InvalidCredentials | ApiError::MissingToken | ApiError::InvalidToken(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::InvalidCredentials(_)
+            | ApiError::MissingToken
+            | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -103,7 +108,7 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::EmailTaken => "email_already_registered",
             ApiError::WeakPassword(_) => "weak_password",
-            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::InvalidCredentials(_) => "invalid_credentials",
             ApiError::MissingToken => "missing_token",
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::TooManyRequests { .. } => "rate_limited",
@@ -129,11 +134,11 @@ impl ApiError {
             ApiError::RequestTimeout => "The request body was not received in time".into(),
             ApiError::EmailTaken => "An account with this email already exists".into(),
             ApiError::WeakPassword(reason) => (*reason).into(),
-            ApiError::InvalidCredentials => "Incorrect email or password".into(),
+            ApiError::InvalidCredentials(_) => "Incorrect email or password".into(),
             ApiError::MissingToken => "Expected an 'Authorization: Bearer <token>' header".into(),
             // The reason is logged; telling an attacker which check failed helps only them.
             ApiError::InvalidToken(_) => "The access token is invalid, expired or revoked".into(),
-            ApiError::TooManyRequests { retry_after } => {
+            ApiError::TooManyRequests { retry_after, .. } => {
                 Cow::Owned(format!("Too many attempts; retry in {retry_after} seconds"))
             }
             ApiError::NotFound => "No such resource".into(),
@@ -144,6 +149,33 @@ impl ApiError {
                 "The service is temporarily unavailable; retry shortly".into()
             }
             ApiError::Internal(_) => "An unexpected error occurred".into(),
+        }
+    }
+
+    /// Why the request was refused, for the request's completion line only: the check that
+    /// failed, the limit that refused, the cause chain of a 5xx. Never a token, a password,
+    /// an email or a database error's `DETAIL` (which holds row values): validation messages
+    /// built from the client's input (serde's, which may quote a value) are left out, and
+    /// database errors are reduced to their code, message and constraint.
+    pub fn internal_reason(&self) -> Cow<'static, str> {
+        match self {
+            ApiError::InvalidJson(reason) => Cow::Owned(reason.clone()),
+            ApiError::Validation { message, field } => {
+                let field = field.unwrap_or("body");
+                match message {
+                    Cow::Borrowed(text) => Cow::Owned(format!("{field}: {text}")),
+                    Cow::Owned(_) => Cow::Owned(format!("{field}: does not match the schema")),
+                }
+            }
+            ApiError::InvalidCredentials(reason) | ApiError::InvalidToken(reason) => {
+                Cow::Borrowed(reason)
+            }
+            ApiError::WeakPassword(reason) => Cow::Borrowed(reason),
+            ApiError::TooManyRequests { reason, .. } => Cow::Borrowed(reason),
+            ApiError::Internal(cause) | ApiError::Unavailable(cause) => {
+                Cow::Owned(redacted_chain(cause))
+            }
+            other => Cow::Owned(other.to_string()),
         }
     }
 
@@ -227,6 +259,29 @@ pub fn is_transient(err: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// An error's cause chain as one line, with every PostgreSQL error reduced to its SQLSTATE,
+/// message and constraint: its `DETAIL` and `HINT` (which `Display` includes) can quote the
+/// row — a password hash, an email — and must never reach a log.
+pub fn redacted_chain(err: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in err.chain() {
+        if let Some(db) = cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::as_db_error)
+        {
+            let mut part = format!("db error {}: {}", db.code().code(), db.message());
+            if let Some(constraint) = db.constraint() {
+                part.push_str(&format!(" (constraint {constraint})"));
+            }
+            parts.push(part);
+            // Its sources repeat it.
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
+}
+
 fn is_io(err: &tokio_postgres::Error) -> bool {
     std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
 }
@@ -246,10 +301,13 @@ mod tests {
             ApiError::RequestTimeout,
             ApiError::EmailTaken,
             ApiError::WeakPassword("common"),
-            ApiError::InvalidCredentials,
+            ApiError::InvalidCredentials("wrong_password"),
             ApiError::MissingToken,
             ApiError::InvalidToken("expired"),
-            ApiError::TooManyRequests { retry_after: 3 },
+            ApiError::TooManyRequests {
+                retry_after: 3,
+                reason: "login",
+            },
             ApiError::NotFound,
             ApiError::MethodNotAllowed {
                 allow: "GET".into(),

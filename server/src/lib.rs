@@ -2,14 +2,17 @@
 //!
 //! A map of the modules, in the order a request meets them:
 //!
-//! - [`http`]: accept loop and graceful shutdown (`http::serve`), the request wrapper that
-//!   assigns ids, logs, counts and turns errors into JSON (`http::service`), the route table
-//!   checked against `openapi.yaml` plus the non-API pages (`http::router`), the embedded
-//!   Swagger UI and ReDoc (`http::docs`), bodies, responses and CORS.
-//! - [`handlers`]: one function per `operationId`, and the metrics scrape.
+//! - [`http`]: transport only — accept loop and graceful shutdown (`http::serve`), the
+//!   request wrapper that assigns ids, logs, counts and turns errors into JSON
+//!   (`http::service`), the route table with each operation's declared security, checked
+//!   against `openapi.yaml` (`http::router`), bodies, responses and CORS.
+//! - [`call`]: where a request comes from (id, client address, user agent).
+//! - [`handlers`]: `dispatch`, the match from route to handler; one function per
+//!   `operationId`; the documentation pages and the metrics scrape.
+//! - [`auth`]: the guard of every protected operation (`auth::guard`), the login decision,
+//!   email/password types, bcrypt on a bounded thread pool, JWTs, refresh tokens.
 //! - [`limits`]: per-IP rate limits and the per-account login throttle (shared through
 //!   PostgreSQL by every instance).
-//! - [`auth`]: email/password types, bcrypt on a bounded thread pool, JWTs.
 //! - [`db`]: locating the database, migrations, the pool, the SQL.
 //! - [`errors`]: [`errors::ApiError`], the one error type of the request path.
 //! - [`metrics`]: the Prometheus registry of one server.
@@ -22,6 +25,7 @@
 //! ([`App::serve_metrics_on`]).
 
 pub mod auth;
+pub mod call;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -96,7 +100,7 @@ impl App {
                     shared_pool,
                     db::shared::SHARED_CONNECTIONS,
                 )),
-                pool,
+                db: pool,
                 hasher,
                 tokens,
                 refresh,
@@ -139,12 +143,20 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
             l,
             Arc::clone(&state),
             http::Port::Metrics,
+            handlers::dispatch,
             async {
                 let _ = metrics_stop.await;
             },
         ))
     });
-    http::serve(listener, state, http::Port::Public, shutdown).await;
+    http::serve(
+        listener,
+        state,
+        http::Port::Public,
+        handlers::dispatch,
+        shutdown,
+    )
+    .await;
     let _ = stop_metrics.send(());
     if let Some(task) = metrics {
         let _ = task.await;
@@ -226,14 +238,14 @@ async fn maintenance(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
     for n in 0u64.. {
         tick.tick().await;
-        db::trim_overflow(&state.pool, state.config.db_pool_size, MAINTENANCE_EVERY);
+        db::trim_overflow(&state.db, state.config.db_pool_size, MAINTENANCE_EVERY);
         if n % 20 == 0 {
-            match db::sessions::prune(&state.pool).await {
+            match db::sessions::prune(&state.db).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned ended sessions"),
                 Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
             }
-            match db::events::prune(&state.pool, state.config.event_retention).await {
+            match db::events::prune(&state.db, state.config.event_retention).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned old security events"),
                 Err(e) => tracing::warn!(error = %e, "pruning security events failed"),
@@ -242,7 +254,7 @@ async fn maintenance(state: Arc<AppState>) {
         // Counters of ended windows are dead weight: drop them about once a minute.
         if n % 2 == 0 {
             let window = state.config.rate_limits.window;
-            if let Err(e) = db::limits::prune(&state.pool, window).await {
+            if let Err(e) = db::limits::prune(&state.db, window).await {
                 tracing::warn!(error = %e, "pruning rate-limit counters failed");
             }
         }

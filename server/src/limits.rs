@@ -17,36 +17,37 @@
 use uuid::Uuid;
 
 use crate::auth::credentials::Email;
+use crate::call::Call;
 use crate::db;
-use crate::db::events::Context;
 use crate::errors::ApiError;
 use crate::state::AppState;
 
+/// The kind of request a per-IP limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub enum Action {
     Signup,
     Login,
     Refresh,
     PasswordChange,
 }
 
-impl Scope {
+impl Action {
     fn name(self) -> &'static str {
         match self {
-            Scope::Signup => "signup",
-            Scope::Login => "login",
-            Scope::Refresh => "refresh",
-            Scope::PasswordChange => "password_change",
+            Action::Signup => "signup",
+            Action::Login => "login",
+            Action::Refresh => "refresh",
+            Action::PasswordChange => "password_change",
         }
     }
 
     fn per_ip(self, state: &AppState) -> u32 {
         let limits = &state.config.rate_limits;
         match self {
-            Scope::Signup => limits.signup_per_ip,
-            Scope::Login => limits.login_per_ip,
-            Scope::Refresh => limits.refresh_per_ip,
-            Scope::PasswordChange => limits.password_change_per_ip,
+            Action::Signup => limits.signup_per_ip,
+            Action::Login => limits.login_per_ip,
+            Action::Refresh => limits.refresh_per_ip,
+            Action::PasswordChange => limits.password_change_per_ip,
         }
     }
 }
@@ -58,12 +59,12 @@ impl Scope {
 /// cannot flood the event log.
 pub async fn check(
     state: &AppState,
-    scope: Scope,
-    ctx: &Context,
+    action: Action,
+    call: &Call,
     account: Option<&Email>,
     user_id: Option<Uuid>,
 ) -> Result<(), ApiError> {
-    let refusal = over(state, scope, ctx, account).await?;
+    let refusal = over(state, action, call, account).await?;
     let Some(Refusal {
         reason,
         retry_after,
@@ -73,23 +74,29 @@ pub async fn check(
         return Ok(());
     };
     if !first {
-        return Err(ApiError::TooManyRequests { retry_after });
+        return Err(ApiError::TooManyRequests {
+            retry_after,
+            reason,
+        });
     }
     db::events::record(
-        &state.pool,
-        ctx,
+        &state.db,
+        call,
         "rate_limited",
         Some(reason),
         user_id,
         account.filter(|e| e.could_exist()).map(Email::as_str),
     )
     .await?;
-    Err(ApiError::TooManyRequests { retry_after })
+    Err(ApiError::TooManyRequests {
+        retry_after,
+        reason,
+    })
 }
 
 /// Which limit refuses a request, for how long, and whether this is its first refusal.
 struct Refusal {
-    /// The event's reason: the scope, or `login_account` for the account throttle.
+    /// The event's reason: the action, or `login_account` for the account throttle.
     reason: &'static str,
     retry_after: u64,
     first: bool,
@@ -97,36 +104,36 @@ struct Refusal {
 
 async fn over(
     state: &AppState,
-    scope: Scope,
-    ctx: &Context,
+    action: Action,
+    call: &Call,
     account: Option<&Email>,
 ) -> Result<Option<Refusal>, ApiError> {
-    let per_ip = scope.per_ip(state);
+    let per_ip = action.per_ip(state);
     let account = account
         .filter(|e| state.config.rate_limits.login_failures_per_account > 0 && e.could_exist())
         .map(Email::as_str);
     if per_ip == 0 && account.is_none() {
         return Ok(None);
     }
-    let ip = &ctx.ip;
+    let ip = &call.ip();
     let hit = db::limits::hit(
-        &state.pool,
-        scope.name(),
+        &state.db,
+        action.name(),
         ip,
         state.config.rate_limits.window,
         account,
     )
     .await?;
     if per_ip > 0 && hit.count > i64::from(per_ip) {
-        tracing::info!(scope = scope.name(), %ip, count = hit.count, "rate limited by IP");
+        tracing::info!(action = action.name(), %ip, count = hit.count, "rate limited by IP");
         return Ok(Some(Refusal {
-            reason: scope.name(),
+            reason: action.name(),
             retry_after: whole_seconds(hit.window_left),
             first: hit.count == i64::from(per_ip) + 1,
         }));
     }
     if let Some(blocked_for) = hit.account_blocked_for {
-        tracing::info!(scope = scope.name(), "login throttled for the account");
+        tracing::info!(action = action.name(), "login throttled for the account");
         // Attempts while blocked are few: each one also counts against its IP's limit.
         return Ok(Some(Refusal {
             reason: "login_account",
@@ -146,7 +153,7 @@ pub async fn login_failed(state: &AppState, account: &Email) -> Result<(), ApiEr
         return Ok(());
     }
     db::limits::login_failed(
-        &state.pool,
+        &state.db,
         account.as_str(),
         limits.login_failures_per_account,
         limits.login_max_delay,
@@ -159,7 +166,7 @@ pub async fn login_succeeded(state: &AppState, account: &Email) -> Result<(), Ap
     if state.config.rate_limits.login_failures_per_account == 0 || !account.could_exist() {
         return Ok(());
     }
-    db::limits::login_succeeded(&state.pool, account.as_str()).await
+    db::limits::login_succeeded(&state.db, account.as_str()).await
 }
 
 /// `Retry-After` is whole seconds; rounding up never invites a retry that is refused again.

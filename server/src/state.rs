@@ -14,7 +14,8 @@ use crate::metrics::Metrics;
 
 pub struct AppState {
     pub config: Config,
-    pub pool: Database,
+    /// The pool every request's SQL runs on (`db::Database::run`).
+    pub db: Database,
     /// The token-owner read of every bearer-authenticated request, batched across
     /// requests on connections they share.
     pub owners: OwnerLookups,

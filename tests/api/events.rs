@@ -224,10 +224,9 @@ async fn events_older_than_the_retention_are_pruned() {
         .await
         .unwrap();
     assert_eq!(app.db.count("SELECT count(*) FROM auth_events").await, 3);
-    let pruned =
-        jobpath_server::db::events::prune(&app.state.pool, app.state.config.event_retention)
-            .await
-            .unwrap();
+    let pruned = jobpath_server::db::events::prune(&app.state.db, app.state.config.event_retention)
+        .await
+        .unwrap();
     assert_eq!(pruned, 1);
     assert_eq!(app.db.count("SELECT count(*) FROM auth_events").await, 2);
 }

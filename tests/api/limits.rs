@@ -296,7 +296,7 @@ async fn counters_of_ended_windows_are_pruned() {
         )
         .await
         .unwrap();
-    jobpath_server::db::limits::prune(&app.state.pool, Duration::from_secs(WINDOW))
+    jobpath_server::db::limits::prune(&app.state.db, Duration::from_secs(WINDOW))
         .await
         .unwrap();
     assert_eq!(

@@ -87,7 +87,7 @@ async fn sessions_ended_or_expired_over_a_day_ago_are_pruned_and_live_ones_kept(
     )
     .await
     .unwrap();
-    let pruned = jobpath_server::db::sessions::prune(&app.state.pool)
+    let pruned = jobpath_server::db::sessions::prune(&app.state.db)
         .await
         .unwrap();
     assert_eq!(pruned, 2);

@@ -10,6 +10,7 @@ mod spec_check;
 mod contract;
 mod docs;
 mod events;
+mod guard;
 mod hostile;
 mod http;
 mod instances;

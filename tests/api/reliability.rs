@@ -233,9 +233,11 @@ async fn a_statement_running_when_postgres_shuts_down_answers_503_and_has_no_eff
     // transaction rolled back) a moment before the logout's own backend is told to stop,
     // letting the logout commit. A prepared transaction keeps the lock through the
     // shutdown, so the only way the logout's statement ends is the shutdown itself.
+    // EXCLUSIVE mode lets plain reads through (the guard's look-up of the token's session)
+    // and holds the logout's own statement, which locks the session row.
     blocker
         .batch_execute(
-            "BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE; \
+            "BEGIN; LOCK TABLE sessions IN EXCLUSIVE MODE; \
              PREPARE TRANSACTION 'hold_sessions'",
         )
         .await

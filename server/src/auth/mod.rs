@@ -1,12 +1,17 @@
 //! Authentication domain: what an email and a password are, how passwords are hashed, how
-//! access tokens are made and checked. Nothing here knows about HTTP or SQL.
+//! access tokens are made and checked, and who may call what.
 //!
+//! - [`guard`]: the one check of every protected operation: bearer token, live session,
+//!   active user → [`guard::CurrentUser`].
+//! - [`login`]: the login decision — throttle, one hash verification on every path, rehash.
 //! - [`credentials`]: `Email` and `Password` newtypes ("parse, don't validate").
 //! - [`hasher`]: bcrypt on a dedicated, bounded thread pool, off the async workers.
 //! - [`token`]: HS256 JWTs with the algorithm pinned and every claim required.
 //! - [`refresh`]: single-use refresh tokens and their derived successors.
 
 pub mod credentials;
+pub mod guard;
 pub mod hasher;
+pub mod login;
 pub mod refresh;
 pub mod token;

@@ -10,20 +10,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Database;
+use crate::call::Call;
 use crate::errors::ApiError;
 
 /// The columns every event insert fills, in this order after `kind`, `reason`, `user_id`
 /// and `session_id`: `ip`, `user_agent`, `request_id`.
 pub const INSERT: &str =
     "INSERT INTO auth_events (kind, reason, user_id, session_id, ip, user_agent, request_id)";
-
-/// Who caused an event: the client's address, its user agent and the request's id.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub ip: String,
-    pub user_agent: Option<String>,
-    pub request_id: String,
-}
 
 /// One event as the owner sees it.
 pub struct Event {
@@ -39,7 +32,7 @@ pub struct Event {
 /// Without `user_id`, `email` names the account if there is one.
 pub async fn record(
     db: &Database,
-    ctx: &Context,
+    call: &Call,
     kind: &str,
     reason: Option<&str>,
     user_id: Option<Uuid>,
@@ -60,9 +53,9 @@ pub async fn record(
                     &reason,
                     &user_id,
                     &email,
-                    &ctx.ip,
-                    &ctx.user_agent,
-                    &ctx.request_id,
+                    &call.ip(),
+                    &call.user_agent,
+                    &call.request_id(),
                 ],
             )
             .await?;

@@ -86,8 +86,8 @@ impl Database {
         }
     }
 
-    /// The underlying pool, for its status and maintenance.
-    pub fn pool(&self) -> &Pool {
+    /// The deadpool pool underneath, for its status (metrics).
+    pub fn deadpool(&self) -> &Pool {
         &self.pool
     }
 }

@@ -22,12 +22,12 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
+use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::sessions::TokenOwner;
 use super::shared::{SHARED_CONNECTIONS, Shared};
 use crate::errors::ApiError;
 
@@ -51,6 +51,17 @@ const LOOKUP: &str = "SELECT t.i, o.id, o.email, o.is_active, o.created_at, o.li
          FROM users u JOIN sessions s ON s.user_id = u.id
         WHERE u.id = t.user_id AND s.id = t.session_id
         LIMIT 1) o";
+
+/// The account an access token names, and whether the token's session is still live: what
+/// the guard (`auth::guard`) decides on.
+#[derive(Debug, Clone)]
+pub struct TokenOwner {
+    pub id: Uuid,
+    pub email: String,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub session_live: bool,
+}
 
 type Reply = Result<Option<TokenOwner>, ApiError>;
 

@@ -12,27 +12,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Database;
-use super::events::{self, Context};
+use super::events;
+use crate::call::Call;
 use crate::errors::ApiError;
-
-/// The account a valid access token belongs to, and whether its session is still live.
-pub struct TokenOwner {
-    pub id: Uuid,
-    pub email: String,
-    pub is_active: bool,
-    pub created_at: DateTime<Utc>,
-    pub session_live: bool,
-}
 
 pub struct NewSession {
     pub id: Uuid,
     pub expires_at: DateTime<Utc>,
-}
-
-/// Where a session was started from, for the session list.
-pub struct Origin<'a> {
-    pub user_agent: Option<&'a str>,
-    pub ip: Option<String>,
 }
 
 /// The result of presenting a refresh token.
@@ -50,20 +36,33 @@ pub enum Rotation {
     ReuseDetected { session_id: Uuid, user_id: Uuid },
 }
 
-/// Which sessions a logout ends.
+/// Which sessions a logout ends: the wire's `scope` (`local`, `global`, `others`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    This,
-    All,
+pub enum LogoutScope {
+    /// The caller's session only.
+    Local,
+    /// Every session of the user, the caller's included.
+    Global,
+    /// Every session of the user but the caller's.
     Others,
 }
 
-impl Scope {
+impl LogoutScope {
+    /// The value of the `scope` query parameter, if it is one.
+    pub fn parse(wire: &str) -> Option<LogoutScope> {
+        match wire {
+            "local" => Some(LogoutScope::Local),
+            "global" => Some(LogoutScope::Global),
+            "others" => Some(LogoutScope::Others),
+            _ => None,
+        }
+    }
+
     fn end_reason(self) -> &'static str {
         match self {
-            Scope::This => "logout",
-            Scope::All => "logout_global",
-            Scope::Others => "logout_others",
+            LogoutScope::Local => "logout",
+            LogoutScope::Global => "logout_global",
+            LogoutScope::Others => "logout_others",
         }
     }
 }
@@ -77,14 +76,14 @@ pub struct SessionInfo {
     pub ip: Option<String>,
 }
 
-/// Starts a session with its first refresh token (stored as `refresh_hash`).
+/// Starts a session with its first refresh token (stored as `refresh_hash`), recording
+/// where it was started from (`call`) for the session list.
 pub async fn start(
     db: &Database,
     user_id: Uuid,
     ttl: Duration,
-    origin: &Origin<'_>,
     refresh_hash: &[u8],
-    ctx: &Context,
+    call: &Call,
 ) -> Result<NewSession, ApiError> {
     db.run(async |client| {
         let sql = format!(
@@ -107,10 +106,10 @@ pub async fn start(
                 &[
                     &user_id,
                     &ttl.as_secs_f64(),
-                    &origin.user_agent,
-                    &origin.ip,
+                    &call.user_agent,
+                    &call.ip(),
                     &refresh_hash,
-                    &ctx.request_id,
+                    &call.request_id(),
                 ],
             )
             .await?;
@@ -129,7 +128,7 @@ pub async fn rotate(
     presented: &[u8],
     successor: &[u8],
     grace: Duration,
-    ctx: &Context,
+    call: &Call,
 ) -> Result<Rotation, ApiError> {
     db.run(async |client| {
         let tx = client.transaction().await?;
@@ -166,7 +165,7 @@ pub async fn rotate(
             .await?;
             record_in(
                 &tx,
-                ctx,
+                call,
                 "refresh_reuse_detected",
                 None,
                 user_id,
@@ -196,7 +195,7 @@ pub async fn rotate(
             &[&session_id],
         )
         .await?;
-        record_in(&tx, ctx, "refresh", None, user_id, session_id).await?;
+        record_in(&tx, call, "refresh", None, user_id, session_id).await?;
         tx.commit().await?;
         Ok(Rotation::Rotated {
             session_id,
@@ -214,8 +213,8 @@ pub async fn end(
     db: &Database,
     user_id: Uuid,
     session_id: Uuid,
-    scope: Scope,
-    ctx: &Context,
+    scope: LogoutScope,
+    call: &Call,
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
         let sql = format!(
@@ -245,9 +244,9 @@ pub async fn end(
                     &session_id,
                     &user_id,
                     &scope.end_reason(),
-                    &ctx.ip,
-                    &ctx.user_agent,
-                    &ctx.request_id,
+                    &call.ip(),
+                    &call.user_agent,
+                    &call.request_id(),
                 ],
             )
             .await?;
@@ -261,7 +260,7 @@ pub async fn revoke(
     db: &Database,
     user_id: Uuid,
     session_id: Uuid,
-    ctx: &Context,
+    call: &Call,
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
         let sql = format!(
@@ -282,9 +281,9 @@ pub async fn revoke(
                 &[
                     &session_id,
                     &user_id,
-                    &ctx.ip,
-                    &ctx.user_agent,
-                    &ctx.request_id,
+                    &call.ip(),
+                    &call.user_agent,
+                    &call.request_id(),
                 ],
             )
             .await?;
@@ -326,7 +325,7 @@ pub async fn change_password(
     user_id: Uuid,
     keep_session: Uuid,
     new_hash: &str,
-    ctx: &Context,
+    call: &Call,
 ) -> Result<u64, ApiError> {
     db.run(async |client| {
         let sql = format!(
@@ -347,9 +346,9 @@ pub async fn change_password(
                     &user_id,
                     &keep_session,
                     &new_hash,
-                    &ctx.ip,
-                    &ctx.user_agent,
-                    &ctx.request_id,
+                    &call.ip(),
+                    &call.user_agent,
+                    &call.request_id(),
                 ],
             )
             .await?)
@@ -376,7 +375,7 @@ pub async fn prune(db: &Database) -> Result<u64, ApiError> {
 /// Writes an event inside a transaction that makes the change it records.
 async fn record_in(
     tx: &deadpool_postgres::Transaction<'_>,
-    ctx: &Context,
+    call: &Call,
     kind: &str,
     reason: Option<&str>,
     user_id: Uuid,
@@ -391,9 +390,9 @@ async fn record_in(
             &reason,
             &user_id,
             &session_id,
-            &ctx.ip,
-            &ctx.user_agent,
-            &ctx.request_id,
+            &call.ip(),
+            &call.user_agent,
+            &call.request_id(),
         ],
     )
     .await?;

@@ -9,8 +9,9 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::Database;
-use super::events::{self, Context};
+use super::events;
 use crate::auth::credentials::Email;
+use crate::call::Call;
 use crate::errors::ApiError;
 
 /// A freshly created account.
@@ -33,7 +34,7 @@ pub async fn insert(
     db: &Database,
     email: &Email,
     password_hash: &str,
-    ctx: &Context,
+    call: &Call,
 ) -> Result<NewUser, ApiError> {
     db.run(async |client| {
         let sql = format!(
@@ -52,9 +53,9 @@ pub async fn insert(
                 &[
                     &email.as_str(),
                     &password_hash,
-                    &ctx.ip,
-                    &ctx.user_agent,
-                    &ctx.request_id,
+                    &call.ip(),
+                    &call.user_agent,
+                    &call.request_id(),
                 ],
             )
             .await

@@ -2,12 +2,12 @@
 //! an event-id cursor so that pages stay stable while new events arrive.
 
 use chrono::{DateTime, Utc};
-use http::{Request, StatusCode};
-use hyper::body::Incoming;
+use http::StatusCode;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{authenticate, query_param};
+use super::query_param;
+use crate::auth::guard::CurrentUser;
 use crate::db;
 use crate::errors::ApiError;
 use crate::http::response::{self, Response};
@@ -35,9 +35,11 @@ struct EventList<'a> {
 const DEFAULT_EVENTS_PAGE: i64 = 20;
 const MAX_EVENTS_PAGE: i64 = 100;
 
-pub async fn list_events(state: &AppState, req: Request<Incoming>) -> Result<Response, ApiError> {
-    let (_, owner) = authenticate(state, req.headers()).await?;
-    let query = req.uri().query();
+pub async fn list(
+    state: &AppState,
+    user: CurrentUser,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
     let limit = match query_param(query, "limit") {
         None => DEFAULT_EVENTS_PAGE,
         Some(raw) => raw
@@ -56,7 +58,7 @@ pub async fn list_events(state: &AppState, req: Request<Incoming>) -> Result<Res
             })?),
         };
     // One more than the page: whether it exists says whether there is a next page.
-    let mut events = db::events::list(&state.pool, owner.id, before, limit + 1).await?;
+    let mut events = db::events::list(&state.db, user.id, before, limit + 1).await?;
     let next_before = if events.len() as i64 > limit {
         events.truncate(limit as usize);
         events.last().map(|e| e.id)

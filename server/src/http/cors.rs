@@ -21,15 +21,15 @@ pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
         && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-/// Answers a preflight: 204, with permissions only if the origin is allowed.
-pub fn preflight(origins: &CorsOrigins, origin: Option<&HeaderValue>) -> Response {
+/// Answers a preflight for a path whose methods are `allow` (the router's `Allow`): 204,
+/// with permissions only if the origin is allowed.
+pub fn preflight(origins: &CorsOrigins, origin: Option<&HeaderValue>, allow: &str) -> Response {
     let mut resp = empty(StatusCode::NO_CONTENT);
     if allow_origin(origins, origin, resp.headers_mut()) {
         let h = resp.headers_mut();
-        h.insert(
-            ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, OPTIONS"),
-        );
+        if let Ok(methods) = HeaderValue::from_str(allow) {
+            h.insert(ACCESS_CONTROL_ALLOW_METHODS, methods);
+        }
         h.insert(
             ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("authorization, content-type, x-request-id"),

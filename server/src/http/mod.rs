@@ -1,8 +1,10 @@
-//! Transport: the accept loop, connections, and the request wrapper.
+//! Transport: the accept loop, connections, and the request wrapper. Nothing here names a
+//! handler: [`serve`] is given the dispatch step (`handlers::dispatch`) and hands it every
+//! matched request.
 //!
 //! - [`service`]: the one infallible wrapper every request goes through.
-//! - [`router`]: the route table, checked against `openapi.yaml`.
-//! - [`docs`]: Swagger UI and ReDoc pages, their assets embedded in the binary.
+//! - [`router`]: the route table, checked against `openapi.yaml`, with each operation's
+//!   declared security.
 //! - [`body`], [`response`], [`cors`]: request bodies in, responses out.
 //! - [`client_ip`]: the client's address, through trusted proxies only.
 //!
@@ -19,7 +21,6 @@
 pub mod body;
 pub mod client_ip;
 pub mod cors;
-pub mod docs;
 pub mod response;
 pub mod router;
 pub mod service;
@@ -30,6 +31,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -37,6 +40,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use self::response::Response;
+use self::router::{Params, Target};
+use crate::call::Call;
 use crate::errors::ApiError;
 use crate::state::AppState;
 
@@ -61,13 +67,22 @@ pub enum Port {
     Metrics,
 }
 
-/// Serves `listener` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve(
+/// Serves `listener` until `shutdown` completes, then drains in-flight requests. Every
+/// matched request goes to `dispatch`.
+pub async fn serve<D, Fut>(
     listener: TcpListener,
     state: Arc<AppState>,
     port: Port,
+    dispatch: D,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    D: Fn(Arc<AppState>, Target, Call, Params, Request<Incoming>) -> Fut
+        + Copy
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = Result<Response, ApiError>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(state.config.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
@@ -103,8 +118,10 @@ pub async fn serve(
                     let state = Arc::clone(&state);
                     async move {
                         Ok::<_, Infallible>(match port {
-                            Port::Public => service::handle(state, peer, req).await,
-                            Port::Metrics => service::handle_metrics_port(state, req).await,
+                            Port::Public => service::respond(state, peer, req, dispatch).await,
+                            Port::Metrics => {
+                                service::respond_metrics(state, peer, req, dispatch).await
+                            }
                         })
                     }
                 });
@@ -144,15 +161,10 @@ async fn refuse(stream: TcpStream, peer: SocketAddr) {
     let svc = service_fn(|_req| async {
         let request_id = service::new_request_id();
         let err = ApiError::Unavailable(anyhow::anyhow!("connection limit reached"));
-        let mut resp = response::error(&err, &request_id);
-        if let Ok(v) = http::HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert(service::X_REQUEST_ID.clone(), v);
-        }
-        resp.headers_mut().insert(
-            http::header::X_CONTENT_TYPE_OPTIONS,
-            http::HeaderValue::from_static("nosniff"),
-        );
-        Ok::<_, Infallible>(resp.map(http_body_util::Full::new))
+        Ok::<_, Infallible>(response::into_hyper(response::finish(
+            response::error(&err, &request_id),
+            &request_id,
+        )))
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

@@ -1,10 +1,15 @@
 //! Building responses: JSON bodies, the standard error body, and the headers every response
 //! of a kind must carry (`WWW-Authenticate` on 401, `Allow` on 405, `Retry-After` on 429 and 503,
-//! `Connection: close` on 408).
+//! `Connection: close` on 408), and [`finish`], which every response of every listener goes
+//! through last.
 
 use bytes::Bytes;
 use http::StatusCode;
-use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+    X_CONTENT_TYPE_OPTIONS,
+};
+use http_body_util::Full;
 use serde::Serialize;
 
 use crate::errors::ApiError;
@@ -15,6 +20,23 @@ pub type Response = http::Response<Bytes>;
 
 /// Seconds a client should wait before retrying a 503.
 const RETRY_AFTER_SECS: &str = "2";
+
+/// Adds the headers every response carries — its `X-Request-Id` and
+/// `X-Content-Type-Options: nosniff`. The API's wrapper, the metrics listener and the
+/// over-the-limit refusal all finish their responses here; [`into_hyper`] then sends them.
+pub fn finish(mut resp: Response, request_id: &str) -> Response {
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(super::service::X_REQUEST_ID.clone(), v);
+    }
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// A finished response as hyper sends it.
+pub fn into_hyper(resp: Response) -> hyper::Response<Full<Bytes>> {
+    resp.map(Full::new)
+}
 
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Result<Response, ApiError> {
     let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.into()))?;
@@ -46,7 +68,7 @@ pub fn error(err: &ApiError, request_id: &str) -> Response {
     let mut resp = bytes_with_type(err.status(), Bytes::from(body), "application/json");
     let headers = resp.headers_mut();
     match err {
-        ApiError::InvalidCredentials | ApiError::MissingToken => {
+        ApiError::InvalidCredentials(_) | ApiError::MissingToken => {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         ApiError::InvalidToken(_) => {
@@ -63,7 +85,7 @@ pub fn error(err: &ApiError, request_id: &str) -> Response {
         ApiError::Unavailable(_) => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
         }
-        ApiError::TooManyRequests { retry_after } => {
+        ApiError::TooManyRequests { retry_after, .. } => {
             headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         ApiError::RequestTimeout => {

@@ -3,8 +3,14 @@
 //!
 //! Paths are written exactly as in the spec (matchit ≥ 0.8 uses OpenAPI's `{param}` syntax),
 //! and a test checks that the [`Route`] table and the spec list the same (method, path,
-//! operationId) set. An unknown path is 404; a known path with another method is 405 with
-//! `Allow`.
+//! operationId) set, and that each route's declared [`Security`] is the spec's `security:`
+//! for that operation. Dispatch (`handlers::dispatch`) runs the guard for every route
+//! declared [`Security::Bearer`], so the declaration is what protects a route.
+//!
+//! A path is resolved once per request ([`Router::resolve`]): the target, its parameters,
+//! and the methods the path answers (`Allow`, also the CORS preflight's
+//! `Access-Control-Allow-Methods`). An unknown path is 404; a known path with another
+//! method is 405 with `Allow`.
 //!
 //! Why pages stay out of the spec: `/docs`, `/redoc` and their assets are HTML, scripts and
 //! styles for people, and `/metrics` is for Prometheus. Putting them in `openapi.yaml` would
@@ -14,6 +20,16 @@
 //! declares), see `tests/api/spec_check.rs`.
 
 use http::Method;
+
+/// Who may call an operation, as its `security:` block in `openapi.yaml` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Security {
+    /// No credentials (`security: []`, or no block).
+    Public,
+    /// `Authorization: Bearer <access token>` of a live session (`bearerAuth`), checked by
+    /// `auth::guard` before the handler runs.
+    Bearer,
+}
 
 /// Every operation of the API. Dispatch is an exhaustive `match` on this enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +86,25 @@ impl Route {
             Route::Readiness => (Method::GET, "/health/ready", "readiness"),
             Route::OpenApiJson => (Method::GET, "/openapi.json", "get_openapi_json"),
             Route::OpenApiYaml => (Method::GET, "/openapi.yaml", "get_openapi_yaml"),
+        }
+    }
+
+    /// Who may call it. Exhaustive on purpose: a new route must say.
+    pub fn security(self) -> Security {
+        match self {
+            Route::GetMe
+            | Route::Logout
+            | Route::ChangePassword
+            | Route::ListSessions
+            | Route::RevokeSession
+            | Route::ListEvents => Security::Bearer,
+            Route::Signup
+            | Route::Login
+            | Route::Refresh
+            | Route::Liveness
+            | Route::Readiness
+            | Route::OpenApiJson
+            | Route::OpenApiYaml => Security::Public,
         }
     }
 }
@@ -136,10 +171,37 @@ impl Params {
     }
 }
 
+/// What a (method, path) pair resolved to.
 pub enum Resolved<'a> {
-    Found(Target, Params),
-    MethodNotAllowed { allow: &'a str },
+    Found {
+        target: Target,
+        params: Params,
+        /// The methods the path answers, for a CORS preflight.
+        allow: &'a str,
+    },
+    /// A known path, another method; `allow` lists the path's methods.
+    MethodNotAllowed {
+        allow: &'a str,
+    },
     NotFound,
+}
+
+impl<'a> Resolved<'a> {
+    /// The methods the path answers (`None`: unknown path).
+    pub fn allow(&self) -> Option<&'a str> {
+        match self {
+            Resolved::Found { allow, .. } | Resolved::MethodNotAllowed { allow } => Some(allow),
+            Resolved::NotFound => None,
+        }
+    }
+
+    /// The matched target, if the method matched too.
+    pub fn target(&self) -> Option<Target> {
+        match self {
+            Resolved::Found { target, .. } => Some(*target),
+            _ => None,
+        }
+    }
 }
 
 pub struct Router {
@@ -187,7 +249,11 @@ impl Router {
                     .params
                     .iter()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()));
-                Resolved::Found(*target, Params(params.collect()))
+                Resolved::Found {
+                    target: *target,
+                    params: Params(params.collect()),
+                    allow: &entry.allow,
+                }
             }
             None => Resolved::MethodNotAllowed {
                 allow: &entry.allow,
@@ -202,16 +268,20 @@ mod tests {
 
     use super::*;
 
+    fn spec() -> serde_json::Value {
+        serde_json::from_slice(crate::spec::JSON).unwrap()
+    }
+
     /// The contract and the router must describe the same API.
     #[test]
     fn router_table_and_openapi_spec_list_the_same_operations() {
-        let spec: serde_yaml::Value = serde_yaml::from_str(crate::spec::YAML).unwrap();
+        let spec = spec();
         let mut from_spec = BTreeSet::new();
-        for (path, item) in spec["paths"].as_mapping().unwrap() {
-            for (method, op) in item.as_mapping().unwrap() {
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
                 from_spec.insert((
-                    method.as_str().unwrap().to_uppercase(),
-                    path.as_str().unwrap().to_owned(),
+                    method.to_uppercase(),
+                    path.clone(),
                     op["operationId"].as_str().unwrap().to_owned(),
                 ));
             }
@@ -226,16 +296,52 @@ mod tests {
         assert_eq!(from_router, from_spec);
     }
 
+    /// Each route's declared security is its operation's `security:` block: a protected
+    /// operation cannot be left open by the router, nor documented open while guarded.
+    #[test]
+    fn each_routes_security_is_the_one_its_operation_declares() {
+        let spec = spec();
+        assert!(
+            spec.get("security").is_none(),
+            "a top-level security block would apply to every operation; declare it per operation"
+        );
+        for route in Route::ALL {
+            let (method, path, id) = route.spec();
+            let op = &spec["paths"][path][method.as_str().to_lowercase()];
+            let declared = match op.get("security").and_then(|s| s.as_array()) {
+                None => Security::Public,
+                Some(reqs) if reqs.is_empty() => Security::Public,
+                Some(reqs) => {
+                    let schemes: Vec<&str> = reqs
+                        .iter()
+                        .flat_map(|r| r.as_object().unwrap().keys().map(String::as_str))
+                        .collect();
+                    assert_eq!(schemes, ["bearerAuth"], "{id}: unexpected security schemes");
+                    Security::Bearer
+                }
+            };
+            assert_eq!(route.security(), declared, "{id}");
+        }
+    }
+
     #[test]
     fn unknown_paths_and_wrong_methods_are_told_apart() {
         let router = Router::new(false);
         assert!(matches!(
             router.resolve(&Method::GET, "/auth/me"),
-            Resolved::Found(Target::Api(Route::GetMe), _)
+            Resolved::Found {
+                target: Target::Api(Route::GetMe),
+                ..
+            }
         ));
         match router.resolve(&Method::DELETE, "/auth/sessions/abc") {
-            Resolved::Found(Target::Api(Route::RevokeSession), params) => {
+            Resolved::Found {
+                target: Target::Api(Route::RevokeSession),
+                params,
+                allow,
+            } => {
                 assert_eq!(params.get("session_id"), Some("abc"));
+                assert_eq!(allow, "DELETE, OPTIONS");
             }
             _ => panic!("expected the session route"),
         }
@@ -254,11 +360,17 @@ mod tests {
         let private = Router::new(false);
         assert!(matches!(
             private.resolve(&Method::GET, "/docs/assets/swagger-ui-1/swagger-ui.css"),
-            Resolved::Found(Target::Page(Page::DocsAsset), _)
+            Resolved::Found {
+                target: Target::Page(Page::DocsAsset),
+                ..
+            }
         ));
         assert!(matches!(
             private.resolve(&Method::GET, "/redoc"),
-            Resolved::Found(Target::Page(Page::Redoc), _)
+            Resolved::Found {
+                target: Target::Page(Page::Redoc),
+                ..
+            }
         ));
         assert!(matches!(
             private.resolve(&Method::GET, "/metrics"),
@@ -266,7 +378,10 @@ mod tests {
         ));
         assert!(matches!(
             Router::new(true).resolve(&Method::GET, "/metrics"),
-            Resolved::Found(Target::Page(Page::Metrics), _)
+            Resolved::Found {
+                target: Target::Page(Page::Metrics),
+                ..
+            }
         ));
         match private.resolve(&Method::POST, "/docs") {
             Resolved::MethodNotAllowed { allow } => assert_eq!(allow, "GET, OPTIONS"),

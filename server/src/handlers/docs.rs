@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, HeaderValue};
 
-use super::response::{Response, bytes_with_type};
 use crate::errors::ApiError;
+use crate::http::response::{Response, bytes_with_type};
 
 /// Where the assets are served; each [`Asset::file`] is relative to it.
 pub const ASSETS_PREFIX: &str = "/docs/assets/";

@@ -1,0 +1,125 @@
+//! The login decision: may these credentials, from this client, open a session?
+//!
+//! In order: the per-IP limit and the account's throttle (`limits`), the account looked up,
+//! then exactly one bcrypt verification on every path — against the account's hash, or a
+//! dummy hash when there is no such account — so that the answer's timing does not reveal
+//! whether an account exists. Unknown email, wrong password and inactive account all end in
+//! the same [`ApiError::InvalidCredentials`]; the internal reason goes to the log and to the
+//! `login_failed` event. A success clears the account's strikes and, when the stored hash
+//! was made at another bcrypt cost, re-hashes the password in the background.
+//!
+//! Opening the session and minting the tokens is the handler's part (`handlers::sessions`).
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::credentials::{Email, Password};
+use crate::call::Call;
+use crate::db;
+use crate::errors::ApiError;
+use crate::limits;
+use crate::state::AppState;
+
+/// An account whose password was just verified.
+pub struct Verified {
+    pub id: Uuid,
+    pub email: String,
+}
+
+/// Decides a login attempt; see the module documentation.
+pub async fn verify(
+    state: &AppState,
+    call: &Call,
+    email: &Email,
+    password: Password,
+) -> Result<Verified, ApiError> {
+    limits::check(state, limits::Action::Login, call, Some(email), None).await?;
+
+    let user = match email.could_exist() {
+        true => db::users::find_for_login(&state.db, email).await?,
+        false => None,
+    };
+    let Some(user) = user else {
+        state.hasher.verify_dummy(password).await?;
+        return Err(refused(state, call, email, None, "unknown_email").await);
+    };
+    let rehash_candidate =
+        (bcrypt_cost(&user.password_hash) != Some(state.hasher.cost())).then(|| password.clone());
+    if !state
+        .hasher
+        .verify(password, Arc::clone(&user.password_hash))
+        .await?
+    {
+        return Err(refused(state, call, email, Some(user.id), "wrong_password").await);
+    }
+    if !user.is_active {
+        return Err(refused(state, call, email, Some(user.id), "inactive").await);
+    }
+
+    limits::login_succeeded(state, email).await?;
+    state.metrics.login_succeeded();
+    if let Some(password) = rehash_candidate {
+        upgrade_hash(state, user.id, Arc::clone(&user.password_hash), password);
+    }
+    Ok(Verified {
+        id: user.id,
+        email: user.email,
+    })
+}
+
+/// A failed login: one more strike for the account's throttle and a `login_failed` event
+/// with the internal `reason`, then the one answer every failure gets. A failure to record
+/// is answered as such (503/500) rather than hidden.
+async fn refused(
+    state: &AppState,
+    call: &Call,
+    email: &Email,
+    user_id: Option<Uuid>,
+    reason: &'static str,
+) -> ApiError {
+    state.metrics.login_failed();
+    if let Err(e) = limits::login_failed(state, email).await {
+        return e;
+    }
+    match db::events::record(&state.db, call, "login_failed", Some(reason), user_id, None).await {
+        Ok(()) => ApiError::InvalidCredentials(reason),
+        Err(e) => e,
+    }
+}
+
+/// Re-hashes a password at the configured bcrypt cost after a successful login with an
+/// older cost, in the background so the login is not slowed. Skipped if the password has
+/// changed meanwhile.
+fn upgrade_hash(state: &AppState, user_id: Uuid, old: Arc<str>, password: Password) {
+    let hasher = state.hasher.clone();
+    let pool = state.db.clone();
+    tokio::spawn(async move {
+        let result = async {
+            let new = hasher.hash(password).await?;
+            db::users::replace_hash(&pool, user_id, &old, &new).await
+        };
+        match result.await {
+            Ok(true) => tracing::info!(%user_id, cost = hasher.cost(), "password hash upgraded"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%user_id, error = %e, "password hash upgrade failed"),
+        }
+    });
+}
+
+/// The cost a bcrypt hash was made with (`$2b$12$…` → 12).
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cost_is_read_from_a_bcrypt_hash() {
+        assert_eq!(
+            super::bcrypt_cost("$2b$12$abcdefghijklmnopqrstuv"),
+            Some(12)
+        );
+        assert_eq!(super::bcrypt_cost("not a hash"), None);
+    }
+}

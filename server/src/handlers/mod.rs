@@ -1,0 +1,118 @@
+//! One function per `operationId` of `openapi.yaml`, the documentation pages, and
+//! [`dispatch`], the exhaustive `match` from a resolved [`Target`] to its handler, which the
+//! transport (`http::serve`) is given and calls for every matched request.
+//!
+//! Handlers parse input into domain types, call the database and the hashing pool, count
+//! what the metrics report, and return a response or an [`ApiError`]; the wrapper in
+//! `http::service` does everything else (ids, logging, error bodies, headers).
+//!
+//! - [`account`]: signup, the caller's account, password change.
+//! - [`sessions`]: login, refresh, logout, the session list and revocation.
+//! - [`events`]: the caller's security events.
+//! - [`meta`]: health, the contract, the metrics scrape.
+//! - [`docs`]: Swagger UI and ReDoc, their assets embedded in the binary.
+//!
+//! **Protected operations.** The route table declares each operation's
+//! [`Security`](crate::http::router::Security). For every route declared `Bearer`,
+//! [`dispatch`] runs the guard (`auth::guard::require_user`) before the handler, and the
+//! handler receives the [`guard::CurrentUser`]; a handler never reads the `Authorization` header.
+
+pub mod account;
+pub mod docs;
+pub mod events;
+pub mod meta;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::auth::guard;
+use crate::call::Call;
+use crate::errors::ApiError;
+use crate::http::response::Response;
+use crate::http::router::{Page, Params, Route, Security, Target};
+use crate::state::AppState;
+
+/// Answers a request the router matched to `target`.
+pub async fn dispatch(
+    state: Arc<AppState>,
+    target: Target,
+    call: Call,
+    params: Params,
+    req: Request<Incoming>,
+) -> Result<Response, ApiError> {
+    let state = &*state;
+    let route = match target {
+        Target::Api(route) => route,
+        Target::Page(Page::Docs) => return Ok(docs::swagger_ui()),
+        Target::Page(Page::Redoc) => return Ok(docs::redoc()),
+        Target::Page(Page::DocsAsset) => return docs::asset(req.uri().path()),
+        Target::Page(Page::Metrics) => return Ok(meta::metrics(state)),
+    };
+    // The declaration decides: the guard runs for every route declared `Bearer`, before
+    // its handler, and only those handlers can be given a `CurrentUser`.
+    let mut guarded = match route.security() {
+        Security::Bearer => Some(guard::require_user(state, req.headers()).await?),
+        Security::Public => None,
+    };
+    let mut user = || {
+        guarded.take().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "{route:?} needs the caller but is declared public"
+            ))
+        })
+    };
+    let query = req.uri().query().map(str::to_owned);
+    let query = query.as_deref();
+    match route {
+        Route::Signup => account::signup(state, &call, req).await,
+        Route::GetMe => account::get_me(user()?),
+        Route::ChangePassword => account::change_password(state, &call, user()?, req).await,
+        Route::Login => sessions::login(state, &call, req).await,
+        Route::Refresh => sessions::refresh(state, &call, req).await,
+        Route::Logout => sessions::logout(state, &call, user()?, query).await,
+        Route::ListSessions => sessions::list(state, user()?).await,
+        Route::RevokeSession => sessions::revoke(state, &call, user()?, &params).await,
+        Route::ListEvents => events::list(state, user()?, query).await,
+        Route::Liveness => meta::liveness(),
+        Route::Readiness => meta::readiness(state).await,
+        Route::OpenApiJson => Ok(meta::openapi_json()),
+        Route::OpenApiYaml => Ok(meta::openapi_yaml()),
+    }
+}
+
+/// `MessageResponse` in the spec.
+#[derive(Serialize)]
+struct Message {
+    message: &'static str,
+}
+
+/// The first value of `name` in a query string. Values are compared raw: the parameters of
+/// this API are plain words, so an encoded one is simply not one of them.
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_param;
+
+    #[test]
+    fn query_parameters_are_found_by_name_and_first_wins() {
+        assert_eq!(
+            query_param(Some("a=1&scope=global"), "scope"),
+            Some("global")
+        );
+        assert_eq!(query_param(Some("scope=a&scope=b"), "scope"), Some("a"));
+        assert_eq!(query_param(Some("scope"), "scope"), Some(""));
+        assert_eq!(query_param(Some("x=1"), "scope"), None);
+        assert_eq!(query_param(None, "scope"), None);
+    }
+}

@@ -1,0 +1,230 @@
+//! Sessions: `login` opens one, `refresh` rotates its refresh token, `logout` ends it (or
+//! the user's others, or all), `list_sessions` and `revoke_session` manage them.
+
+use chrono::{DateTime, Utc};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::account::CredentialsBody;
+use super::{Message, query_param};
+use crate::auth::credentials::{Email, Password};
+use crate::auth::guard::CurrentUser;
+use crate::auth::{login as login_decision, refresh as refresh_token};
+use crate::call::Call;
+use crate::db;
+use crate::db::sessions::{LogoutScope, Rotation};
+use crate::errors::ApiError;
+use crate::http::body;
+use crate::http::response::{self, Response};
+use crate::http::router::Params;
+use crate::limits;
+use crate::state::AppState;
+
+#[derive(Serialize)]
+struct UserSummary<'a> {
+    id: Uuid,
+    email: &'a str,
+    is_active: bool,
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+    refresh_token: &'a str,
+    refresh_expires_in: i64,
+    session_id: Uuid,
+    user: UserSummary<'a>,
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Serialize)]
+struct SessionView<'a> {
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    last_used_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    user_agent: Option<&'a str>,
+    ip: Option<&'a str>,
+    current: bool,
+}
+
+#[derive(Serialize)]
+struct SessionList<'a> {
+    sessions: Vec<SessionView<'a>>,
+}
+
+pub async fn login(
+    state: &AppState,
+    call: &Call,
+    req: Request<Incoming>,
+) -> Result<Response, ApiError> {
+    let body: CredentialsBody = body::json(req).await?;
+    let email = Email::normalise_for_lookup(&body.email)?;
+    let password = Password::for_login(body.password)?;
+    let user = login_decision::verify(state, call, &email, password).await?;
+
+    let refresh = state.refresh.fresh();
+    let session = db::sessions::start(
+        &state.db,
+        user.id,
+        state.config.refresh_token_ttl,
+        &refresh_token::hash(&refresh),
+        call,
+    )
+    .await?;
+    tracing::info!(user_id = %user.id, session_id = %session.id, "login succeeded");
+    tokens_response(
+        state,
+        user.id,
+        &user.email,
+        session.id,
+        session.expires_at,
+        &refresh,
+    )
+}
+
+/// The login and refresh answer: a new access token for `session_id`, and its refresh token.
+fn tokens_response(
+    state: &AppState,
+    user_id: Uuid,
+    email: &str,
+    session_id: Uuid,
+    session_expires_at: DateTime<Utc>,
+    refresh_token: &str,
+) -> Result<Response, ApiError> {
+    let (token, _) = state.tokens.issue(user_id, email, session_id)?;
+    response::json(
+        StatusCode::OK,
+        &TokenResponse {
+            access_token: &token,
+            token_type: "bearer",
+            expires_in: state.tokens.ttl().as_secs(),
+            refresh_token,
+            refresh_expires_in: (session_expires_at - Utc::now()).num_seconds().max(1),
+            session_id,
+            user: UserSummary {
+                id: user_id,
+                email,
+                is_active: true,
+            },
+        },
+    )
+}
+
+pub async fn refresh(
+    state: &AppState,
+    call: &Call,
+    req: Request<Incoming>,
+) -> Result<Response, ApiError> {
+    let body: RefreshBody = body::json(req).await?;
+    let presented = body.refresh_token;
+    if presented.is_empty() || presented.chars().count() > refresh_token::MAX_TOKEN_CHARS {
+        return Err(ApiError::validation(
+            "refresh_token",
+            "refresh_token must be 1 to 512 characters",
+        ));
+    }
+    limits::check(state, limits::Action::Refresh, call, None, None).await?;
+    let successor = state.refresh.successor(&presented);
+    let rotation = db::sessions::rotate(
+        &state.db,
+        &refresh_token::hash(&presented),
+        &refresh_token::hash(&successor),
+        state.config.refresh_reuse_grace,
+        call,
+    )
+    .await?;
+    match rotation {
+        Rotation::Rotated {
+            session_id,
+            user_id,
+            email,
+            expires_at,
+        } => {
+            tracing::info!(%user_id, %session_id, "session refreshed");
+            tokens_response(state, user_id, &email, session_id, expires_at, &successor)
+        }
+        Rotation::Refused => Err(ApiError::InvalidToken(
+            "unknown refresh token or ended session",
+        )),
+        Rotation::ReuseDetected {
+            session_id,
+            user_id,
+        } => {
+            tracing::warn!(%user_id, %session_id, "refresh token reused: session ended");
+            Err(ApiError::InvalidToken("refresh token reuse"))
+        }
+    }
+}
+
+pub async fn logout(
+    state: &AppState,
+    call: &Call,
+    user: CurrentUser,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
+    let scope = match query_param(query, "scope") {
+        None => LogoutScope::Local,
+        Some(wire) => LogoutScope::parse(wire).ok_or_else(|| {
+            ApiError::validation("scope", "scope must be one of: local, global, others")
+        })?,
+    };
+    // The guard found the session live; ending it checks again in the same statement, so
+    // of two concurrent logouts with one token only one succeeds.
+    if !db::sessions::end(&state.db, user.id, user.session_id, scope, call).await? {
+        return Err(ApiError::InvalidToken(
+            "session already ended, or user gone",
+        ));
+    }
+    tracing::info!(user_id = %user.id, session_id = %user.session_id, ?scope, "logged out");
+    state.metrics.token_revoked();
+    response::json(
+        StatusCode::OK,
+        &Message {
+            message: "Logged out successfully",
+        },
+    )
+}
+
+pub async fn list(state: &AppState, user: CurrentUser) -> Result<Response, ApiError> {
+    let sessions = db::sessions::list(&state.db, user.id).await?;
+    let views = sessions
+        .iter()
+        .map(|s| SessionView {
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            expires_at: s.expires_at,
+            user_agent: s.user_agent.as_deref(),
+            ip: s.ip.as_deref(),
+            current: s.id == user.session_id,
+        })
+        .collect();
+    response::json(StatusCode::OK, &SessionList { sessions: views })
+}
+
+pub async fn revoke(
+    state: &AppState,
+    call: &Call,
+    user: CurrentUser,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let id = params
+        .get("session_id")
+        .and_then(|raw| Uuid::parse_str(raw).ok())
+        .ok_or_else(|| ApiError::validation("session_id", "session_id must be a UUID"))?;
+    // Another user's session is indistinguishable from an unknown one.
+    if !db::sessions::revoke(&state.db, user.id, id, call).await? {
+        return Err(ApiError::NotFound);
+    }
+    tracing::info!(user_id = %user.id, session_id = %id, "session revoked");
+    Ok(response::empty(StatusCode::NO_CONTENT))
+}
