@@ -1,4 +1,4 @@
-//! The hostile-input table of README.md, one test per row: each input gets its documented
+//! The hostile-input table of docs/security.md, one test per row: each input gets its documented
 //! status and the standard error body (checked here and, for every response, against the
 //! spec by `spec_check`), never a 500, and nothing is written when a request is refused.
 
@@ -301,7 +301,7 @@ async fn oversized_headers_are_431_headers_too_large() {
     expect_raw_error(req.send().await.unwrap(), 431, "headers_too_large").await;
 
     // Past hyper's own limit of 100 fields the parser refuses the head itself: a bare 431
-    // (README), and still nothing is written.
+    // (docs/security.md), and still nothing is written.
     let mut req = app
         .raw(Method::POST, "/auth/signup")
         .json(&json!({"email": unique_email(), "password": PASSWORD}));

@@ -1,5 +1,5 @@
 //! `GET /auth/me`, and every way a bearer token can be refused (the token rows of the
-//! hostile-input table in README.md).
+//! hostile-input table in docs/security.md).
 
 use base64::Engine as _;
 use jobpath_server::auth::token::{Claims, TokenKeys};

@@ -69,7 +69,7 @@ class FreshToken:
 
 
 def _contains_local_part(email, password):
-    """The password policy's email rule, as the server applies it (README, Security model)."""
+    """The password policy's email rule, as the server applies it (docs/security.md)."""
     local = email.strip().lower().split("@")[0]
     return len(local) >= 3 and local in password.lower()
 
