@@ -11,14 +11,27 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// A login for an unknown email must cost what a wrong password costs: both spend one
-/// verification. The bound is deliberately loose ("the same order"): at cost 10 a
-/// verification takes ~50 ms, and without the dummy verification the unknown-email case
-/// would take the ~1 ms of the rest of the request. Cost 10, not the production 12: the
-/// difference is as plain, and the suite's other tests, running alongside, wait less for
-/// the hashing threads (which yield to everything else, `auth::hasher`).
+/// How many password verifications the server's hasher has run (its own metric).
+async fn verifications(app: &crate::helpers::TestApp) -> f64 {
+    let url = app.metrics_url.as_ref().expect("a metrics listener");
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(
+                r#"jobpath_password_hash_duration_seconds_count{operation="verify"} "#,
+            )
+        })
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// A login for an unknown email must cost what a wrong password costs: both spend exactly
+/// one bcrypt verification (against a dummy hash when there is no account), as the hasher's
+/// own count of verifications shows for each login, one at a time. That is the verdict; the
+/// medians of both are printed as information only, since wall-clock time on a shared
+/// machine proves nothing either way. Cost 10, so the printed figures are meaningful (a
+/// verification takes ~50 ms, the rest of a login ~1 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_email_and_wrong_password_take_the_same_order_of_time() {
+async fn unknown_email_and_wrong_password_each_cost_exactly_one_verification() {
     let app = spawn_app_with(|c| c.bcrypt_cost = 10).await;
     let email = unique_email();
     app.signup(&email, PASSWORD).await;
@@ -29,6 +42,7 @@ async fn unknown_email_and_wrong_password_take_the_same_order_of_time() {
     let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
     let mut bodies = Vec::new();
     for _ in 0..5 {
+        let before = verifications(&app).await;
         let started = Instant::now();
         let err = expect_error(
             app.try_login(&unique_email(), PASSWORD).await,
@@ -36,8 +50,14 @@ async fn unknown_email_and_wrong_password_take_the_same_order_of_time() {
             "invalid_credentials",
         );
         unknown.push(started.elapsed());
+        assert_eq!(
+            verifications(&app).await - before,
+            1.0,
+            "an unknown-email login verifies exactly once"
+        );
         bodies.push((err.status(), err.detail.message.clone()));
 
+        let before = verifications(&app).await;
         let started = Instant::now();
         let err = expect_error(
             app.try_login(&email, "wrong password").await,
@@ -45,6 +65,11 @@ async fn unknown_email_and_wrong_password_take_the_same_order_of_time() {
             "invalid_credentials",
         );
         wrong.push(started.elapsed());
+        assert_eq!(
+            verifications(&app).await - before,
+            1.0,
+            "a wrong-password login verifies exactly once"
+        );
         bodies.push((err.status(), err.detail.message.clone()));
     }
     assert!(
@@ -52,11 +77,10 @@ async fn unknown_email_and_wrong_password_take_the_same_order_of_time() {
         "identical status and message: {bodies:?}"
     );
     let (unknown, wrong) = (median(unknown), median(wrong));
-    let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
-    println!("median login: unknown email {unknown:?}, wrong password {wrong:?}, ratio {ratio:.2}");
-    assert!(
-        (0.5..2.0).contains(&ratio),
-        "unknown {unknown:?} vs wrong {wrong:?}"
+    println!(
+        "median login (information only): unknown email {unknown:?}, wrong password {wrong:?}, \
+         ratio {:.2}",
+        unknown.as_secs_f64() / wrong.as_secs_f64()
     );
 }
 
@@ -110,4 +134,38 @@ async fn logs_never_contain_a_password_or_a_token() {
             assert!(!logs.contains(secret), "logs contain {secret:?}:\n{logs}");
         }
     }
+}
+
+/// A PostgreSQL error's `DETAIL` quotes the row (a unique violation names the duplicate
+/// key; a check violation the whole failing row, hash included): what the server logs of a
+/// database error (`errors::redacted_chain`, used for every completion line's `reason`)
+/// keeps its SQLSTATE, message and constraint and drops the rest.
+#[tokio::test]
+async fn database_errors_reach_the_log_without_their_detail() {
+    let db = crate::helpers::TestDb::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (email text CONSTRAINT t_email_key UNIQUE);
+             INSERT INTO t VALUES ('secret-address@example.com')",
+        )
+        .await
+        .unwrap();
+    let err = client
+        .execute("INSERT INTO t VALUES ('secret-address@example.com')", &[])
+        .await
+        .unwrap_err();
+    let full = format!("{:#}", anyhow::Error::from(err));
+    let err = client
+        .execute("INSERT INTO t VALUES ('secret-address@example.com')", &[])
+        .await
+        .unwrap_err();
+    let logged = jobpath_server::errors::redacted_chain(&anyhow::Error::from(err));
+    // The point: the unredacted form does hold the value, the logged one does not.
+    assert!(full.contains("secret-address"), "{full}");
+    assert!(!logged.contains("secret-address"), "{logged}");
+    assert!(
+        logged.contains("23505") && logged.contains("t_email_key"),
+        "{logged}"
+    );
 }

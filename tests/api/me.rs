@@ -299,6 +299,7 @@ async fn lookups_answered_in_one_batch_each_get_their_own_account() {
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = app.state.owners.stats();
     blocker.batch_execute("ROLLBACK").await.unwrap();
 
     for request in requests {
@@ -309,4 +310,10 @@ async fn lookups_answered_in_one_batch_each_get_their_own_account() {
             assert_eq!(result.expect("a live session's lookup").email, email);
         }
     }
+    // The point of the test: the queued lookups really were answered together.
+    let after = app.state.owners.stats();
+    assert!(
+        after.largest >= 8 && after.batches - before.batches <= 8,
+        "no batch formed: {before:?} → {after:?}"
+    );
 }

@@ -19,6 +19,8 @@
 //! answers 503 otherwise. An error of the batch's statement is every lookup's error, so the
 //! check fails closed: no answer, no access.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -76,6 +78,26 @@ struct Lookup {
 pub struct OwnerLookups {
     queue: mpsc::Sender<Lookup>,
     limit: Duration,
+    stats: Arc<Stats>,
+}
+
+/// What the batching has done so far: relaxed counters, one update per batch.
+#[derive(Debug, Default)]
+struct Stats {
+    batches: AtomicU64,
+    lookups: AtomicU64,
+    largest: AtomicU64,
+}
+
+/// A reading of [`OwnerLookups::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Statements run.
+    pub batches: u64,
+    /// Lookups those statements answered.
+    pub lookups: u64,
+    /// The most lookups one statement answered.
+    pub largest: u64,
 }
 
 impl OwnerLookups {
@@ -83,8 +105,23 @@ impl OwnerLookups {
     pub fn start(shared: Shared) -> OwnerLookups {
         let (queue, rx) = mpsc::channel(QUEUE);
         let limit = shared.answer_limit();
-        tokio::spawn(batches(shared, rx));
-        OwnerLookups { queue, limit }
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(batches(shared, rx, Arc::clone(&stats)));
+        OwnerLookups {
+            queue,
+            limit,
+            stats,
+        }
+    }
+
+    /// How many batches ran and how large they were: whether batching happens at all is
+    /// otherwise invisible, since each request gets its own answer either way.
+    pub fn stats(&self) -> BatchStats {
+        BatchStats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            lookups: self.stats.lookups.load(Ordering::Relaxed),
+            largest: self.stats.largest.load(Ordering::Relaxed),
+        }
     }
 
     /// The owner of an access token naming `user_id` and `session_id`, with its session's
@@ -116,7 +153,7 @@ impl OwnerLookups {
 }
 
 /// Gathers queued lookups into batches and runs up to [`IN_FLIGHT`] of them at once.
-async fn batches(shared: Shared, mut rx: mpsc::Receiver<Lookup>) {
+async fn batches(shared: Shared, mut rx: mpsc::Receiver<Lookup>, stats: Arc<Stats>) {
     let mut running = FuturesUnordered::new();
     let mut open = true;
     while open || !running.is_empty() {
@@ -136,6 +173,10 @@ async fn batches(shared: Shared, mut rx: mpsc::Receiver<Lookup>) {
                 // A request that gave up (timed out, or its client left) needs no answer.
                 batch.retain(|lookup| !lookup.reply.is_closed());
                 if !batch.is_empty() {
+                    let size = batch.len() as u64;
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    stats.lookups.fetch_add(size, Ordering::Relaxed);
+                    stats.largest.fetch_max(size, Ordering::Relaxed);
                     running.push(answer(&shared, batch));
                 }
             }
