@@ -38,6 +38,13 @@ pub static SPEC: LazyLock<SpecCheck> = LazyLock::new(|| {
     }
 });
 
+impl SpecCheck {
+    /// `openapi.yaml`, parsed once for the whole test binary.
+    pub fn spec(&self) -> &Value {
+        &self.spec
+    }
+}
+
 fn validator(schema: &Value) -> jsonschema::Validator {
     jsonschema::options()
         .with_draft(jsonschema::Draft::Draft4)
