@@ -92,6 +92,10 @@ pub struct Config {
     pub port: u16,
     /// `None`: use (and if needed create) the local development database, see `db::locate`.
     pub database_url: Option<Secret>,
+    /// The port of the machine's own PostgreSQL, which the zero-configuration start probes
+    /// (`PGPORT`, the variable psql and libpq read; default 5432). Unused with a
+    /// `DATABASE_URL`.
+    pub local_postgres_port: u16,
     /// Extra trusted CA certificates (PEM) for TLS to PostgreSQL (`DB_SSL_ROOT_CERT`,
     /// see `db::tls`).
     pub db_ssl_root_cert: Option<std::path::PathBuf>,
@@ -357,6 +361,7 @@ impl Config {
             host: parse_or(&get, "HOST", IpAddr::from([0, 0, 0, 0]), from_str)?,
             port,
             database_url,
+            local_postgres_port: parse_or(&get, "PGPORT", 5432, from_str)?,
             db_ssl_root_cert: get("DB_SSL_ROOT_CERT")
                 .filter(|v| !v.trim().is_empty())
                 .map(std::path::PathBuf::from),
@@ -414,6 +419,7 @@ impl Config {
             ("HOST", self.host.to_string()),
             ("PORT", self.port.to_string()),
             ("DATABASE_URL", database),
+            ("PGPORT", self.local_postgres_port.to_string()),
             (
                 "DB_SSL_ROOT_CERT",
                 self.db_ssl_root_cert

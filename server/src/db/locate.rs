@@ -2,8 +2,8 @@
 //!
 //! With `DATABASE_URL` set, that is the database (a URL that does not parse is an immediate
 //! error). Without it — the zero-configuration quick start — the server uses the PostgreSQL
-//! on 127.0.0.1:5432 (user `postgres`), creating the `jobpath` database if it is missing. If
-//! nothing answers there, it starts a private PostgreSQL from the machine's binaries with its
+//! on 127.0.0.1:5432 (user `postgres`; `PGPORT` names another port, as it does for psql),
+//! creating the `jobpath` database if it is missing. If nothing answers there, it starts a private PostgreSQL from the machine's binaries with its
 //! data in `./.jobpath/postgres` (port 54329, loopback only), and if there are no binaries it
 //! says what to install.
 
@@ -15,9 +15,7 @@ use tokio_postgres::NoTls;
 
 use crate::config::Config;
 
-/// The machine's own PostgreSQL, tried first.
-const LOCAL_PORT: u16 = 5432;
-/// The private cluster's port, used when nothing answers on [`LOCAL_PORT`].
+/// The private cluster's port, used when nothing answers on the local PostgreSQL's port.
 const PRIVATE_PORT: u16 = 54329;
 const DB_NAME: &str = "jobpath";
 
@@ -41,7 +39,8 @@ pub async fn locate(config: &Config) -> anyhow::Result<Located> {
         });
     }
 
-    let local = local_config(LOCAL_PORT);
+    let port = config.local_postgres_port;
+    let local = local_config(port);
     match create_if_missing(&local).await {
         Ok(()) => {
             let description = describe(&local);
@@ -51,20 +50,20 @@ pub async fn locate(config: &Config) -> anyhow::Result<Located> {
             });
         }
         Err(e) if !is_refused(&e) => {
-            return Err(e.context(
-                "DATABASE_URL is unset and the PostgreSQL on 127.0.0.1:5432 refused us; \
-                 set DATABASE_URL",
-            ));
+            return Err(e.context(format!(
+                "DATABASE_URL is unset and the PostgreSQL on 127.0.0.1:{port} refused us; \
+                 set DATABASE_URL"
+            )));
         }
         Err(_) => {}
     }
 
     tracing::warn!(
-        "DATABASE_URL is unset and nothing answers on 127.0.0.1:5432; \
+        "DATABASE_URL is unset and nothing answers on 127.0.0.1:{port}; \
          starting a private PostgreSQL in ./.jobpath/postgres on port {PRIVATE_PORT}"
     );
     let data = std::env::current_dir()?.join(".jobpath").join("postgres");
-    tokio::task::spawn_blocking(move || start_private_cluster(&data))
+    tokio::task::spawn_blocking(move || start_private_cluster(&data, port))
         .await
         .context("starting a private PostgreSQL")??;
     let private = local_config(PRIVATE_PORT);
@@ -153,12 +152,12 @@ fn is_refused(err: &anyhow::Error) -> bool {
     }) || format!("{err:#}").contains("Connection refused")
 }
 
-fn start_private_cluster(data: &Path) -> anyhow::Result<()> {
+fn start_private_cluster(data: &Path, local_port: u16) -> anyhow::Result<()> {
     let bin = find_pg_bin().ok_or_else(|| {
         anyhow!(
-            "DATABASE_URL is unset, no PostgreSQL answers on 127.0.0.1:5432 and no PostgreSQL \
-             binaries (initdb, pg_ctl) were found. Install them (Debian: `apt-get install \
-             postgresql`) or set DATABASE_URL"
+            "DATABASE_URL is unset, no PostgreSQL answers on 127.0.0.1:{local_port} and no \
+             PostgreSQL binaries (initdb, pg_ctl) were found. Install them (Debian: \
+             `apt-get install postgresql`) or set DATABASE_URL"
         )
     })?;
     let as_root = is_root();
