@@ -65,16 +65,16 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let located = db::locate::locate(&config).await?;
         let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
-        apply_migrations(&located.config, &tls, config.db_startup_timeout).await?;
+        let located = db::locate::locate(&config, &tls).await?;
+        apply_migrations(&located.target, &tls, config.db_startup_timeout).await?;
         let shared_pool = db::pool_of(
-            located.config.clone(),
+            &located.target,
             &config,
             db::shared::SHARED_CONNECTIONS,
             tls.clone(),
         )?;
-        let pool = db::pool(located.config, &config, tls)?;
+        let pool = db::pool(&located.target, &config, tls)?;
         let metrics = Metrics::new(&config.app_version);
         let hasher = Hasher::start(
             config.hash_threads,
@@ -154,13 +154,13 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
 
 /// Locates the database and applies pending migrations; the `migrate` command.
 pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
-    let located = db::locate::locate(config).await?;
     let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
-    apply_migrations(&located.config, &tls, config.db_startup_timeout).await
+    let located = db::locate::locate(config, &tls).await?;
+    apply_migrations(&located.target, &tls, config.db_startup_timeout).await
 }
 
 async fn apply_migrations(
-    pg: &tokio_postgres::Config,
+    pg: &db::connect::Target,
     tls: &db::tls::Tls,
     wait: Duration,
 ) -> anyhow::Result<Vec<i64>> {
@@ -176,25 +176,21 @@ async fn apply_migrations(
 /// the database is unreachable, silent, or says it is starting up. Errors that waiting
 /// cannot fix (bad password, unknown database) are final at once.
 async fn connect_with_retry(
-    pg: &tokio_postgres::Config,
+    target: &db::connect::Target,
     tls: &db::tls::Tls,
     wait: Duration,
 ) -> anyhow::Result<tokio_postgres::Client> {
     let deadline = Instant::now() + wait;
     let mut delay = Duration::from_millis(250);
-    let mut attempt = pg.clone();
+    let mut pg = target.pg().clone();
     if pg.get_connect_timeout().is_none() {
-        attempt.connect_timeout(STARTUP_ATTEMPT_TIMEOUT);
+        pg.connect_timeout(STARTUP_ATTEMPT_TIMEOUT);
     }
-    let describe = || db::locate::describe(pg);
+    let attempt = db::connect::Target::new(pg);
+    let describe = || target.describe();
     loop {
-        let e = match tokio::time::timeout(STARTUP_ATTEMPT_TIMEOUT, attempt.connect(tls.clone()))
-            .await
-        {
-            Ok(Ok((client, conn))) => {
-                tokio::spawn(conn);
-                return Ok(client);
-            }
+        let e = match tokio::time::timeout(STARTUP_ATTEMPT_TIMEOUT, attempt.connect(tls)).await {
+            Ok(Ok(client)) => return Ok(client),
             // A certificate that does not verify is transient-looking (an I/O error) but
             // waiting will not fix it.
             Ok(Err(e)) if errors::is_transient(&e) && !db::tls::is_tls_failure(&e) => {

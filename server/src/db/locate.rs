@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, anyhow, bail};
-use tokio_postgres::NoTls;
 
+use super::connect::Target;
+use super::tls::Tls;
 use crate::config::Config;
 
 /// The private cluster's port, used when nothing answers on the local PostgreSQL's port.
@@ -21,34 +22,35 @@ const DB_NAME: &str = "jobpath";
 
 /// Where the database is, and a human description of it for the start-up log.
 pub struct Located {
-    pub config: tokio_postgres::Config,
+    pub target: Target,
     pub description: String,
 }
 
-pub async fn locate(config: &Config) -> anyhow::Result<Located> {
+impl Located {
+    fn at(target: Target) -> Located {
+        let description = target.describe();
+        Located {
+            target,
+            description,
+        }
+    }
+}
+
+/// Finds the database; `tls` is the connector of every connection, including the ones that
+/// probe for and create the local database.
+pub async fn locate(config: &Config, tls: &Tls) -> anyhow::Result<Located> {
     if let Some(url) = &config.database_url {
-        let mut pg: tokio_postgres::Config = url
+        let pg: tokio_postgres::Config = url
             .expose()
             .parse()
             .map_err(|e| anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
-        super::tls::settle_ssl_mode(&mut pg);
-        let description = describe(&pg);
-        return Ok(Located {
-            config: pg,
-            description,
-        });
+        return Ok(Located::at(Target::new(pg)));
     }
 
     let port = config.local_postgres_port;
-    let local = local_config(port);
-    match create_if_missing(&local).await {
-        Ok(()) => {
-            let description = describe(&local);
-            return Ok(Located {
-                config: local,
-                description,
-            });
-        }
+    let local = Target::new(local_config(port));
+    match create_if_missing(&local, tls).await {
+        Ok(()) => return Ok(Located::at(local)),
         Err(e) if !is_refused(&e) => {
             return Err(e.context(format!(
                 "DATABASE_URL is unset and the PostgreSQL on 127.0.0.1:{port} refused us; \
@@ -66,13 +68,9 @@ pub async fn locate(config: &Config) -> anyhow::Result<Located> {
     tokio::task::spawn_blocking(move || start_private_cluster(&data, port))
         .await
         .context("starting a private PostgreSQL")??;
-    let private = local_config(PRIVATE_PORT);
-    create_if_missing(&private).await?;
-    let description = describe(&private);
-    Ok(Located {
-        config: private,
-        description,
-    })
+    let private = Target::new(local_config(PRIVATE_PORT));
+    create_if_missing(&private, tls).await?;
+    Ok(Located::at(private))
 }
 
 /// The `jobpath` database as user `postgres` on 127.0.0.1:`port`: the local PostgreSQL or
@@ -119,12 +117,13 @@ pub fn redacted_url(url: &crate::config::Secret) -> String {
 
 /// Connects to the `postgres` maintenance database of the same server and creates `jobpath`
 /// if it does not exist (racing instances are fine: "already exists" counts as done).
-async fn create_if_missing(target: &tokio_postgres::Config) -> anyhow::Result<()> {
-    let mut admin = target.clone();
-    admin.dbname("postgres");
-    admin.connect_timeout(std::time::Duration::from_secs(3));
-    let (client, conn) = admin.connect(NoTls).await?;
-    let conn = tokio::spawn(conn);
+async fn create_if_missing(target: &Target, tls: &Tls) -> anyhow::Result<()> {
+    let client = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        target.with_dbname("postgres").connect(tls),
+    )
+    .await
+    .map_err(|_| anyhow!("no answer within 3 s"))??;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DB_NAME])
         .await?
@@ -139,8 +138,6 @@ async fn create_if_missing(target: &tokio_postgres::Config) -> anyhow::Result<()
             Err(e) => return Err(e.into()),
         }
     }
-    drop(client);
-    let _ = conn.await;
     Ok(())
 }
 

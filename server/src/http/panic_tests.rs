@@ -37,7 +37,7 @@ fn state() -> Arc<AppState> {
         .unwrap();
     let metrics = crate::metrics::Metrics::new("test");
     let tls = crate::db::tls::connector(None).unwrap();
-    let pool = crate::db::pool(pg, &config, tls).unwrap();
+    let pool = crate::db::pool(&crate::db::connect::Target::new(pg), &config, tls).unwrap();
     Arc::new(AppState {
         owners: crate::db::owners::OwnerLookups::start(crate::db::shared::Shared::new(
             pool.clone(),
