@@ -50,7 +50,7 @@ impl Target {
 
     /// `host:port/dbname`, never the password.
     pub fn describe(&self) -> String {
-        super::locate::describe(&self.pg)
+        crate::config::describe(&self.pg)
     }
 }
 

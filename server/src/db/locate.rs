@@ -1,7 +1,7 @@
 //! Finds the database to use.
 //!
-//! With `DATABASE_URL` set, that is the database (a URL that does not parse is an immediate
-//! error). Without it — the zero-configuration quick start — the server uses the PostgreSQL
+//! With `DATABASE_URL` set, that is the database (a URL that does not parse was refused
+//! when the configuration was read). Without it — the zero-configuration quick start — the server uses the PostgreSQL
 //! on 127.0.0.1:5432 (user `postgres`; `PGPORT` names another port, as it does for psql),
 //! creating the `jobpath` database if it is missing. If nothing answers there, it starts a private PostgreSQL from the machine's binaries with its
 //! data in `./.jobpath/postgres` (port 54329, loopback only), and if there are no binaries it
@@ -40,11 +40,7 @@ impl Located {
 /// probe for and create the local database.
 pub async fn locate(config: &Config, tls: &Tls) -> anyhow::Result<Located> {
     if let Some(url) = &config.database_url {
-        let pg: tokio_postgres::Config = url
-            .expose()
-            .parse()
-            .map_err(|e| anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
-        return Ok(Located::at(Target::new(pg)));
+        return Ok(Located::at(Target::new(url.pg().clone())));
     }
 
     let port = config.local_postgres_port;
@@ -85,34 +81,6 @@ fn local_config(port: u16) -> tokio_postgres::Config {
         .user("postgres")
         .dbname(DB_NAME);
     config
-}
-
-/// `host:port/dbname`, never the password.
-pub fn describe(pg: &tokio_postgres::Config) -> String {
-    use tokio_postgres::config::Host;
-    let host = match pg.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        Some(Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = pg.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", pg.get_dbname().unwrap_or("(default)"))
-}
-
-/// `DATABASE_URL` as `postgres://user:<redacted>@host:port/dbname`: what `check-config`
-/// shows. Rebuilt from the parsed settings, so no spelling of the password (a URL, a
-/// `password=` pair, a query parameter) can slip through.
-pub fn redacted_url(url: &crate::config::Secret) -> String {
-    let Ok(pg) = url.expose().parse::<tokio_postgres::Config>() else {
-        return "<does not parse>".to_owned();
-    };
-    let auth = match (pg.get_user(), pg.get_password().is_some()) {
-        (Some(user), true) => format!("{user}:<redacted>@"),
-        (Some(user), false) => format!("{user}@"),
-        (None, true) => ":<redacted>@".to_owned(),
-        (None, false) => String::new(),
-    };
-    format!("postgres://{auth}{}", describe(&pg))
 }
 
 /// Connects to the `postgres` maintenance database of the same server and creates `jobpath`
@@ -248,7 +216,6 @@ fn find_pg_bin() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
 
     /// The private cluster's configuration is one a connection can use: one host, one
     /// port. (It once had two ports, and the zero-configuration fallback failed with
@@ -264,24 +231,5 @@ mod tests {
         if let Err(e) = config.connect(tokio_postgres::NoTls).await {
             assert!(!e.to_string().starts_with("invalid configuration"), "{e}");
         }
-    }
-
-    #[test]
-    fn a_redacted_url_keeps_everything_but_the_password() {
-        for url in [
-            "postgres://app:hunter2@db:5433/jobs",
-            "postgres://app@db:5433/jobs?password=hunter2",
-            "host=db port=5433 user=app password=hunter2 dbname=jobs",
-        ] {
-            assert_eq!(
-                redacted_url(&Secret::new(url)),
-                "postgres://app:<redacted>@db:5433/jobs",
-                "{url}"
-            );
-        }
-        assert_eq!(
-            redacted_url(&Secret::new("postgres://app@db/jobs")),
-            "postgres://app@db:5432/jobs"
-        );
     }
 }

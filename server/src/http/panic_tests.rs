@@ -28,13 +28,7 @@ fn state() -> Arc<AppState> {
         _ => None,
     })
     .unwrap();
-    let pg = config
-        .database_url
-        .as_ref()
-        .unwrap()
-        .expose()
-        .parse()
-        .unwrap();
+    let pg = config.database_url.as_ref().unwrap().pg().clone();
     let metrics = crate::metrics::Metrics::new("test");
     let tls = crate::db::tls::connector(None).unwrap();
     let pool = crate::db::pool(&crate::db::connect::Target::new(pg), &config, tls).unwrap();

@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod container;
+mod variables;
 mod zero_config;
 
 use std::io::{BufRead as _, BufReader};

@@ -1,44 +1,80 @@
 //! Configuration: environment variables (plus a `.env` file, read by `main`) → typed [`Config`].
 //!
 //! Every variable has a default that works on a developer's machine, so the server starts with
-//! no configuration at all. A value that does not parse is a start-up error naming the
-//! variable. Outside development (`APP_ENV=production`) the JWT secret must be set, at least
-//! 32 bytes, and not a placeholder; in development a missing one is replaced by a random
-//! secret with a loud warning. Secrets are wrapped in [`Secret`] so that `Debug` never prints
-//! them.
+//! no configuration at all. A value that does not parse, or lies outside its range, is a
+//! start-up error naming the variable. Outside development (`APP_ENV=production`) the JWT
+//! secret must be set, at least 32 bytes, and not a placeholder; in development a missing one
+//! is replaced by a random secret with a loud warning.
+//!
+//! [`VARIABLES`] is the one list of the variables read here; a test holds it equal to what
+//! `check-config` prints, to `.env.example` and to the table of `docs/configuration.md`.
+//!
+//! - [`read`]: reading one variable — parsed, range-checked, errors naming it.
+//! - [`database_url`]: `DATABASE_URL`, parsed once into a [`DatabaseUrl`] that hides its
+//!   password.
+//! - [`secret`]: [`Secret`] (never in `Debug`) and the JWT key's rules.
+//! - [`network`]: CORS origins and trusted proxies.
 
-use std::fmt;
+pub mod database_url;
+pub mod network;
+pub mod read;
+pub mod secret;
+
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context as _, bail};
 
-/// Minimum JWT secret length outside development (HS256 keys shorter than the hash are weak).
-pub const MIN_SECRET_BYTES: usize = 32;
+pub use self::database_url::{DatabaseUrl, describe};
+pub use self::network::{Cidr, CorsOrigins, canonical};
+use self::read::Vars;
+pub use self::secret::{MIN_SECRET_BYTES, Secret};
 
 /// The conventional port of a Prometheus exporter (node_exporter's), so a scrape config
 /// that expects one finds it.
 pub const DEFAULT_METRICS_PORT: u16 = 9100;
 
-/// A value that must never appear in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// Every variable the configuration reads, in the order `check-config` prints them and the
+/// documentation lists them.
+pub const VARIABLES: &[&str] = &[
+    "APP_ENV",
+    "APP_NAME",
+    "APP_VERSION",
+    "DEBUG",
+    "HOST",
+    "PORT",
+    "DATABASE_URL",
+    "PGPORT",
+    "DB_SSL_ROOT_CERT",
+    "JWT_SECRET_KEY",
+    "JWT_ALGORITHM",
+    "ACCESS_TOKEN_EXPIRE_MINUTES",
+    "REFRESH_TOKEN_EXPIRE_DAYS",
+    "REFRESH_REUSE_GRACE_SECONDS",
+    "BCRYPT_ROUNDS",
+    "HASH_THREADS",
+    "CORS_ORIGINS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "DB_POOL_SIZE",
+    "DB_MAX_OVERFLOW",
+    "DB_POOL_TIMEOUT_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "HEADER_READ_TIMEOUT_SECONDS",
+    "DB_STARTUP_TIMEOUT_SECONDS",
+    "MAX_CONNECTIONS",
+    "RATE_LIMIT_WINDOW_SECONDS",
+    "RATE_LIMIT_SIGNUP_PER_IP",
+    "RATE_LIMIT_LOGIN_PER_IP",
+    "RATE_LIMIT_REFRESH_PER_IP",
+    "RATE_LIMIT_PASSWORD_CHANGE_PER_IP",
+    "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
+    "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
+    "TRUSTED_PROXIES",
+    "EVENT_RETENTION_DAYS",
+    "METRICS_PUBLIC",
+    "METRICS_PORT",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -52,35 +88,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Which browser origins may call the API (`CORS_ORIGINS`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CorsOrigins {
-    /// `*`: any origin (no credentials are used, bearer tokens travel in a header).
-    Any,
-    /// An explicit list; empty means CORS is off.
-    List(Vec<String>),
-}
-
-/// As in `CORS_ORIGINS`, for the start-up line and `check-config`.
-impl fmt::Display for CorsOrigins {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CorsOrigins::Any => f.write_str("*"),
-            CorsOrigins::List(list) if list.is_empty() => f.write_str("<off>"),
-            CorsOrigins::List(list) => f.write_str(&list.join(",")),
-        }
-    }
-}
-
-impl CorsOrigins {
-    pub fn allows(&self, origin: &str) -> bool {
-        match self {
-            CorsOrigins::Any => true,
-            CorsOrigins::List(list) => list.iter().any(|o| o == origin),
-        }
-    }
-}
-
 /// The whole configuration of one server process.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -91,7 +98,7 @@ pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     /// `None`: use (and if needed create) the local development database, see `db::locate`.
-    pub database_url: Option<Secret>,
+    pub database_url: Option<DatabaseUrl>,
     /// The port of the machine's own PostgreSQL, which the zero-configuration start probes
     /// (`PGPORT`, the variable psql and libpq read; default 5432). Unused with a
     /// `DATABASE_URL`.
@@ -156,71 +163,8 @@ pub struct RateLimits {
     pub login_max_delay: Duration,
 }
 
-/// An address block such as `10.0.0.0/8` or `::1/128`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = anyhow::Error;
-    fn from_str(raw: &str) -> anyhow::Result<Cidr> {
-        let (addr, prefix) = match raw.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (raw, None),
-        };
-        let addr = canonical(
-            addr.parse::<IpAddr>()
-                .map_err(|_| anyhow!("'{raw}' is not an IP address or CIDR block"))?,
-        );
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| anyhow!("'{raw}': the prefix length must be 0 to {max}"))?,
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, what a dual-stack socket reports) as the
-/// IPv4 address it is, so that one block matches both spellings.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+const MINUTE: u64 = 60;
+const DAY: u64 = 24 * 3600;
 
 impl Config {
     /// Reads the process environment.
@@ -231,186 +175,142 @@ impl Config {
     /// Reads configuration through `lookup`, so tests can supply a map instead of the
     /// process environment. Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
-        let get = |key: &str| {
-            lookup(key)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let vars = Vars::new(lookup);
 
-        let environment = match get("APP_ENV").as_deref().map(str::to_ascii_lowercase) {
+        let environment = match vars.get("APP_ENV").as_deref().map(str::to_ascii_lowercase) {
             None => Environment::Development,
             Some(v) if v == "development" || v == "dev" => Environment::Development,
             Some(v) if v == "production" || v == "prod" => Environment::Production,
             Some(v) => bail!("APP_ENV must be 'development' or 'production', got '{v}'"),
         };
-        let debug = parse_or(&get, "DEBUG", false, parse_bool)?;
+        let debug = vars.flag("DEBUG", false)?;
 
-        match get("JWT_ALGORITHM") {
+        match vars.get("JWT_ALGORITHM") {
             None => {}
             Some(alg) if alg.eq_ignore_ascii_case("HS256") => {}
             Some(other) => bail!("JWT_ALGORITHM: only HS256 is supported, got '{other}'"),
         }
         let mut warnings = Vec::new();
         let (jwt_secret, jwt_secret_generated) =
-            jwt_secret(get("JWT_SECRET_KEY"), environment, &mut warnings)?;
+            secret::jwt_secret(vars.get("JWT_SECRET_KEY"), environment, &mut warnings)?;
 
-        let access_minutes: u64 = parse_or(&get, "ACCESS_TOKEN_EXPIRE_MINUTES", 30, from_str)?;
-        if !(1..=24 * 60).contains(&access_minutes) {
-            bail!("ACCESS_TOKEN_EXPIRE_MINUTES must be between 1 and 1440, got {access_minutes}");
-        }
-        let refresh_days: u64 = parse_or(&get, "REFRESH_TOKEN_EXPIRE_DAYS", 30, from_str)?;
-        if !(1..=365).contains(&refresh_days) {
-            bail!("REFRESH_TOKEN_EXPIRE_DAYS must be between 1 and 365, got {refresh_days}");
-        }
-        let grace_secs: u64 = parse_or(&get, "REFRESH_REUSE_GRACE_SECONDS", 10, from_str)?;
-        if grace_secs > 300 {
-            bail!("REFRESH_REUSE_GRACE_SECONDS must be between 0 and 300, got {grace_secs}");
-        }
-        let bcrypt_cost: u32 = parse_or(&get, "BCRYPT_ROUNDS", 12, from_str)?;
-        if !(4..=31).contains(&bcrypt_cost) {
-            bail!("BCRYPT_ROUNDS must be between 4 and 31, got {bcrypt_cost}");
-        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let hash_threads: usize = parse_or(&get, "HASH_THREADS", cores, from_str)?;
-        if hash_threads == 0 {
-            bail!("HASH_THREADS must be at least 1");
+        let port: u16 = vars.parse("PORT", 8000)?;
+        let metrics_public = vars.flag("METRICS_PUBLIC", false)?;
+        let metrics_port: u16 = vars.parse("METRICS_PORT", DEFAULT_METRICS_PORT)?;
+        if !metrics_public && metrics_port == port && port != 0 {
+            bail!("METRICS_PORT must differ from PORT ({port}), or set METRICS_PUBLIC=true");
         }
-        let db_pool_size: usize = parse_or(&get, "DB_POOL_SIZE", 20, from_str)?;
-        if db_pool_size == 0 {
-            bail!("DB_POOL_SIZE must be at least 1");
-        }
-        let db_pool_timeout_secs: f64 = parse_or(&get, "DB_POOL_TIMEOUT_SECONDS", 5.0, from_str)?;
-        let shutdown_grace_secs: f64 = parse_or(&get, "SHUTDOWN_GRACE_SECONDS", 30.0, from_str)?;
-        let header_timeout_secs: f64 =
-            parse_or(&get, "HEADER_READ_TIMEOUT_SECONDS", 10.0, from_str)?;
-        // Generous by default: an orchestrator may start the database and the server
-        // together, and a first-time database initialisation takes a while.
-        let db_startup_secs: u64 = parse_or(&get, "DB_STARTUP_TIMEOUT_SECONDS", 60, from_str)?;
-        if db_startup_secs > 3600 {
-            bail!("DB_STARTUP_TIMEOUT_SECONDS must be between 0 and 3600, got {db_startup_secs}");
-        }
-        let max_connections: usize = parse_or(&get, "MAX_CONNECTIONS", 1024, from_str)?;
-        if !(1..=1_000_000).contains(&max_connections) {
-            bail!("MAX_CONNECTIONS must be between 1 and 1000000, got {max_connections}");
-        }
-
-        let window_secs: u64 = parse_or(&get, "RATE_LIMIT_WINDOW_SECONDS", 60, from_str)?;
-        if !(1..=86_400).contains(&window_secs) {
-            bail!("RATE_LIMIT_WINDOW_SECONDS must be between 1 and 86400, got {window_secs}");
-        }
-        let max_delay_secs: u64 =
-            parse_or(&get, "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS", 900, from_str)?;
-        if !(1..=86_400).contains(&max_delay_secs) {
-            bail!(
-                "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS must be between 1 and 86400, got {max_delay_secs}"
-            );
-        }
-        let rate_limits = RateLimits {
-            window: Duration::from_secs(window_secs),
-            signup_per_ip: parse_or(&get, "RATE_LIMIT_SIGNUP_PER_IP", 20, from_str)?,
-            login_per_ip: parse_or(&get, "RATE_LIMIT_LOGIN_PER_IP", 60, from_str)?,
-            refresh_per_ip: parse_or(&get, "RATE_LIMIT_REFRESH_PER_IP", 120, from_str)?,
-            password_change_per_ip: parse_or(
-                &get,
-                "RATE_LIMIT_PASSWORD_CHANGE_PER_IP",
-                20,
-                from_str,
-            )?,
-            login_failures_per_account: parse_or(
-                &get,
-                "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
-                5,
-                from_str,
-            )?,
-            login_max_delay: Duration::from_secs(max_delay_secs),
-        };
-        let trusted_proxies = match get("TRUSTED_PROXIES") {
+        let trusted_proxies = match vars.get("TRUSTED_PROXIES") {
             None => Vec::new(),
             Some(raw) => raw
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(Cidr::from_str)
+                .map(str::parse::<Cidr>)
                 .collect::<anyhow::Result<Vec<_>>>()
                 .context("TRUSTED_PROXIES")?,
         };
-        let retention_days: u64 = parse_or(&get, "EVENT_RETENTION_DAYS", 90, from_str)?;
-        if !(1..=3650).contains(&retention_days) {
-            bail!("EVENT_RETENTION_DAYS must be between 1 and 3650, got {retention_days}");
-        }
-        let port: u16 = parse_or(&get, "PORT", 8000, from_str)?;
-        let metrics_public = parse_or(&get, "METRICS_PUBLIC", false, parse_bool)?;
-        let metrics_port: u16 = parse_or(&get, "METRICS_PORT", DEFAULT_METRICS_PORT, from_str)?;
-        if !metrics_public && metrics_port == port && port != 0 {
-            bail!("METRICS_PORT must differ from PORT ({port}), or set METRICS_PUBLIC=true");
-        }
-        let database_url = get("DATABASE_URL").map(Secret);
-        if let Some(url) = &database_url {
-            // Checked here so that `check-config` catches it; the parse error never quotes
-            // the URL, so the password stays out of the message.
-            url.expose()
-                .parse::<tokio_postgres::Config>()
-                .map_err(|e| anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
-        }
+        let rate_limits = RateLimits {
+            window: Duration::from_secs(vars.range("RATE_LIMIT_WINDOW_SECONDS", 60, 1..=DAY)?),
+            signup_per_ip: vars.parse("RATE_LIMIT_SIGNUP_PER_IP", 20)?,
+            login_per_ip: vars.parse("RATE_LIMIT_LOGIN_PER_IP", 60)?,
+            refresh_per_ip: vars.parse("RATE_LIMIT_REFRESH_PER_IP", 120)?,
+            password_change_per_ip: vars.parse("RATE_LIMIT_PASSWORD_CHANGE_PER_IP", 20)?,
+            login_failures_per_account: vars.parse("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", 5)?,
+            login_max_delay: Duration::from_secs(vars.range(
+                "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
+                900,
+                1..=DAY,
+            )?),
+        };
 
         Ok(Config {
-            app_name: get("APP_NAME").unwrap_or_else(|| "JobPath API".to_owned()),
-            app_version: get("APP_VERSION").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+            app_name: vars
+                .get("APP_NAME")
+                .unwrap_or_else(|| "JobPath API".to_owned()),
+            app_version: vars
+                .get("APP_VERSION")
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
             environment,
             debug,
-            host: parse_or(&get, "HOST", IpAddr::from([0, 0, 0, 0]), from_str)?,
+            host: vars.parse("HOST", IpAddr::from([0, 0, 0, 0]))?,
             port,
-            database_url,
-            local_postgres_port: parse_or(&get, "PGPORT", 5432, from_str)?,
-            db_ssl_root_cert: get("DB_SSL_ROOT_CERT")
-                .filter(|v| !v.trim().is_empty())
-                .map(std::path::PathBuf::from),
+            database_url: vars
+                .get("DATABASE_URL")
+                .map(|raw| raw.parse::<DatabaseUrl>())
+                .transpose()?,
+            local_postgres_port: vars.parse("PGPORT", 5432)?,
+            db_ssl_root_cert: vars.get("DB_SSL_ROOT_CERT").map(std::path::PathBuf::from),
             jwt_secret,
             jwt_secret_generated,
             warnings,
-            access_token_ttl: Duration::from_secs(access_minutes * 60),
-            refresh_token_ttl: Duration::from_secs(refresh_days * 24 * 3600),
-            refresh_reuse_grace: Duration::from_secs(grace_secs),
-            bcrypt_cost,
-            hash_threads,
-            cors_origins: parse_cors(get("CORS_ORIGINS"))?,
-            log_level: get("LOG_LEVEL")
+            access_token_ttl: Duration::from_secs(
+                MINUTE * vars.range("ACCESS_TOKEN_EXPIRE_MINUTES", 30, 1..=DAY / MINUTE)?,
+            ),
+            refresh_token_ttl: Duration::from_secs(
+                DAY * vars.range("REFRESH_TOKEN_EXPIRE_DAYS", 30, 1..=365)?,
+            ),
+            refresh_reuse_grace: Duration::from_secs(vars.range(
+                "REFRESH_REUSE_GRACE_SECONDS",
+                10,
+                0..=300,
+            )?),
+            bcrypt_cost: vars.range("BCRYPT_ROUNDS", 12, 4..=31)?,
+            hash_threads: vars.range("HASH_THREADS", cores, 1..)?,
+            cors_origins: CorsOrigins::parse(vars.get("CORS_ORIGINS"))?,
+            log_level: vars
+                .get("LOG_LEVEL")
                 .unwrap_or_else(|| if debug { "debug" } else { "info" }.to_owned()),
-            log_format: match get("LOG_FORMAT").as_deref().map(str::to_ascii_lowercase) {
+            log_format: match vars
+                .get("LOG_FORMAT")
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+            {
                 None => LogFormat::Text,
                 Some(v) if v == "text" => LogFormat::Text,
                 Some(v) if v == "json" => LogFormat::Json,
                 Some(v) => bail!("LOG_FORMAT must be 'text' or 'json', got '{v}'"),
             },
-            db_pool_size,
-            db_max_overflow: parse_or(&get, "DB_MAX_OVERFLOW", 10, from_str)?,
-            db_pool_timeout: seconds("DB_POOL_TIMEOUT_SECONDS", db_pool_timeout_secs)?,
-            db_startup_timeout: Duration::from_secs(db_startup_secs),
-            shutdown_grace: seconds("SHUTDOWN_GRACE_SECONDS", shutdown_grace_secs)?,
-            header_read_timeout: seconds("HEADER_READ_TIMEOUT_SECONDS", header_timeout_secs)?,
-            max_connections,
+            db_pool_size: vars.range("DB_POOL_SIZE", 20, 1..)?,
+            db_max_overflow: vars.parse("DB_MAX_OVERFLOW", 10)?,
+            db_pool_timeout: vars.seconds("DB_POOL_TIMEOUT_SECONDS", 5.0)?,
+            // Generous by default: an orchestrator may start the database and the server
+            // together, and a first-time database initialisation takes a while.
+            db_startup_timeout: Duration::from_secs(vars.range(
+                "DB_STARTUP_TIMEOUT_SECONDS",
+                60,
+                0..=3600,
+            )?),
+            shutdown_grace: vars.seconds("SHUTDOWN_GRACE_SECONDS", 30.0)?,
+            header_read_timeout: vars.seconds("HEADER_READ_TIMEOUT_SECONDS", 10.0)?,
+            max_connections: vars.range("MAX_CONNECTIONS", 1024, 1..=1_000_000)?,
             rate_limits,
             trusted_proxies,
-            event_retention: Duration::from_secs(retention_days * 24 * 3600),
+            event_retention: Duration::from_secs(
+                DAY * vars.range("EVENT_RETENTION_DAYS", 90, 1..=3650)?,
+            ),
             metrics_public,
             metrics_port,
         })
     }
 
-    /// Every setting as `(variable, effective value)`, for `jobpath-server check-config`.
-    /// Secrets are redacted: the JWT secret is never shown, and neither is the database
-    /// password (the rest of the URL is).
+    /// Every setting as `(variable, effective value)`, in the order of [`VARIABLES`], for
+    /// `jobpath-server check-config`. Secrets are redacted: the JWT secret is never shown,
+    /// and neither is the database password (the rest of the URL is).
     pub fn effective(&self) -> Vec<(&'static str, String)> {
         let secs = |d: Duration| format!("{}", d.as_secs_f64());
+        let days = |d: Duration| (d.as_secs() / DAY).to_string();
         let jwt = if self.jwt_secret_generated {
             "<unset: a random secret for each process>".to_owned()
         } else {
             "<set, redacted>".to_owned()
         };
         let database = match &self.database_url {
-            Some(url) => crate::db::locate::redacted_url(url),
-            None => "<unset: the local PostgreSQL, see README>".to_owned(),
+            Some(url) => url.to_string(),
+            None => "<unset: the local PostgreSQL, see docs/configuration.md>".to_owned(),
         };
+        let limits = &self.rate_limits;
         vec![
             ("APP_ENV", format!("{:?}", self.environment).to_lowercase()),
             ("APP_NAME", self.app_name.clone()),
@@ -430,7 +330,12 @@ impl Config {
             ("JWT_ALGORITHM", "HS256".to_owned()),
             (
                 "ACCESS_TOKEN_EXPIRE_MINUTES",
-                (self.access_token_ttl.as_secs() / 60).to_string(),
+                (self.access_token_ttl.as_secs() / MINUTE).to_string(),
+            ),
+            ("REFRESH_TOKEN_EXPIRE_DAYS", days(self.refresh_token_ttl)),
+            (
+                "REFRESH_REUSE_GRACE_SECONDS",
+                secs(self.refresh_reuse_grace),
             ),
             ("BCRYPT_ROUNDS", self.bcrypt_cost.to_string()),
             ("HASH_THREADS", self.hash_threads.to_string()),
@@ -448,42 +353,26 @@ impl Config {
                 "HEADER_READ_TIMEOUT_SECONDS",
                 secs(self.header_read_timeout),
             ),
-            ("METRICS_PUBLIC", self.metrics_public.to_string()),
-            ("METRICS_PORT", self.metrics_port.to_string()),
-            (
-                "REFRESH_TOKEN_EXPIRE_DAYS",
-                (self.refresh_token_ttl.as_secs() / 86_400).to_string(),
-            ),
-            (
-                "REFRESH_REUSE_GRACE_SECONDS",
-                secs(self.refresh_reuse_grace),
-            ),
             ("DB_STARTUP_TIMEOUT_SECONDS", secs(self.db_startup_timeout)),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),
-            ("RATE_LIMIT_WINDOW_SECONDS", secs(self.rate_limits.window)),
-            (
-                "RATE_LIMIT_SIGNUP_PER_IP",
-                self.rate_limits.signup_per_ip.to_string(),
-            ),
-            (
-                "RATE_LIMIT_LOGIN_PER_IP",
-                self.rate_limits.login_per_ip.to_string(),
-            ),
+            ("RATE_LIMIT_WINDOW_SECONDS", secs(limits.window)),
+            ("RATE_LIMIT_SIGNUP_PER_IP", limits.signup_per_ip.to_string()),
+            ("RATE_LIMIT_LOGIN_PER_IP", limits.login_per_ip.to_string()),
             (
                 "RATE_LIMIT_REFRESH_PER_IP",
-                self.rate_limits.refresh_per_ip.to_string(),
+                limits.refresh_per_ip.to_string(),
             ),
             (
                 "RATE_LIMIT_PASSWORD_CHANGE_PER_IP",
-                self.rate_limits.password_change_per_ip.to_string(),
+                limits.password_change_per_ip.to_string(),
             ),
             (
                 "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
-                self.rate_limits.login_failures_per_account.to_string(),
+                limits.login_failures_per_account.to_string(),
             ),
             (
                 "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
-                secs(self.rate_limits.login_max_delay),
+                secs(limits.login_max_delay),
             ),
             (
                 "TRUSTED_PROXIES",
@@ -493,10 +382,9 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
-            (
-                "EVENT_RETENTION_DAYS",
-                (self.event_retention.as_secs() / 86_400).to_string(),
-            ),
+            ("EVENT_RETENTION_DAYS", days(self.event_retention)),
+            ("METRICS_PUBLIC", self.metrics_public.to_string()),
+            ("METRICS_PORT", self.metrics_port.to_string()),
         ]
     }
 
@@ -504,103 +392,6 @@ impl Config {
     /// under load (closed again once idle).
     pub fn db_max_connections(&self) -> usize {
         self.db_pool_size + self.db_max_overflow
-    }
-}
-
-fn parse_or<T>(
-    get: &impl Fn(&str) -> Option<String>,
-    key: &str,
-    default: T,
-    parse: impl Fn(&str) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    match get(key) {
-        None => Ok(default),
-        Some(raw) => parse(&raw).with_context(|| format!("{key}: invalid value '{raw}'")),
-    }
-}
-
-fn from_str<T: FromStr>(raw: &str) -> anyhow::Result<T>
-where
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    Ok(raw.parse::<T>()?)
-}
-
-fn parse_bool(raw: &str) -> anyhow::Result<bool> {
-    match raw.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(anyhow!("expected true or false")),
-    }
-}
-
-fn seconds(key: &str, value: f64) -> anyhow::Result<Duration> {
-    if !(value.is_finite() && value > 0.0 && value <= 3600.0) {
-        bail!("{key} must be a number of seconds between 0 and 3600, got {value}");
-    }
-    Ok(Duration::from_secs_f64(value))
-}
-
-fn parse_cors(raw: Option<String>) -> anyhow::Result<CorsOrigins> {
-    let Some(raw) = raw else {
-        return Ok(CorsOrigins::List(Vec::new()));
-    };
-    if raw == "*" {
-        return Ok(CorsOrigins::Any);
-    }
-    let mut origins = Vec::new();
-    for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        let origin = origin.trim_end_matches('/');
-        let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
-            && !origin.contains(char::is_whitespace);
-        if !valid {
-            bail!("CORS_ORIGINS: '{origin}' is not an origin like https://app.example.com");
-        }
-        origins.push(origin.to_owned());
-    }
-    Ok(CorsOrigins::List(origins))
-}
-
-/// Words that mark a secret copied from documentation rather than generated.
-const PLACEHOLDERS: &[&str] = &["change", "placeholder", "example", "your-secret", "replace"];
-
-fn jwt_secret(
-    raw: Option<String>,
-    env: Environment,
-    warnings: &mut Vec<String>,
-) -> anyhow::Result<(Secret, bool)> {
-    let problem = match &raw {
-        None => Some("is not set"),
-        Some(s)
-            if PLACEHOLDERS
-                .iter()
-                .any(|p| s.to_ascii_lowercase().contains(p)) =>
-        {
-            Some("is a placeholder")
-        }
-        Some(s) if s.len() < MIN_SECRET_BYTES => Some("is shorter than 32 bytes"),
-        Some(_) => None,
-    };
-    match (raw, problem) {
-        (Some(s), None) => Ok((Secret(s), false)),
-        (_, Some(problem)) if env == Environment::Production => bail!(
-            "JWT_SECRET_KEY {problem}; in production it must be a random value of at least \
-             {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`)"
-        ),
-        (Some(s), Some(problem)) => {
-            warnings.push(format!(
-                "JWT_SECRET_KEY {problem}; accepted only because APP_ENV=development"
-            ));
-            Ok((Secret(s), false))
-        }
-        (None, _) => {
-            use base64::Engine as _;
-            use rand::RngCore as _;
-            let mut bytes = [0u8; 48];
-            rand::rng().fill_bytes(&mut bytes);
-            let secret = base64::engine::general_purpose::STANDARD.encode(bytes);
-            Ok((Secret(secret), true))
-        }
     }
 }
 
