@@ -110,7 +110,7 @@ pub async fn signup(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let body: CredentialsBody = body::json(req).await?;
+    let body: CredentialsBody = body::json(req, state.config.body_read_timeout).await?;
     let email = Email::parse(&body.email)?;
     let password = Password::parse_new(body.password, &email, "password")?;
     let ctx = event_context(call);
@@ -134,7 +134,7 @@ pub async fn login(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let body: CredentialsBody = body::json(req).await?;
+    let body: CredentialsBody = body::json(req, state.config.body_read_timeout).await?;
     let email = Email::normalise_for_lookup(&body.email)?;
     let password = Password::for_login(body.password)?;
     let ctx = event_context(call);
@@ -290,7 +290,7 @@ pub async fn refresh(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let body: RefreshBody = body::json(req).await?;
+    let body: RefreshBody = body::json(req, state.config.body_read_timeout).await?;
     let presented = body.refresh_token;
     if presented.is_empty() || presented.chars().count() > refresh::MAX_TOKEN_CHARS {
         return Err(ApiError::validation(
@@ -384,7 +384,7 @@ pub async fn change_password(
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
     let (claims, owner) = authenticate(state, req.headers()).await?;
-    let body: PasswordChangeBody = body::json(req).await?;
+    let body: PasswordChangeBody = body::json(req, state.config.body_read_timeout).await?;
     let current = Password::for_login(body.current_password).map_err(|_| {
         ApiError::validation(
             "current_password",

@@ -61,6 +61,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_POOL_TIMEOUT_SECONDS",
     "SHUTDOWN_GRACE_SECONDS",
     "HEADER_READ_TIMEOUT_SECONDS",
+    "BODY_READ_TIMEOUT_SECONDS",
     "DB_STARTUP_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",
     "RATE_LIMIT_WINDOW_SECONDS",
@@ -132,6 +133,9 @@ pub struct Config {
     /// How long a client may take to send its request headers before the connection is
     /// closed (slow or silent clients).
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body, once its headers are in, before
+    /// it gets a 408 (`BODY_READ_TIMEOUT_SECONDS`).
+    pub body_read_timeout: Duration,
     /// Connections served at once; further ones get a 503 and are closed.
     pub max_connections: usize,
     /// Rate limits and the per-account login throttle (`RATE_LIMIT_*`).
@@ -284,6 +288,8 @@ impl Config {
             )?),
             shutdown_grace: vars.seconds("SHUTDOWN_GRACE_SECONDS", 30.0)?,
             header_read_timeout: vars.seconds("HEADER_READ_TIMEOUT_SECONDS", 10.0)?,
+            // As long as the headers get: 64 KiB in 10 s is a very slow client still.
+            body_read_timeout: vars.seconds("BODY_READ_TIMEOUT_SECONDS", 10.0)?,
             max_connections: vars.range("MAX_CONNECTIONS", 1024, 1..=1_000_000)?,
             rate_limits,
             trusted_proxies,
@@ -353,6 +359,7 @@ impl Config {
                 "HEADER_READ_TIMEOUT_SECONDS",
                 secs(self.header_read_timeout),
             ),
+            ("BODY_READ_TIMEOUT_SECONDS", secs(self.body_read_timeout)),
             ("DB_STARTUP_TIMEOUT_SECONDS", secs(self.db_startup_timeout)),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),
             ("RATE_LIMIT_WINDOW_SECONDS", secs(limits.window)),
