@@ -1,1 +1,12 @@
-//! Holds no code: the end-to-end suite lives in `api/` (one test binary, see `api/main.rs`).
+//! Test support shared by the workspace's test binaries — the end-to-end suite in `api/`
+//! and the binary's own suites in `server/tests/` — so that each thing is made one way:
+//!
+//! - [`cluster`]: a PostgreSQL cluster of a test's own (to stop, restart, or give TLS).
+//! - [`certificates`]: CA-signed and self-signed certificates made with `openssl`.
+//! - [`skip`]: what a test does when this machine cannot run it (a failure under `CI`).
+//!
+//! The end-to-end suite itself lives in `api/` (one test binary, see `api/main.rs`).
+
+pub mod certificates;
+pub mod cluster;
+pub mod skip;

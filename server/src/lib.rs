@@ -13,11 +13,16 @@
 //!   email/password types, bcrypt on a bounded thread pool, JWTs, refresh tokens.
 //! - [`limits`]: per-IP rate limits and the per-account login throttle (shared through
 //!   PostgreSQL by every instance).
-//! - [`db`]: locating the database, migrations, the pool, the SQL.
+//! - [`db`]: locating the database (`db::locate`), connecting — one place settles the TLS
+//!   mode of every connection, and start-up's first connection retries (`db::connect`) —
+//!   migrations, the pool, the SQL.
 //! - [`errors`]: [`errors::ApiError`], the one error type of the request path.
 //! - [`metrics`]: the Prometheus registry of one server.
 //! - [`cli`]: the binary's commands (`serve`, `migrate`, `check-config`, `healthcheck`).
-//! - [`config`], [`telemetry`], [`spec`], [`state`]: start-up and shared state.
+//! - [`maintenance`]: the background chores (idle connections, pruning).
+//! - [`config`]: environment → typed `Config`: the one list of variables, range checks,
+//!   `DATABASE_URL` parsed once.
+//! - [`telemetry`], [`spec`], [`state`]: start-up and shared state.
 //!
 //! Embedding: [`App::build`] connects and migrates, [`run`] serves an already-bound
 //! listener until a shutdown future completes — so a test binds port 0 in one line. The
@@ -33,6 +38,7 @@ pub mod errors;
 pub mod handlers;
 pub mod http;
 pub mod limits;
+pub mod maintenance;
 pub mod metrics;
 pub mod spec;
 pub mod state;
@@ -40,9 +46,8 @@ pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::auth::hasher::Hasher;
@@ -51,14 +56,6 @@ use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::state::AppState;
-
-/// The most one start-up connection attempt may take, so that a database that accepts
-/// connections but never answers is retried like one that refuses them.
-const STARTUP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest pause between start-up connection attempts.
-const STARTUP_MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How often idle overflow connections are closed, and old sessions pruned (every 20th).
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 
 /// A server ready to serve: database reachable and migrated, pools started.
 pub struct App {
@@ -69,16 +66,16 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let located = db::locate::locate(&config).await?;
         let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
-        apply_migrations(&located.config, &tls, config.db_startup_timeout).await?;
+        let located = db::locate::locate(&config, &tls).await?;
+        apply_migrations(&located.target, &tls, config.db_startup_timeout).await?;
         let shared_pool = db::pool_of(
-            located.config.clone(),
+            &located.target,
             &config,
             db::shared::SHARED_CONNECTIONS,
             tls.clone(),
         )?;
-        let pool = db::pool(located.config, &config, tls)?;
+        let pool = db::pool(&located.target, &config, tls)?;
         let metrics = Metrics::new(&config.app_version);
         let hasher = Hasher::start(
             config.hash_threads,
@@ -136,7 +133,7 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
         metrics_listener,
         ..
     } = app;
-    let maintenance = tokio::spawn(maintenance(Arc::clone(&state)));
+    let maintenance = tokio::spawn(maintenance::run(Arc::clone(&state)));
     let (stop_metrics, metrics_stop) = tokio::sync::oneshot::channel::<()>();
     let metrics = metrics_listener.map(|l| {
         tokio::spawn(http::serve(
@@ -166,97 +163,20 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
 
 /// Locates the database and applies pending migrations; the `migrate` command.
 pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
-    let located = db::locate::locate(config).await?;
     let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
-    apply_migrations(&located.config, &tls, config.db_startup_timeout).await
+    let located = db::locate::locate(config, &tls).await?;
+    apply_migrations(&located.target, &tls, config.db_startup_timeout).await
 }
 
 async fn apply_migrations(
-    pg: &tokio_postgres::Config,
+    pg: &db::connect::Target,
     tls: &db::tls::Tls,
     wait: Duration,
 ) -> anyhow::Result<Vec<i64>> {
-    let mut client = connect_with_retry(pg, tls, wait).await?;
+    let mut client = db::connect::with_retry(pg, tls, wait).await?;
     let applied = db::migrate::run(&mut client).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
     }
     Ok(applied)
-}
-
-/// Connects, retrying with backoff for up to `wait` (`DB_STARTUP_TIMEOUT_SECONDS`) while
-/// the database is unreachable, silent, or says it is starting up. Errors that waiting
-/// cannot fix (bad password, unknown database) are final at once.
-async fn connect_with_retry(
-    pg: &tokio_postgres::Config,
-    tls: &db::tls::Tls,
-    wait: Duration,
-) -> anyhow::Result<tokio_postgres::Client> {
-    let deadline = Instant::now() + wait;
-    let mut delay = Duration::from_millis(250);
-    let mut attempt = pg.clone();
-    if pg.get_connect_timeout().is_none() {
-        attempt.connect_timeout(STARTUP_ATTEMPT_TIMEOUT);
-    }
-    let describe = || db::locate::describe(pg);
-    loop {
-        let e = match tokio::time::timeout(STARTUP_ATTEMPT_TIMEOUT, attempt.connect(tls.clone()))
-            .await
-        {
-            Ok(Ok((client, conn))) => {
-                tokio::spawn(conn);
-                return Ok(client);
-            }
-            // A certificate that does not verify is transient-looking (an I/O error) but
-            // waiting will not fix it.
-            Ok(Err(e)) if errors::is_transient(&e) && !db::tls::is_tls_failure(&e) => {
-                anyhow::Error::new(e)
-            }
-            Ok(Err(e)) => {
-                return Err(e)
-                    .with_context(|| format!("connecting to the database at {}", describe()));
-            }
-            Err(_) => anyhow::anyhow!("no answer within {STARTUP_ATTEMPT_TIMEOUT:?}"),
-        };
-        if Instant::now() + delay >= deadline {
-            return Err(e).with_context(|| {
-                format!(
-                    "connecting to the database at {} (gave up after {wait:?}, \
-                     DB_STARTUP_TIMEOUT_SECONDS)",
-                    describe()
-                )
-            });
-        }
-        tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, database = %describe(),
-            "database not reachable yet; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(STARTUP_MAX_BACKOFF);
-    }
-}
-
-async fn maintenance(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-    for n in 0u64.. {
-        tick.tick().await;
-        db::trim_overflow(&state.db, state.config.db_pool_size, MAINTENANCE_EVERY);
-        if n % 20 == 0 {
-            match db::sessions::prune(&state.db).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned ended sessions"),
-                Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
-            }
-            match db::events::prune(&state.db, state.config.event_retention).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned old security events"),
-                Err(e) => tracing::warn!(error = %e, "pruning security events failed"),
-            }
-        }
-        // Counters of ended windows are dead weight: drop them about once a minute.
-        if n % 2 == 0 {
-            let window = state.config.rate_limits.window;
-            if let Err(e) = db::limits::prune(&state.db, window).await {
-                tracing::warn!(error = %e, "pruning rate-limit counters failed");
-            }
-        }
-    }
 }

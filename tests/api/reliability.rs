@@ -463,7 +463,8 @@ async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> String {
 
 #[tokio::test]
 async fn a_body_that_stops_arriving_gets_408_and_the_connection_is_closed() {
-    let app = spawn_app_with(|_| {}).await;
+    // BODY_READ_TIMEOUT_SECONDS=1, so the test waits one second, not the default ten.
+    let app = spawn_app_with(|c| c.body_read_timeout = Duration::from_secs(1)).await;
     let addr = app.base_url.trim_start_matches("http://").to_owned();
     let mut conn = TcpStream::connect(&addr).await.unwrap();
     let body = format!(
@@ -477,8 +478,12 @@ async fn a_body_that_stops_arriving_gets_408_and_the_connection_is_closed() {
     );
     conn.write_all(head.as_bytes()).await.unwrap();
     conn.write_all(&body.as_bytes()[..10]).await.unwrap();
-    // The body timeout is 10 s; the rest never comes.
-    let answer = read_to_close(&mut conn, Duration::from_secs(10 + 5)).await;
+    // The rest never comes. The answer is due after the one second, not before: a 408 that
+    // came at once would mean the timeout was not the one configured.
+    let started = Instant::now();
+    let answer = read_to_close(&mut conn, Duration::from_secs(1 + 5)).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "408 after {waited:?}");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains(r#""error":"request_timeout""#), "{answer}");
     assert_eq!(app.db.count("SELECT count(*) FROM users").await, 0);

@@ -3,99 +3,19 @@
 //! certificate signed by anyone else is refused at start-up, at once.
 //!
 //! Runs on a private cluster (`faults::PgCluster`) with a certificate made for the test by
-//! the `openssl` command line: a CA, and a server certificate it signs for 127.0.0.1.
+//! the `openssl` command line (`jobpath_tests::certificates`): a CA, and a server
+//! certificate it signs for 127.0.0.1.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use jobpath_tests::certificates::Certificates;
 
 use crate::faults::{PgCluster, config_for};
 use crate::helpers::TestServer;
 
-/// A directory of PEM files: `ca.pem` (the CA), `server.crt` / `server.key` (signed by it,
-/// for IP 127.0.0.1), and `other-ca.pem` (a CA that signed nothing here).
-struct Certificates {
-    dir: PathBuf,
-}
-
-impl Certificates {
-    fn make() -> Option<Certificates> {
-        if Command::new("openssl").arg("version").output().is_err() {
-            eprintln!("SKIPPED: the TLS tests need the openssl command (Debian: openssl)");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("jobpath-tls-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        for ca in ["ca", "other-ca"] {
-            let key = format!("{ca}.key");
-            let pem = format!("{ca}.pem");
-            let subject = format!("/CN=JobPath test {ca}");
-            let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
-            args.extend(ec);
-            args.extend(["-keyout", &key, "-out", &pem]);
-            openssl(&args);
-        }
-        let mut args = vec!["req", "-new", "-subj", "/CN=127.0.0.1"];
-        args.extend(ec);
-        args.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl(&args);
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ]);
-        Some(Certificates { dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Certificates {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 async fn cluster_with_tls(test: &str) -> Option<(PgCluster, Certificates)> {
-    let certs = Certificates::make()?;
+    let certs = Certificates::make(test)?;
     let pg = PgCluster::start(test).await?;
     pg.enable_tls(&certs.path("server.crt"), &certs.path("server.key"))
         .await;

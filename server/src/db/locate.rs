@@ -1,9 +1,9 @@
 //! Finds the database to use.
 //!
-//! With `DATABASE_URL` set, that is the database (a URL that does not parse is an immediate
-//! error). Without it — the zero-configuration quick start — the server uses the PostgreSQL
-//! on 127.0.0.1:5432 (user `postgres`), creating the `jobpath` database if it is missing. If
-//! nothing answers there, it starts a private PostgreSQL from the machine's binaries with its
+//! With `DATABASE_URL` set, that is the database (a URL that does not parse was refused
+//! when the configuration was read). Without it — the zero-configuration quick start — the server uses the PostgreSQL
+//! on 127.0.0.1:5432 (user `postgres`; `PGPORT` names another port, as it does for psql),
+//! creating the `jobpath` database if it is missing. If nothing answers there, it starts a private PostgreSQL from the machine's binaries with its
 //! data in `./.jobpath/postgres` (port 54329, loopback only), and if there are no binaries it
 //! says what to install.
 
@@ -11,69 +11,62 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, anyhow, bail};
-use tokio_postgres::NoTls;
 
+use super::connect::Target;
+use super::tls::Tls;
 use crate::config::Config;
 
-/// The machine's own PostgreSQL, tried first.
-const LOCAL_PORT: u16 = 5432;
-/// The private cluster's port, used when nothing answers on [`LOCAL_PORT`].
+/// The private cluster's port, used when nothing answers on the local PostgreSQL's port.
 const PRIVATE_PORT: u16 = 54329;
 const DB_NAME: &str = "jobpath";
 
 /// Where the database is, and a human description of it for the start-up log.
 pub struct Located {
-    pub config: tokio_postgres::Config,
+    pub target: Target,
     pub description: String,
 }
 
-pub async fn locate(config: &Config) -> anyhow::Result<Located> {
-    if let Some(url) = &config.database_url {
-        let mut pg: tokio_postgres::Config = url
-            .expose()
-            .parse()
-            .map_err(|e| anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
-        super::tls::settle_ssl_mode(&mut pg);
-        let description = describe(&pg);
-        return Ok(Located {
-            config: pg,
+impl Located {
+    fn at(target: Target) -> Located {
+        let description = target.describe();
+        Located {
+            target,
             description,
-        });
+        }
+    }
+}
+
+/// Finds the database; `tls` is the connector of every connection, including the ones that
+/// probe for and create the local database.
+pub async fn locate(config: &Config, tls: &Tls) -> anyhow::Result<Located> {
+    if let Some(url) = &config.database_url {
+        return Ok(Located::at(Target::new(url.pg().clone())));
     }
 
-    let local = local_config(LOCAL_PORT);
-    match create_if_missing(&local).await {
-        Ok(()) => {
-            let description = describe(&local);
-            return Ok(Located {
-                config: local,
-                description,
-            });
-        }
+    let port = config.local_postgres_port;
+    let local = Target::new(local_config(port));
+    match create_if_missing(&local, tls).await {
+        Ok(()) => return Ok(Located::at(local)),
         Err(e) if !is_refused(&e) => {
-            return Err(e.context(
-                "DATABASE_URL is unset and the PostgreSQL on 127.0.0.1:5432 refused us; \
-                 set DATABASE_URL",
-            ));
+            return Err(e.context(format!(
+                "DATABASE_URL is unset and the PostgreSQL on 127.0.0.1:{port} refused us; \
+                 set DATABASE_URL"
+            )));
         }
         Err(_) => {}
     }
 
     tracing::warn!(
-        "DATABASE_URL is unset and nothing answers on 127.0.0.1:5432; \
+        "DATABASE_URL is unset and nothing answers on 127.0.0.1:{port}; \
          starting a private PostgreSQL in ./.jobpath/postgres on port {PRIVATE_PORT}"
     );
     let data = std::env::current_dir()?.join(".jobpath").join("postgres");
-    tokio::task::spawn_blocking(move || start_private_cluster(&data))
+    tokio::task::spawn_blocking(move || start_private_cluster(&data, port))
         .await
         .context("starting a private PostgreSQL")??;
-    let private = local_config(PRIVATE_PORT);
-    create_if_missing(&private).await?;
-    let description = describe(&private);
-    Ok(Located {
-        config: private,
-        description,
-    })
+    let private = Target::new(local_config(PRIVATE_PORT));
+    create_if_missing(&private, tls).await?;
+    Ok(Located::at(private))
 }
 
 /// The `jobpath` database as user `postgres` on 127.0.0.1:`port`: the local PostgreSQL or
@@ -90,42 +83,15 @@ fn local_config(port: u16) -> tokio_postgres::Config {
     config
 }
 
-/// `host:port/dbname`, never the password.
-pub fn describe(pg: &tokio_postgres::Config) -> String {
-    use tokio_postgres::config::Host;
-    let host = match pg.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        Some(Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = pg.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", pg.get_dbname().unwrap_or("(default)"))
-}
-
-/// `DATABASE_URL` as `postgres://user:<redacted>@host:port/dbname`: what `check-config`
-/// shows. Rebuilt from the parsed settings, so no spelling of the password (a URL, a
-/// `password=` pair, a query parameter) can slip through.
-pub fn redacted_url(url: &crate::config::Secret) -> String {
-    let Ok(pg) = url.expose().parse::<tokio_postgres::Config>() else {
-        return "<does not parse>".to_owned();
-    };
-    let auth = match (pg.get_user(), pg.get_password().is_some()) {
-        (Some(user), true) => format!("{user}:<redacted>@"),
-        (Some(user), false) => format!("{user}@"),
-        (None, true) => ":<redacted>@".to_owned(),
-        (None, false) => String::new(),
-    };
-    format!("postgres://{auth}{}", describe(&pg))
-}
-
 /// Connects to the `postgres` maintenance database of the same server and creates `jobpath`
 /// if it does not exist (racing instances are fine: "already exists" counts as done).
-async fn create_if_missing(target: &tokio_postgres::Config) -> anyhow::Result<()> {
-    let mut admin = target.clone();
-    admin.dbname("postgres");
-    admin.connect_timeout(std::time::Duration::from_secs(3));
-    let (client, conn) = admin.connect(NoTls).await?;
-    let conn = tokio::spawn(conn);
+async fn create_if_missing(target: &Target, tls: &Tls) -> anyhow::Result<()> {
+    let client = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        target.with_dbname("postgres").connect(tls),
+    )
+    .await
+    .map_err(|_| anyhow!("no answer within 3 s"))??;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DB_NAME])
         .await?
@@ -140,8 +106,6 @@ async fn create_if_missing(target: &tokio_postgres::Config) -> anyhow::Result<()
             Err(e) => return Err(e.into()),
         }
     }
-    drop(client);
-    let _ = conn.await;
     Ok(())
 }
 
@@ -153,12 +117,12 @@ fn is_refused(err: &anyhow::Error) -> bool {
     }) || format!("{err:#}").contains("Connection refused")
 }
 
-fn start_private_cluster(data: &Path) -> anyhow::Result<()> {
+fn start_private_cluster(data: &Path, local_port: u16) -> anyhow::Result<()> {
     let bin = find_pg_bin().ok_or_else(|| {
         anyhow!(
-            "DATABASE_URL is unset, no PostgreSQL answers on 127.0.0.1:5432 and no PostgreSQL \
-             binaries (initdb, pg_ctl) were found. Install them (Debian: `apt-get install \
-             postgresql`) or set DATABASE_URL"
+            "DATABASE_URL is unset, no PostgreSQL answers on 127.0.0.1:{local_port} and no \
+             PostgreSQL binaries (initdb, pg_ctl) were found. Install them (Debian: \
+             `apt-get install postgresql`) or set DATABASE_URL"
         )
     })?;
     let as_root = is_root();
@@ -252,7 +216,6 @@ fn find_pg_bin() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
 
     /// The private cluster's configuration is one a connection can use: one host, one
     /// port. (It once had two ports, and the zero-configuration fallback failed with
@@ -268,24 +231,5 @@ mod tests {
         if let Err(e) = config.connect(tokio_postgres::NoTls).await {
             assert!(!e.to_string().starts_with("invalid configuration"), "{e}");
         }
-    }
-
-    #[test]
-    fn a_redacted_url_keeps_everything_but_the_password() {
-        for url in [
-            "postgres://app:hunter2@db:5433/jobs",
-            "postgres://app@db:5433/jobs?password=hunter2",
-            "host=db port=5433 user=app password=hunter2 dbname=jobs",
-        ] {
-            assert_eq!(
-                redacted_url(&Secret::new(url)),
-                "postgres://app:<redacted>@db:5433/jobs",
-                "{url}"
-            );
-        }
-        assert_eq!(
-            redacted_url(&Secret::new("postgres://app@db/jobs")),
-            "postgres://app@db:5432/jobs"
-        );
     }
 }

@@ -1,6 +1,8 @@
 //! PostgreSQL access: the connection pool and the SQL the server runs.
 //!
 //! - [`locate`]: where the database is (`DATABASE_URL`, or a local one found or started).
+//! - [`connect`]: [`connect::Target`], the one form a connection configuration connects
+//!   from, which settles its TLS mode.
 //! - [`migrate`]: the numbered migrations of `sql/`, applied once under an advisory lock.
 //! - [`users`]: accounts and their password hashes.
 //! - [`sessions`]: sessions, refresh-token rotation, logout scopes.
@@ -20,6 +22,7 @@
 //! - if the server does not answer at all (hung, or the network gone), the request gives up
 //!   [`UNANSWERED_GRACE`] later, asks PostgreSQL to cancel, and discards the connection.
 
+pub mod connect;
 pub mod events;
 pub mod limits;
 pub mod locate;
@@ -93,22 +96,19 @@ impl Database {
 }
 
 /// Builds the pool. Connections are opened lazily, on first use.
-pub fn pool(
-    pg: tokio_postgres::Config,
-    config: &Config,
-    tls: tls::Tls,
-) -> anyhow::Result<Database> {
-    pool_of(pg, config, config.db_max_connections(), tls)
+pub fn pool(target: &connect::Target, config: &Config, tls: tls::Tls) -> anyhow::Result<Database> {
+    pool_of(target, config, config.db_max_connections(), tls)
 }
 
 /// A pool of at most `max_size` connections with the bounds described above; the shared
 /// connections of `/auth/me` ([`shared`]) have their own, so they never starve the others.
 pub fn pool_of(
-    mut pg: tokio_postgres::Config,
+    target: &connect::Target,
     config: &Config,
     max_size: usize,
     tls: tls::Tls,
 ) -> anyhow::Result<Database> {
+    let mut pg = target.pg().clone();
     let timeout = config.db_pool_timeout;
     pg.connect_timeout(timeout);
     pg.application_name(&config.app_name);

@@ -1,7 +1,10 @@
 //! TLS to PostgreSQL.
 //!
 //! Every connection the server opens goes through one connector, [`Tls`] (rustls, built
-//! once at start-up). Whether a connection uses it is `DATABASE_URL`'s `sslmode`:
+//! once at start-up). Whether a connection uses it is its configuration's `sslmode` —
+//! `DATABASE_URL`'s, or the default for the configurations of the zero-configuration start —
+//! settled by [`settle_ssl_mode`], which [`super::connect::Target::new`] applies to every
+//! configuration before anything connects with it:
 //!
 //! - `sslmode=require`: TLS or no connection, and the server's certificate must verify
 //!   against Mozilla's roots (embedded, so a slim container image needs no CA bundle) plus

@@ -50,7 +50,7 @@ pub async fn signup(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let body: CredentialsBody = body::json(req).await?;
+    let body: CredentialsBody = body::json(req, state.config.body_read_timeout).await?;
     let email = Email::parse(&body.email)?;
     let password = Password::parse_new(body.password, &email, "password")?;
     limits::check(state, limits::Action::Signup, call, None, None).await?;
@@ -88,7 +88,7 @@ pub async fn change_password(
     user: CurrentUser,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let body: PasswordChangeBody = body::json(req).await?;
+    let body: PasswordChangeBody = body::json(req, state.config.body_read_timeout).await?;
     let current = Password::for_login(body.current_password).map_err(|_| {
         ApiError::validation(
             "current_password",

@@ -66,7 +66,7 @@ pub async fn login(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let body: CredentialsBody = body::json(req).await?;
+    let body: CredentialsBody = body::json(req, state.config.body_read_timeout).await?;
     let email = Email::normalise_for_lookup(&body.email)?;
     let password = Password::for_login(body.password)?;
     let user = login_decision::verify(state, call, &email, password).await?;
@@ -124,7 +124,7 @@ pub async fn refresh(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let body: RefreshBody = body::json(req).await?;
+    let body: RefreshBody = body::json(req, state.config.body_read_timeout).await?;
     let presented = body.refresh_token;
     if presented.is_empty() || presented.chars().count() > refresh_token::MAX_TOKEN_CHARS {
         return Err(ApiError::validation(

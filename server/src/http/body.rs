@@ -5,8 +5,10 @@
 //! the contract documents: not JSON at all → 400 `invalid_json`; JSON of the wrong shape →
 //! 422 `validation_error`, naming the field when serde knows it.
 //!
-//! The whole body must arrive within [`BODY_READ_TIMEOUT`] (408 `request_timeout`), so a
-//! client that trickles or stalls its body cannot hold a connection and a task forever.
+//! The whole body must arrive within `BODY_READ_TIMEOUT_SECONDS` (408 `request_timeout`), so
+//! a client that trickles or stalls its body cannot hold a connection and a task forever.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -18,17 +20,18 @@ use serde::de::DeserializeOwned;
 use crate::errors::ApiError;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// How long a client may take to send its whole body, counted once the headers are in. The
-/// same as hyper's header read timeout: 64 KiB in 10 s is a very slow client still.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Reads and parses the JSON body of `req`.
-pub async fn json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = read(req).await?;
+/// Reads and parses the JSON body of `req`, which must arrive within `timeout`
+/// (`Config::body_read_timeout`), counted once the headers are in.
+pub async fn json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<T, ApiError> {
+    let bytes = read(req, timeout).await?;
     parse(&bytes)
 }
 
-async fn read(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+async fn read(req: Request<Incoming>, timeout: Duration) -> Result<Bytes, ApiError> {
     let headers = req.headers();
     let is_json = headers
         .get(CONTENT_TYPE)
@@ -46,7 +49,7 @@ async fn read(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         return Err(ApiError::PayloadTooLarge);
     }
     let collect = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
-    match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
+    match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(ApiError::RequestTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),

@@ -28,16 +28,10 @@ fn state() -> Arc<AppState> {
         _ => None,
     })
     .unwrap();
-    let pg = config
-        .database_url
-        .as_ref()
-        .unwrap()
-        .expose()
-        .parse()
-        .unwrap();
+    let pg = config.database_url.as_ref().unwrap().pg().clone();
     let metrics = crate::metrics::Metrics::new("test");
     let tls = crate::db::tls::connector(None).unwrap();
-    let pool = crate::db::pool(pg, &config, tls).unwrap();
+    let pool = crate::db::pool(&crate::db::connect::Target::new(pg), &config, tls).unwrap();
     Arc::new(AppState {
         owners: crate::db::owners::OwnerLookups::start(crate::db::shared::Shared::new(
             pool.clone(),

@@ -10,6 +10,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod container;
+mod variables;
+mod zero_config;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -32,10 +34,16 @@ fn repo_root() -> PathBuf {
 fn jobpath(args: &[&str], vars: &[(&str, &str)]) -> Command {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cwd");
     std::fs::create_dir_all(&dir).unwrap();
+    jobpath_in(&dir, args, vars)
+}
+
+/// The binary with only `PATH`, `HOME` and `vars` in its environment, run from `dir`.
+fn jobpath_in(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
         .envs(vars.iter().copied())
         .current_dir(dir);
     cmd
@@ -108,7 +116,12 @@ impl Server {
             ("CORS_ORIGINS", "https://app.example.com"),
         ];
         all.extend_from_slice(vars);
-        let mut child = jobpath(&["serve"], &all)
+        Server::spawn(jobpath(&["serve"], &all))
+    }
+
+    /// Runs `cmd`, collecting its output line by line.
+    fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -137,10 +150,16 @@ impl Server {
 
     /// Waits (up to 30 s) for a line containing `needle`; returns it.
     fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_within(needle, Duration::from_secs(30))
+    }
+
+    /// Waits (up to `limit`) for a line containing `needle`; returns it. Fails at once,
+    /// showing the output, if the process ends without printing one.
+    fn wait_for_within(&mut self, needle: &str, limit: Duration) -> String {
         if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
             return line.clone();
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
@@ -150,8 +169,12 @@ impl Server {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "no line with {needle:?} within 30 s; output so far:\n{}",
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "the process ended without a line with {needle:?}; its output:\n{}",
+                    self.seen.join("\n")
+                ),
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "no line with {needle:?} within {limit:?}; output so far:\n{}",
                     self.seen.join("\n")
                 ),
             }

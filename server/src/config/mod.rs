@@ -1,0 +1,578 @@
+//! Configuration: environment variables (plus a `.env` file, read by `main`) → typed [`Config`].
+//!
+//! Every variable has a default that works on a developer's machine, so the server starts with
+//! no configuration at all. A value that does not parse, or lies outside its range, is a
+//! start-up error naming the variable. Outside development (`APP_ENV=production`) the JWT
+//! secret must be set, at least 32 bytes, and not a placeholder; in development a missing one
+//! is replaced by a random secret with a loud warning.
+//!
+//! [`VARIABLES`] is the one list of the variables read here; a test holds it equal to what
+//! `check-config` prints, to `.env.example` and to the table of `docs/configuration.md`.
+//!
+//! - [`read`]: reading one variable — parsed, range-checked, errors naming it.
+//! - [`database_url`]: `DATABASE_URL`, parsed once into a [`DatabaseUrl`] that hides its
+//!   password.
+//! - [`secret`]: [`Secret`] (never in `Debug`) and the JWT key's rules.
+//! - [`network`]: CORS origins and trusted proxies.
+
+pub mod database_url;
+pub mod network;
+pub mod read;
+pub mod secret;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+pub use self::database_url::{DatabaseUrl, describe};
+pub use self::network::{Cidr, CorsOrigins, canonical};
+use self::read::Vars;
+pub use self::secret::{MIN_SECRET_BYTES, Secret};
+
+/// The conventional port of a Prometheus exporter (node_exporter's), so a scrape config
+/// that expects one finds it.
+pub const DEFAULT_METRICS_PORT: u16 = 9100;
+
+/// Every variable the configuration reads, in the order `check-config` prints them and the
+/// documentation lists them.
+pub const VARIABLES: &[&str] = &[
+    "APP_ENV",
+    "APP_NAME",
+    "APP_VERSION",
+    "DEBUG",
+    "HOST",
+    "PORT",
+    "DATABASE_URL",
+    "PGPORT",
+    "DB_SSL_ROOT_CERT",
+    "JWT_SECRET_KEY",
+    "JWT_ALGORITHM",
+    "ACCESS_TOKEN_EXPIRE_MINUTES",
+    "REFRESH_TOKEN_EXPIRE_DAYS",
+    "REFRESH_REUSE_GRACE_SECONDS",
+    "BCRYPT_ROUNDS",
+    "HASH_THREADS",
+    "CORS_ORIGINS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "DB_POOL_SIZE",
+    "DB_MAX_OVERFLOW",
+    "DB_POOL_TIMEOUT_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "HEADER_READ_TIMEOUT_SECONDS",
+    "BODY_READ_TIMEOUT_SECONDS",
+    "DB_STARTUP_TIMEOUT_SECONDS",
+    "MAX_CONNECTIONS",
+    "RATE_LIMIT_WINDOW_SECONDS",
+    "RATE_LIMIT_SIGNUP_PER_IP",
+    "RATE_LIMIT_LOGIN_PER_IP",
+    "RATE_LIMIT_REFRESH_PER_IP",
+    "RATE_LIMIT_PASSWORD_CHANGE_PER_IP",
+    "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
+    "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
+    "TRUSTED_PROXIES",
+    "EVENT_RETENTION_DAYS",
+    "METRICS_PUBLIC",
+    "METRICS_PORT",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole configuration of one server process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_name: String,
+    pub app_version: String,
+    pub environment: Environment,
+    pub debug: bool,
+    pub host: IpAddr,
+    pub port: u16,
+    /// `None`: use (and if needed create) the local development database, see `db::locate`.
+    pub database_url: Option<DatabaseUrl>,
+    /// The port of the machine's own PostgreSQL, which the zero-configuration start probes
+    /// (`PGPORT`, the variable psql and libpq read; default 5432). Unused with a
+    /// `DATABASE_URL`.
+    pub local_postgres_port: u16,
+    /// Extra trusted CA certificates (PEM) for TLS to PostgreSQL (`DB_SSL_ROOT_CERT`,
+    /// see `db::tls`).
+    pub db_ssl_root_cert: Option<std::path::PathBuf>,
+    pub jwt_secret: Secret,
+    /// True when no secret was configured and a random one was generated for this process.
+    pub jwt_secret_generated: bool,
+    /// Problems accepted only because this is development; `main` logs them loudly.
+    pub warnings: Vec<String>,
+    pub access_token_ttl: Duration,
+    /// Lifetime of a session, and so of its refresh tokens (`REFRESH_TOKEN_EXPIRE_DAYS`).
+    pub refresh_token_ttl: Duration,
+    /// How long after a rotation the spent refresh token still yields the same successor
+    /// instead of counting as theft (`REFRESH_REUSE_GRACE_SECONDS`).
+    pub refresh_reuse_grace: Duration,
+    pub bcrypt_cost: u32,
+    pub hash_threads: usize,
+    pub cors_origins: CorsOrigins,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub db_pool_size: usize,
+    pub db_max_overflow: usize,
+    pub db_pool_timeout: Duration,
+    /// How long start-up keeps retrying a database that does not answer yet; zero means
+    /// one attempt.
+    pub db_startup_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// How long a client may take to send its request headers before the connection is
+    /// closed (slow or silent clients).
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body, once its headers are in, before
+    /// it gets a 408 (`BODY_READ_TIMEOUT_SECONDS`).
+    pub body_read_timeout: Duration,
+    /// Connections served at once; further ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Rate limits and the per-account login throttle (`RATE_LIMIT_*`).
+    pub rate_limits: RateLimits,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<Cidr>,
+    /// How long security events are kept (`EVENT_RETENTION_DAYS`).
+    pub event_retention: Duration,
+    /// Serve `/metrics` on the public port too. Off by default: the numbers describe the
+    /// service's load and should reach the operator's Prometheus, not every client.
+    pub metrics_public: bool,
+    /// The port of the separate metrics listener (on `host`), used unless `metrics_public`.
+    pub metrics_port: u16,
+}
+
+/// Requests allowed per client IP per window, by operation, and the login throttle per
+/// account. A limit of 0 turns that limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    pub window: Duration,
+    pub signup_per_ip: u32,
+    pub login_per_ip: u32,
+    pub refresh_per_ip: u32,
+    pub password_change_per_ip: u32,
+    /// Failed logins for one account (normalised email) before each further one imposes a
+    /// delay, doubling from one second.
+    pub login_failures_per_account: u32,
+    /// The longest delay the login throttle imposes on an account.
+    pub login_max_delay: Duration,
+}
+
+const MINUTE: u64 = 60;
+const DAY: u64 = 24 * 3600;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> anyhow::Result<Config> {
+        Config::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests can supply a map instead of the
+    /// process environment. Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let vars = Vars::new(lookup);
+
+        let environment = match vars.get("APP_ENV").as_deref().map(str::to_ascii_lowercase) {
+            None => Environment::Development,
+            Some(v) if v == "development" || v == "dev" => Environment::Development,
+            Some(v) if v == "production" || v == "prod" => Environment::Production,
+            Some(v) => bail!("APP_ENV must be 'development' or 'production', got '{v}'"),
+        };
+        let debug = vars.flag("DEBUG", false)?;
+
+        match vars.get("JWT_ALGORITHM") {
+            None => {}
+            Some(alg) if alg.eq_ignore_ascii_case("HS256") => {}
+            Some(other) => bail!("JWT_ALGORITHM: only HS256 is supported, got '{other}'"),
+        }
+        let mut warnings = Vec::new();
+        let (jwt_secret, jwt_secret_generated) =
+            secret::jwt_secret(vars.get("JWT_SECRET_KEY"), environment, &mut warnings)?;
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let port: u16 = vars.parse("PORT", 8000)?;
+        let metrics_public = vars.flag("METRICS_PUBLIC", false)?;
+        let metrics_port: u16 = vars.parse("METRICS_PORT", DEFAULT_METRICS_PORT)?;
+        if !metrics_public && metrics_port == port && port != 0 {
+            bail!("METRICS_PORT must differ from PORT ({port}), or set METRICS_PUBLIC=true");
+        }
+        let trusted_proxies = match vars.get("TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(raw) => raw
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::parse::<Cidr>)
+                .collect::<anyhow::Result<Vec<_>>>()
+                .context("TRUSTED_PROXIES")?,
+        };
+        let rate_limits = RateLimits {
+            window: Duration::from_secs(vars.range("RATE_LIMIT_WINDOW_SECONDS", 60, 1..=DAY)?),
+            signup_per_ip: vars.parse("RATE_LIMIT_SIGNUP_PER_IP", 20)?,
+            login_per_ip: vars.parse("RATE_LIMIT_LOGIN_PER_IP", 60)?,
+            refresh_per_ip: vars.parse("RATE_LIMIT_REFRESH_PER_IP", 120)?,
+            password_change_per_ip: vars.parse("RATE_LIMIT_PASSWORD_CHANGE_PER_IP", 20)?,
+            login_failures_per_account: vars.parse("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", 5)?,
+            login_max_delay: Duration::from_secs(vars.range(
+                "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
+                900,
+                1..=DAY,
+            )?),
+        };
+
+        Ok(Config {
+            app_name: vars
+                .get("APP_NAME")
+                .unwrap_or_else(|| "JobPath API".to_owned()),
+            app_version: vars
+                .get("APP_VERSION")
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+            environment,
+            debug,
+            host: vars.parse("HOST", IpAddr::from([0, 0, 0, 0]))?,
+            port,
+            database_url: vars
+                .get("DATABASE_URL")
+                .map(|raw| raw.parse::<DatabaseUrl>())
+                .transpose()?,
+            local_postgres_port: vars.parse("PGPORT", 5432)?,
+            db_ssl_root_cert: vars.get("DB_SSL_ROOT_CERT").map(std::path::PathBuf::from),
+            jwt_secret,
+            jwt_secret_generated,
+            warnings,
+            access_token_ttl: Duration::from_secs(
+                MINUTE * vars.range("ACCESS_TOKEN_EXPIRE_MINUTES", 30, 1..=DAY / MINUTE)?,
+            ),
+            refresh_token_ttl: Duration::from_secs(
+                DAY * vars.range("REFRESH_TOKEN_EXPIRE_DAYS", 30, 1..=365)?,
+            ),
+            refresh_reuse_grace: Duration::from_secs(vars.range(
+                "REFRESH_REUSE_GRACE_SECONDS",
+                10,
+                0..=300,
+            )?),
+            bcrypt_cost: vars.range("BCRYPT_ROUNDS", 12, 4..=31)?,
+            hash_threads: vars.range("HASH_THREADS", cores, 1..)?,
+            cors_origins: CorsOrigins::parse(vars.get("CORS_ORIGINS"))?,
+            log_level: vars
+                .get("LOG_LEVEL")
+                .unwrap_or_else(|| if debug { "debug" } else { "info" }.to_owned()),
+            log_format: match vars
+                .get("LOG_FORMAT")
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+            {
+                None => LogFormat::Text,
+                Some(v) if v == "text" => LogFormat::Text,
+                Some(v) if v == "json" => LogFormat::Json,
+                Some(v) => bail!("LOG_FORMAT must be 'text' or 'json', got '{v}'"),
+            },
+            db_pool_size: vars.range("DB_POOL_SIZE", 20, 1..)?,
+            db_max_overflow: vars.parse("DB_MAX_OVERFLOW", 10)?,
+            db_pool_timeout: vars.seconds("DB_POOL_TIMEOUT_SECONDS", 5.0)?,
+            // Generous by default: an orchestrator may start the database and the server
+            // together, and a first-time database initialisation takes a while.
+            db_startup_timeout: Duration::from_secs(vars.range(
+                "DB_STARTUP_TIMEOUT_SECONDS",
+                60,
+                0..=3600,
+            )?),
+            shutdown_grace: vars.seconds("SHUTDOWN_GRACE_SECONDS", 30.0)?,
+            header_read_timeout: vars.seconds("HEADER_READ_TIMEOUT_SECONDS", 10.0)?,
+            // As long as the headers get: 64 KiB in 10 s is a very slow client still.
+            body_read_timeout: vars.seconds("BODY_READ_TIMEOUT_SECONDS", 10.0)?,
+            max_connections: vars.range("MAX_CONNECTIONS", 1024, 1..=1_000_000)?,
+            rate_limits,
+            trusted_proxies,
+            event_retention: Duration::from_secs(
+                DAY * vars.range("EVENT_RETENTION_DAYS", 90, 1..=3650)?,
+            ),
+            metrics_public,
+            metrics_port,
+        })
+    }
+
+    /// Every setting as `(variable, effective value)`, in the order of [`VARIABLES`], for
+    /// `jobpath-server check-config`. Secrets are redacted: the JWT secret is never shown,
+    /// and neither is the database password (the rest of the URL is).
+    pub fn effective(&self) -> Vec<(&'static str, String)> {
+        let secs = |d: Duration| format!("{}", d.as_secs_f64());
+        let days = |d: Duration| (d.as_secs() / DAY).to_string();
+        let jwt = if self.jwt_secret_generated {
+            "<unset: a random secret for each process>".to_owned()
+        } else {
+            "<set, redacted>".to_owned()
+        };
+        let database = match &self.database_url {
+            Some(url) => url.to_string(),
+            None => "<unset: the local PostgreSQL, see docs/configuration.md>".to_owned(),
+        };
+        let limits = &self.rate_limits;
+        vec![
+            ("APP_ENV", format!("{:?}", self.environment).to_lowercase()),
+            ("APP_NAME", self.app_name.clone()),
+            ("APP_VERSION", self.app_version.clone()),
+            ("DEBUG", self.debug.to_string()),
+            ("HOST", self.host.to_string()),
+            ("PORT", self.port.to_string()),
+            ("DATABASE_URL", database),
+            ("PGPORT", self.local_postgres_port.to_string()),
+            (
+                "DB_SSL_ROOT_CERT",
+                self.db_ssl_root_cert
+                    .as_ref()
+                    .map_or_else(|| "<unset>".to_owned(), |p| p.display().to_string()),
+            ),
+            ("JWT_SECRET_KEY", jwt),
+            ("JWT_ALGORITHM", "HS256".to_owned()),
+            (
+                "ACCESS_TOKEN_EXPIRE_MINUTES",
+                (self.access_token_ttl.as_secs() / MINUTE).to_string(),
+            ),
+            ("REFRESH_TOKEN_EXPIRE_DAYS", days(self.refresh_token_ttl)),
+            (
+                "REFRESH_REUSE_GRACE_SECONDS",
+                secs(self.refresh_reuse_grace),
+            ),
+            ("BCRYPT_ROUNDS", self.bcrypt_cost.to_string()),
+            ("HASH_THREADS", self.hash_threads.to_string()),
+            ("CORS_ORIGINS", self.cors_origins.to_string()),
+            ("LOG_LEVEL", self.log_level.clone()),
+            (
+                "LOG_FORMAT",
+                format!("{:?}", self.log_format).to_lowercase(),
+            ),
+            ("DB_POOL_SIZE", self.db_pool_size.to_string()),
+            ("DB_MAX_OVERFLOW", self.db_max_overflow.to_string()),
+            ("DB_POOL_TIMEOUT_SECONDS", secs(self.db_pool_timeout)),
+            ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),
+            (
+                "HEADER_READ_TIMEOUT_SECONDS",
+                secs(self.header_read_timeout),
+            ),
+            ("BODY_READ_TIMEOUT_SECONDS", secs(self.body_read_timeout)),
+            ("DB_STARTUP_TIMEOUT_SECONDS", secs(self.db_startup_timeout)),
+            ("MAX_CONNECTIONS", self.max_connections.to_string()),
+            ("RATE_LIMIT_WINDOW_SECONDS", secs(limits.window)),
+            ("RATE_LIMIT_SIGNUP_PER_IP", limits.signup_per_ip.to_string()),
+            ("RATE_LIMIT_LOGIN_PER_IP", limits.login_per_ip.to_string()),
+            (
+                "RATE_LIMIT_REFRESH_PER_IP",
+                limits.refresh_per_ip.to_string(),
+            ),
+            (
+                "RATE_LIMIT_PASSWORD_CHANGE_PER_IP",
+                limits.password_change_per_ip.to_string(),
+            ),
+            (
+                "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
+                limits.login_failures_per_account.to_string(),
+            ),
+            (
+                "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
+                secs(limits.login_max_delay),
+            ),
+            (
+                "TRUSTED_PROXIES",
+                self.trusted_proxies
+                    .iter()
+                    .map(Cidr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("EVENT_RETENTION_DAYS", days(self.event_retention)),
+            ("METRICS_PUBLIC", self.metrics_public.to_string()),
+            ("METRICS_PORT", self.metrics_port.to_string()),
+        ]
+    }
+
+    /// The most connections the pool opens: `DB_POOL_SIZE` kept, plus `DB_MAX_OVERFLOW` more
+    /// under load (closed again once idle).
+    pub fn db_max_connections(&self) -> usize {
+        self.db_pool_size + self.db_max_overflow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn no_configuration_at_all_gives_development_defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.environment, Environment::Development);
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.access_token_ttl, Duration::from_secs(30 * 60));
+        assert_eq!(c.bcrypt_cost, 12);
+        assert_eq!(c.refresh_token_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(c.refresh_reuse_grace, Duration::from_secs(10));
+        assert_eq!((c.db_pool_size, c.db_max_overflow), (20, 10));
+        assert_eq!(c.db_pool_timeout, Duration::from_secs(5));
+        assert_eq!(c.db_startup_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.rate_limits.window, Duration::from_secs(60));
+        assert_eq!(c.rate_limits.login_per_ip, 60);
+        assert_eq!(c.rate_limits.login_failures_per_account, 5);
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.event_retention, Duration::from_secs(90 * 24 * 3600));
+        assert!(c.jwt_secret_generated);
+        assert!(c.jwt_secret.expose().len() >= MIN_SECRET_BYTES);
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = config(&[("PORT", "eighty")]).unwrap_err();
+        assert!(format!("{err:#}").contains("PORT"), "{err:#}");
+        let err = config(&[("BCRYPT_ROUNDS", "40")]).unwrap_err();
+        assert!(format!("{err:#}").contains("BCRYPT_ROUNDS"), "{err:#}");
+        let err = config(&[("CORS_ORIGINS", "not an origin")]).unwrap_err();
+        assert!(format!("{err:#}").contains("CORS_ORIGINS"), "{err:#}");
+        let err = config(&[("JWT_ALGORITHM", "none")]).unwrap_err();
+        assert!(format!("{err:#}").contains("JWT_ALGORITHM"), "{err:#}");
+        let err = config(&[("MAX_CONNECTIONS", "0")]).unwrap_err();
+        assert!(format!("{err:#}").contains("MAX_CONNECTIONS"), "{err:#}");
+        for (var, bad) in [
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TRUSTED_PROXIES", "proxy.internal"),
+            ("RATE_LIMIT_LOGIN_PER_IP", "-1"),
+            ("RATE_LIMIT_WINDOW_SECONDS", "0"),
+            ("EVENT_RETENTION_DAYS", "0"),
+        ] {
+            let err = config(&[(var, bad)]).unwrap_err();
+            assert!(format!("{err:#}").contains(var), "{err:#}");
+        }
+        let err = config(&[("DB_STARTUP_TIMEOUT_SECONDS", "-1")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("DB_STARTUP_TIMEOUT_SECONDS"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn production_refuses_missing_placeholder_or_short_secrets() {
+        let prod = ("APP_ENV", "production");
+        for secret in [
+            None,
+            Some("change-me-to-a-long-random-value-please!!"),
+            Some("short"),
+        ] {
+            let mut vars = vec![prod];
+            if let Some(s) = secret {
+                vars.push(("JWT_SECRET_KEY", s));
+            }
+            let err = config(&vars).unwrap_err();
+            assert!(format!("{err:#}").contains("JWT_SECRET_KEY"), "{err:#}");
+        }
+        let ok = config(&[prod, ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA")]).unwrap();
+        assert!(!ok.jwt_secret_generated);
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let c = config(&[
+            ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
+            ("DATABASE_URL", "postgres://u:hunter2@db/app"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("k3H9x2"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidr_blocks_matching_both_address_spellings() {
+        let c = config(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1, fd00::/8")]).unwrap();
+        let trusted = |ip: &str| {
+            c.trusted_proxies
+                .iter()
+                .any(|b| b.contains(ip.parse().unwrap()))
+        };
+        assert!(trusted("10.200.3.4"));
+        assert!(trusted("::ffff:10.1.2.3"));
+        assert!(trusted("127.0.0.1"));
+        assert!(!trusted("127.0.0.2"));
+        assert!(trusted("fd12::1"));
+        assert!(!trusted("11.0.0.1"));
+        assert!(!trusted("2001:db8::1"));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_effective_configuration_redacts_both_secrets() {
+        let c = config(&[
+            ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
+            (
+                "DATABASE_URL",
+                "postgres://app:hunter2@db.internal:5433/jobs",
+            ),
+        ])
+        .unwrap();
+        let shown: Vec<String> = c
+            .effective()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let shown = shown.join("\n");
+        assert!(!shown.contains("k3H9x2"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("DATABASE_URL=postgres://app:<redacted>@db.internal:5433/jobs"),
+            "{shown}"
+        );
+        assert!(shown.contains("JWT_SECRET_KEY=<set, redacted>"), "{shown}");
+        assert!(shown.contains("METRICS_PORT=9100"), "{shown}");
+    }
+
+    #[test]
+    fn a_database_url_that_does_not_parse_is_refused_without_echoing_it() {
+        let err = config(&[("DATABASE_URL", "postgres://app:hunter2@db:notaport/x")]).unwrap_err();
+        let shown = format!("{err:#}");
+        assert!(shown.contains("DATABASE_URL"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn the_metrics_port_must_not_be_the_api_port_unless_metrics_are_public() {
+        let err = config(&[("PORT", "9100")]).unwrap_err();
+        assert!(format!("{err:#}").contains("METRICS_PORT"), "{err:#}");
+        let c = config(&[("PORT", "9100"), ("METRICS_PUBLIC", "true")]).unwrap();
+        assert!(c.metrics_public);
+    }
+
+    #[test]
+    fn cors_origins_parse_as_a_list_or_any() {
+        let c = config(&[(
+            "CORS_ORIGINS",
+            "http://localhost:3000, https://app.example.com/",
+        )])
+        .unwrap();
+        assert!(c.cors_origins.allows("https://app.example.com"));
+        assert!(!c.cors_origins.allows("https://evil.example.com"));
+        assert_eq!(
+            config(&[("CORS_ORIGINS", "*")]).unwrap().cors_origins,
+            CorsOrigins::Any
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! Secrets in the configuration: [`Secret`], which never shows itself in `Debug`, and the
+//! rules for the JWT signing key (`JWT_SECRET_KEY`).
+//!
+//! Outside development the key must be set, at least [`MIN_SECRET_BYTES`] long, and not a
+//! placeholder copied from documentation; in development a missing one is replaced by a
+//! random key for the one process (with a loud warning, logged by `main`), and a weak one is
+//! accepted with a warning.
+
+use std::fmt;
+
+use anyhow::bail;
+
+use super::Environment;
+
+/// Minimum JWT secret length outside development (HS256 keys shorter than the hash are weak).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A value that must never appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Words that mark a secret copied from documentation rather than generated.
+const PLACEHOLDERS: &[&str] = &["change", "placeholder", "example", "your-secret", "replace"];
+
+/// The signing key from `raw` (`JWT_SECRET_KEY`), and whether it was generated because none
+/// was set. Problems tolerated in development are pushed onto `warnings`.
+pub fn jwt_secret(
+    raw: Option<String>,
+    env: Environment,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Secret, bool)> {
+    let problem = match &raw {
+        None => Some("is not set"),
+        Some(s)
+            if PLACEHOLDERS
+                .iter()
+                .any(|p| s.to_ascii_lowercase().contains(p)) =>
+        {
+            Some("is a placeholder")
+        }
+        Some(s) if s.len() < MIN_SECRET_BYTES => Some("is shorter than 32 bytes"),
+        Some(_) => None,
+    };
+    match (raw, problem) {
+        (Some(s), None) => Ok((Secret(s), false)),
+        (_, Some(problem)) if env == Environment::Production => bail!(
+            "JWT_SECRET_KEY {problem}; in production it must be a random value of at least \
+             {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`)"
+        ),
+        (Some(s), Some(problem)) => {
+            warnings.push(format!(
+                "JWT_SECRET_KEY {problem}; accepted only because APP_ENV=development"
+            ));
+            Ok((Secret(s), false))
+        }
+        (None, _) => {
+            use base64::Engine as _;
+            use rand::RngCore as _;
+            let mut bytes = [0u8; 48];
+            rand::rng().fill_bytes(&mut bytes);
+            let secret = base64::engine::general_purpose::STANDARD.encode(bytes);
+            Ok((Secret(secret), true))
+        }
+    }
+}
