@@ -127,6 +127,11 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<Cidr>,
+    // --- edges: TRUSTED_PROXY_HEADER ---
+    /// The one header the trusted proxies write the client's address to
+    /// (`TRUSTED_PROXY_HEADER`); the other is ignored.
+    pub trusted_proxy_header: ProxyHeader,
+    // --- end edges ---
     /// How long security events are kept (`EVENT_RETENTION_DAYS`).
     pub event_retention: Duration,
     /// Serve `/metrics` on the public port too. Off by default: the numbers describe the
@@ -151,6 +156,37 @@ pub struct RateLimits {
     /// The longest delay the login throttle imposes on an account.
     pub login_max_delay: Duration,
 }
+
+// --- edges: TRUSTED_PROXY_HEADER ---
+/// The header a trusted proxy appends the client's address to. Exactly one is read: were
+/// both, a client could send the one its proxy does not write, already filled in, and
+/// choose its own address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For` (the default: what nginx, HAProxy and the cloud balancers write).
+    XForwardedFor,
+    /// `Forwarded: for=` (RFC 7239).
+    Forwarded,
+}
+
+impl ProxyHeader {
+    /// As in `TRUSTED_PROXY_HEADER`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyHeader::XForwardedFor => "x-forwarded-for",
+            ProxyHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
+fn parse_proxy_header(raw: &str) -> anyhow::Result<ProxyHeader> {
+    match raw.to_ascii_lowercase().as_str() {
+        "x-forwarded-for" => Ok(ProxyHeader::XForwardedFor),
+        "forwarded" => Ok(ProxyHeader::Forwarded),
+        _ => bail!("must be 'x-forwarded-for' or 'forwarded'"),
+    }
+}
+// --- end edges ---
 
 /// An address block such as `10.0.0.0/8` or `::1/128`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,6 +422,14 @@ impl Config {
             max_connections,
             rate_limits,
             trusted_proxies,
+            // --- edges: TRUSTED_PROXY_HEADER ---
+            trusted_proxy_header: parse_or(
+                &get,
+                "TRUSTED_PROXY_HEADER",
+                ProxyHeader::XForwardedFor,
+                parse_proxy_header,
+            )?,
+            // --- end edges ---
             event_retention: Duration::from_secs(retention_days * 24 * 3600),
             metrics_public,
             metrics_port,
@@ -487,6 +531,12 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
+            // --- edges: TRUSTED_PROXY_HEADER ---
+            (
+                "TRUSTED_PROXY_HEADER",
+                self.trusted_proxy_header.name().to_owned(),
+            ),
+            // --- end edges ---
             (
                 "EVENT_RETENTION_DAYS",
                 (self.event_retention.as_secs() / 86_400).to_string(),
@@ -630,6 +680,7 @@ mod tests {
         assert_eq!(c.rate_limits.login_per_ip, 60);
         assert_eq!(c.rate_limits.login_failures_per_account, 5);
         assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.trusted_proxy_header, ProxyHeader::XForwardedFor);
         assert_eq!(c.event_retention, Duration::from_secs(90 * 24 * 3600));
         assert!(c.jwt_secret_generated);
         assert!(c.jwt_secret.expose().len() >= MIN_SECRET_BYTES);
@@ -651,6 +702,7 @@ mod tests {
         for (var, bad) in [
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("TRUSTED_PROXIES", "proxy.internal"),
+            ("TRUSTED_PROXY_HEADER", "x-real-ip"),
             ("RATE_LIMIT_LOGIN_PER_IP", "-1"),
             ("RATE_LIMIT_WINDOW_SECONDS", "0"),
             ("EVENT_RETENTION_DAYS", "0"),

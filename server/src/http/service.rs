@@ -84,6 +84,7 @@ where
                             peer.ip(),
                             req.headers(),
                             &state.config.trusted_proxies,
+                            state.config.trusted_proxy_header,
                         ),
                         user_agent: call::user_agent(req.headers().get(USER_AGENT)),
                         request_id: Arc::clone(&request_id),
