@@ -226,11 +226,35 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(err: tokio_postgres::Error) -> Self {
+        if err.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION) {
+            return check_violation(err.as_db_error().and_then(|db| db.constraint()));
+        }
         if is_transient(&err) {
             ApiError::Unavailable(err.into())
         } else {
             ApiError::Internal(err.into())
         }
+    }
+}
+
+/// A row the database refused (`23514 check_violation`): the client's value broke a
+/// constraint the server's own checks did not foresee, so a 422, not a 500. The field is
+/// named when the constraint's name says which (`users_email_length` → `email`). Only the
+/// constraint's name is logged: the error's `DETAIL` quotes the whole row.
+fn check_violation(constraint: Option<&str>) -> ApiError {
+    tracing::warn!(
+        constraint = constraint.unwrap_or("<unnamed>"),
+        "a check constraint refused the request"
+    );
+    match constraint {
+        Some(name) if name.starts_with("users_email_") => ApiError::validation(
+            "email",
+            "Email cannot be stored: it is too long or not in normal form",
+        ),
+        _ => ApiError::Validation {
+            message: "The request contains a value that cannot be stored".into(),
+            field: None,
+        },
     }
 }
 

@@ -9,7 +9,7 @@ use reqwest::Method;
 use uuid::Uuid;
 
 use crate::capture::Capture;
-use crate::helpers::{expect_raw_error, spawn_app, unique_email};
+use crate::helpers::{expect_raw_error, spawn_app, spawn_app_with, unique_email};
 
 /// (method, path with its parameters filled in, operationId) of every operation whose
 /// `security:` requires `bearerAuth`.
@@ -149,7 +149,8 @@ async fn a_bare_options_answers_with_the_paths_allow_as_a_405_would() {
 
 #[tokio::test]
 async fn metrics_port_responses_carry_a_request_id_and_nosniff() {
-    let app = spawn_app().await;
+    // As on the public port, an incoming id is kept only from a trusted proxy.
+    let app = spawn_app_with(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
     let url = app.metrics_url.clone().expect("a metrics listener");
     for url in [url.clone(), url.replace("/metrics", "/other")] {
         let resp = reqwest::Client::new()

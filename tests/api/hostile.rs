@@ -241,6 +241,122 @@ async fn an_email_differing_only_in_case_or_spaces_is_409() {
     assert_eq!(app.db.count("SELECT count(*) FROM users").await, 1);
 }
 
+/// Signs up `email` through the client; the result.
+async fn try_signup(
+    app: &TestApp,
+    email: &str,
+) -> Result<jobpath_client::ResponseValue<types::SignupResponse>, jobpath_client::Error<types::Error>>
+{
+    app.api
+        .signup()
+        .body(
+            types::Credentials::builder()
+                .email(email)
+                .password(PASSWORD),
+        )
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn an_email_differing_only_in_unicode_normal_form_or_width_is_409() {
+    let app = spawn_app().await;
+    // NFC: a precomposed é.
+    app.signup("jos\u{e9}@example.com", PASSWORD).await;
+    for variant in [
+        // NFD: e + combining acute accent.
+        "jose\u{301}@example.com",
+        // Fullwidth letters, at sign and full stop.
+        "\u{ff4a}\u{ff4f}\u{ff53}\u{e9}\u{ff20}\u{ff45}\u{ff58}\u{ff41}\u{ff4d}\u{ff50}\u{ff4c}\u{ff45}\u{ff0e}\u{ff43}\u{ff4f}\u{ff4d}",
+        "JOSE\u{301}@EXAMPLE.COM",
+    ] {
+        let result = try_signup(&app, variant).await;
+        expect_error(result, 409, "email_already_registered");
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM users").await, 1);
+    // Login normalises the same way.
+    app.login("jose\u{301}@example.com", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn an_email_with_invisible_characters_is_422() {
+    let app = spawn_app().await;
+    for email in [
+        "ada\u{200b}@example.com",       // zero-width space
+        "a\u{200d}da@example.com",       // zero-width joiner
+        "ada\u{ad}lovelace@example.com", // soft hyphen
+        "ada@exam\u{ad}ple.com",         // soft hyphen in the domain
+        "\u{202e}moc.elpmaxe@ada",       // right-to-left override
+        "ada\u{2066}@example.com",       // left-to-right isolate
+        "ada\u{200f}@example.com",       // right-to-left mark
+        "\u{feff}ada@example.com",       // byte order mark
+        "ada\u{2060}@example.com",       // word joiner
+        "ada\u{fe0f}@example.com",       // variation selector
+    ] {
+        refused_email(&app, json!(email)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idn_domain_is_stored_as_its_a_label() {
+    let app = spawn_app().await;
+    let created = app.signup("ada@B\u{fc}cher.example", PASSWORD).await;
+    assert_eq!(created.email, "ada@xn--bcher-kva.example");
+    let stored: String = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT email FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "ada@xn--bcher-kva.example");
+    expect_error(
+        try_signup(&app, "ada@xn--bcher-kva.example").await,
+        409,
+        "email_already_registered",
+    );
+    app.login("ada@b\u{fc}cher.example", PASSWORD).await;
+    app.login("ADA@xn--bcher-kva.example", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn an_email_that_lengthens_when_lower_cased_is_422_not_500() {
+    let app = spawn_app().await;
+    // 249 characters, 489 once lower-cased: each İ becomes i + U+0307.
+    let domain_labels = format!("a@{}com", format!("{}.", "\u{130}".repeat(60)).repeat(4));
+    assert_eq!(domain_labels.chars().count(), 249);
+    // A local part of 40 characters that is 80 once lower-cased.
+    let local = format!("{}@example.com", "\u{130}".repeat(40));
+    for email in [domain_labels, local] {
+        refused_email(&app, json!(email)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_value_a_check_constraint_refuses_is_422_naming_the_field_not_500() {
+    let app = spawn_app().await;
+    // A constraint the server's own checks do not know of, as a future migration might add.
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "ALTER TABLE users ADD CONSTRAINT users_email_not_forbidden \
+             CHECK (email NOT LIKE 'forbidden%')",
+        )
+        .await
+        .unwrap();
+    let body = refused_signup(
+        &app,
+        signup_json(json!("forbidden@example.com"), json!(PASSWORD)),
+        JSON,
+        422,
+        "validation_error",
+    )
+    .await;
+    assert_eq!(body["detail"]["field"], "email");
+}
+
 // --- passwords ----------------------------------------------------------------------------
 
 async fn refused_password(app: &TestApp, password: Option<serde_json::Value>) {

@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 
-use crate::helpers::{expect_raw_error, spawn_app};
+use crate::helpers::{expect_raw_error, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn an_unknown_path_is_a_404_json_error() {
@@ -55,7 +55,8 @@ async fn the_server_serves_its_own_contract() {
 
 #[tokio::test]
 async fn every_response_has_a_request_id_and_nosniff_and_a_sane_incoming_id_is_kept() {
-    let app = spawn_app().await;
+    // Only a trusted proxy's id is kept (`origin::a_clients_own_request_id_is_not_stored_…`).
+    let app = spawn_app_with(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
     let resp = app
         .raw(Method::GET, "/health/live")
         .header("x-request-id", "trace-abc.123")

@@ -20,6 +20,7 @@ mod login;
 mod logout;
 mod me;
 mod metrics;
+mod origin;
 mod policy;
 mod reliability;
 mod sessions;

@@ -4,6 +4,9 @@
 //! policy ([`weakness`]): not one of the most common breached passwords, and not containing
 //! the email's local part.
 
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+
 use crate::errors::ApiError;
 
 /// Longest address SMTP can carry (RFC 5321 path limit).
@@ -14,24 +17,41 @@ pub const PASSWORD_MIN_CHARS: usize = 8;
 /// Generous for passphrases, small enough that hashing input stays trivially cheap.
 pub const PASSWORD_MAX_CHARS: usize = 256;
 
-/// A normalised email address: trimmed and lower-cased, so that uniqueness and look-ups are
-/// case-insensitive.
+/// A normalised email address, so that uniqueness and look-ups see one address however it
+/// was typed: trimmed, NFKC-normalised and lower-cased ([`normalise`]), with the domain as
+/// its IDNA A-label (`xn--…`).
+///
+/// NFKC, not NFC: besides the canonical equivalents NFC merges (a precomposed `é` and `e` +
+/// combining accent), NFKC folds compatibility variants — fullwidth `ａｄａ`, ligatures such
+/// as `ﬁ`, superscripts, circled letters — which look like, and are typed as, the plain
+/// letters. An account key must err towards merging look-alikes: two accounts for what a
+/// person reads as one address is the impersonation this prevents, and UTS 46 folds domains
+/// the same way. Invisible characters (format characters such as zero-width spaces, soft
+/// hyphens and bidi controls, and the other default-ignorable ones) are refused rather than
+/// dropped, so what is stored is what the user sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
-    /// Validates an address for signup.
+    /// Validates an address for signup. Lengths are checked on the normalised value, the
+    /// one stored: lower-casing can lengthen (`İ` becomes `i` + U+0307).
     pub fn parse(raw: &str) -> Result<Email, ApiError> {
         let bad = |message: &'static str| Err(ApiError::validation("email", message));
-        let email = raw.trim();
-        if email.is_empty() {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
             return bad("Email must not be empty");
         }
-        if email.chars().count() > EMAIL_MAX_CHARS {
+        if trimmed.chars().count() > EMAIL_MAX_CHARS {
             return bad("Email must be at most 254 characters");
         }
+        let email = normalise(trimmed);
         if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("Email must not contain spaces or control characters");
+        }
+        if email.chars().any(is_invisible) {
+            return bad(
+                "Email must not contain invisible characters (zero-width, soft hyphen, direction controls)",
+            );
         }
         let Some((local, domain)) = email.split_once('@') else {
             return bad("Email must contain '@'");
@@ -42,17 +62,23 @@ impl Email {
         if local.chars().count() > EMAIL_LOCAL_MAX_CHARS {
             return bad("The part of the email before '@' must be at most 64 characters");
         }
-        let labels_ok = domain
-            .split('.')
-            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
-        if !domain.contains('.') || !labels_ok {
+        // UTS 46 with STD3 rules and DNS lengths: a label of at most 63 octets, no empty
+        // label, no leading or trailing hyphen, letters, digits and hyphens once encoded.
+        let Ok(domain) = idna::domain_to_ascii_strict(domain) else {
+            return bad("Email domain must look like example.com");
+        };
+        if !domain.contains('.') || domain.split('.').any(str::is_empty) {
             return bad("Email domain must look like example.com");
         }
-        Ok(Email(email.to_lowercase()))
+        let email = format!("{local}@{domain}");
+        if email.chars().count() > EMAIL_MAX_CHARS {
+            return bad("Email must be at most 254 characters");
+        }
+        Ok(Email(email))
     }
 
-    /// Normalises an address typed at login without judging its shape: an address that
-    /// could never have signed up simply matches no account.
+    /// Normalises an address typed at login as signup does, without judging its shape: an
+    /// address that could never have signed up simply matches no account.
     pub fn normalise_for_lookup(raw: &str) -> Result<Email, ApiError> {
         // Only the raw value is held to the schema (`minLength: 1`); one that trims to
         // nothing is well-formed input that matches no account.
@@ -66,18 +92,64 @@ impl Email {
                 "Email must be at most 254 characters",
             ));
         }
-        Ok(Email(email.to_lowercase()))
+        let email = normalise(email);
+        // A domain that has no A-label never signed up: keep it as typed, it matches nothing.
+        let email = match email.split_once('@') {
+            Some((local, domain)) => match idna::domain_to_ascii_strict(domain) {
+                Ok(domain) => format!("{local}@{domain}"),
+                Err(_) => email,
+            },
+            None => email,
+        };
+        Ok(Email(email))
     }
 
-    /// Whether any account could have this address. Signup refuses control characters, and
-    /// PostgreSQL cannot even store NUL in text, so such an address is not worth a query.
+    /// Whether any account could have this address. Signup refuses control and invisible
+    /// characters, and PostgreSQL cannot even store NUL in text, so such an address is not
+    /// worth a query; nor is one longer than signup accepts.
     pub fn could_exist(&self) -> bool {
-        !self.0.is_empty() && !self.0.chars().any(char::is_control)
+        !self.0.is_empty()
+            && self.0.chars().count() <= EMAIL_MAX_CHARS
+            && !self.0.chars().any(|c| c.is_control() || is_invisible(c))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// NFKC, lower case, NFKC again: lower-casing an NFKC string can leave it un-normalised
+/// (a lower-case letter may compose with a following mark), and the stored key must be a
+/// fixed point so that normalising it again changes nothing.
+fn normalise(email: &str) -> String {
+    email
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .nfkc()
+        .collect()
+}
+
+/// A character that renders as nothing, or only steers how its neighbours render: Unicode's
+/// format characters (`Cf`: zero-width space and joiners, soft hyphen, bidi embeddings,
+/// overrides, isolates and marks, word joiner, BOM, tags) and the default-ignorable code
+/// points outside `Cf` (combining grapheme joiner, Hangul fillers, Mongolian and other
+/// variation selectors).
+fn is_invisible(c: char) -> bool {
+    c.general_category() == GeneralCategory::Format
+        || matches!(
+            c,
+            '\u{34f}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{ffa0}'
+                | '\u{e0100}'..='\u{e01ef}'
+        )
 }
 
 /// A password that satisfies the policy. `Debug` never shows it.
@@ -207,6 +279,44 @@ mod tests {
     fn emails_are_trimmed_and_lower_cased() {
         let e = Email::parse("  Ada.Lovelace@Example.COM ").unwrap();
         assert_eq!(e.as_str(), "ada.lovelace@example.com");
+    }
+
+    #[test]
+    fn every_spelling_of_an_address_has_one_key() {
+        for spelling in [
+            "jos\u{e9}@b\u{fc}cher.example",
+            "jose\u{301}@bu\u{308}cher.example",
+            "\u{ff2a}OS\u{c9}\u{ff20}B\u{dc}CHER.example",
+            "jos\u{e9}@xn--bcher-kva.example",
+        ] {
+            let key = Email::parse(spelling).unwrap();
+            assert_eq!(
+                key.as_str(),
+                "jos\u{e9}@xn--bcher-kva.example",
+                "{spelling:?}"
+            );
+            assert_eq!(Email::normalise_for_lookup(spelling).unwrap(), key);
+            // A fixed point: the stored key normalises to itself.
+            assert_eq!(Email::parse(key.as_str()).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn invisible_characters_and_lengthening_addresses_are_refused() {
+        for bad in [
+            "ada\u{200b}@example.com",
+            "ada\u{ad}@example.com",
+            "\u{202e}ada@example.com",
+            "ada@exam\u{200d}ple.com",
+            "ada\u{34f}@example.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "accepted {bad:?}");
+            assert!(!Email::normalise_for_lookup(bad).unwrap().could_exist());
+        }
+        let local = format!("{}@example.com", "\u{130}".repeat(40));
+        assert!(Email::parse(&local).is_err());
+        let domain = format!("a@{}com", format!("{}.", "\u{130}".repeat(60)).repeat(4));
+        assert!(Email::parse(&domain).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 pub use self::database_url::{DatabaseUrl, describe};
-pub use self::network::{Cidr, CorsOrigins, canonical};
+pub use self::network::{Cidr, CorsOrigins, ProxyHeader, canonical};
 use self::read::Vars;
 pub use self::secret::{MIN_SECRET_BYTES, Secret};
 
@@ -72,6 +72,7 @@ pub const VARIABLES: &[&str] = &[
     "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
     "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
     "TRUSTED_PROXIES",
+    "TRUSTED_PROXY_HEADER",
     "EVENT_RETENTION_DAYS",
     "METRICS_PUBLIC",
     "METRICS_PORT",
@@ -142,6 +143,9 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<Cidr>,
+    /// The one header the trusted proxies write the client's address to
+    /// (`TRUSTED_PROXY_HEADER`); the other is ignored.
+    pub trusted_proxy_header: ProxyHeader,
     /// How long security events are kept (`EVENT_RETENTION_DAYS`).
     pub event_retention: Duration,
     /// Serve `/metrics` on the public port too. Off by default: the numbers describe the
@@ -293,6 +297,11 @@ impl Config {
             max_connections: vars.range("MAX_CONNECTIONS", 1024, 1..=1_000_000)?,
             rate_limits,
             trusted_proxies,
+            trusted_proxy_header: vars.parse_with(
+                "TRUSTED_PROXY_HEADER",
+                ProxyHeader::XForwardedFor,
+                ProxyHeader::parse,
+            )?,
             event_retention: Duration::from_secs(
                 DAY * vars.range("EVENT_RETENTION_DAYS", 90, 1..=3650)?,
             ),
@@ -389,6 +398,10 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
+            (
+                "TRUSTED_PROXY_HEADER",
+                self.trusted_proxy_header.name().to_owned(),
+            ),
             ("EVENT_RETENTION_DAYS", days(self.event_retention)),
             ("METRICS_PUBLIC", self.metrics_public.to_string()),
             ("METRICS_PORT", self.metrics_port.to_string()),
@@ -434,6 +447,7 @@ mod tests {
         assert_eq!(c.rate_limits.login_per_ip, 60);
         assert_eq!(c.rate_limits.login_failures_per_account, 5);
         assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.trusted_proxy_header, ProxyHeader::XForwardedFor);
         assert_eq!(c.event_retention, Duration::from_secs(90 * 24 * 3600));
         assert!(c.jwt_secret_generated);
         assert!(c.jwt_secret.expose().len() >= MIN_SECRET_BYTES);
@@ -455,6 +469,7 @@ mod tests {
         for (var, bad) in [
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("TRUSTED_PROXIES", "proxy.internal"),
+            ("TRUSTED_PROXY_HEADER", "x-real-ip"),
             ("RATE_LIMIT_LOGIN_PER_IP", "-1"),
             ("RATE_LIMIT_WINDOW_SECONDS", "0"),
             ("EVENT_RETENTION_DAYS", "0"),

@@ -123,3 +123,32 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
+
+/// The header a trusted proxy appends the client's address to (`TRUSTED_PROXY_HEADER`).
+/// Exactly one is read: were both, a client could send the one its proxy does not write,
+/// already filled in, and choose its own address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For` (the default: what nginx, HAProxy and the cloud balancers write).
+    XForwardedFor,
+    /// `Forwarded: for=` (RFC 7239).
+    Forwarded,
+}
+
+impl ProxyHeader {
+    /// As in `TRUSTED_PROXY_HEADER`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyHeader::XForwardedFor => "x-forwarded-for",
+            ProxyHeader::Forwarded => "forwarded",
+        }
+    }
+
+    pub(super) fn parse(raw: &str) -> anyhow::Result<ProxyHeader> {
+        match raw.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ProxyHeader::XForwardedFor),
+            "forwarded" => Ok(ProxyHeader::Forwarded),
+            _ => anyhow::bail!("must be 'x-forwarded-for' or 'forwarded'"),
+        }
+    }
+}

@@ -1,25 +1,35 @@
 //! Which address a request comes from, for rate limits, sessions and the event log.
 //!
 //! The socket peer, unless the peer is a trusted proxy (`TRUSTED_PROXIES`): then the
-//! right-most address in `X-Forwarded-For` (or, without it, `Forwarded: for=`) that is not
-//! itself a trusted proxy. Only the right-hand end of those headers is trustworthy: each
-//! proxy appends the address it saw, and everything to the left of the last trusted hop was
-//! written by the client and can say anything. With no trusted proxies (the default) the
-//! headers are ignored, so a client cannot escape its per-IP limit by sending them.
+//! right-most address in the one header those proxies write (`TRUSTED_PROXY_HEADER`:
+//! `X-Forwarded-For` or `Forwarded: for=`) that is not itself a trusted proxy. Only the
+//! right-hand end of that header is trustworthy: each proxy appends the address it saw, and
+//! everything to the left of the last trusted hop was written by the client and can say
+//! anything. The other header is never read, not even as a fallback: the proxy does not
+//! touch it, so all of it is the client's. With no trusted proxies (the default) both are
+//! ignored, so a client cannot escape its per-IP limit by sending them.
 
 use std::net::IpAddr;
 
 use http::HeaderMap;
 
-use crate::config::{Cidr, canonical};
+use crate::config::{Cidr, ProxyHeader, canonical};
 
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[Cidr],
+    header: ProxyHeader,
+) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|block| block.contains(ip));
     let mut current = canonical(peer);
     if !is_trusted(current) {
         return current;
     }
-    let hops = forwarded_for(headers);
+    let hops = match header {
+        ProxyHeader::XForwardedFor => x_forwarded_for(headers),
+        ProxyHeader::Forwarded => forwarded(headers),
+    };
     for hop in hops.iter().rev() {
         match hop {
             // A hop a proxy could not name (`unknown`, a garbled value): nothing to its left
@@ -36,18 +46,20 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
     current
 }
 
-/// The addresses of `X-Forwarded-For` (all its lines, in order), or if it is absent those of
-/// `Forwarded`'s `for=` parameters; `None` for an entry that is not an address.
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let xff: Vec<Option<IpAddr>> = headers
+/// The addresses of `X-Forwarded-For` (all its lines, in order); `None` for an entry that
+/// is not an address.
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    headers
         .get_all("x-forwarded-for")
         .iter()
         .flat_map(|v| v.to_str().ok().unwrap_or("?").split(','))
         .map(|s| parse_node(s.trim()))
-        .collect();
-    if !xff.is_empty() {
-        return xff;
-    }
+        .collect()
+}
+
+/// The addresses of `Forwarded`'s `for=` parameters (all its lines, in order); `None` for
+/// an entry that is not an address.
+fn forwarded(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     headers
         .get_all(http::header::FORWARDED)
         .iter()
@@ -94,6 +106,9 @@ mod tests {
         s.parse().unwrap()
     }
 
+    const XFF: ProxyHeader = ProxyHeader::XForwardedFor;
+    const FORWARDED: ProxyHeader = ProxyHeader::Forwarded;
+
     fn blocks(list: &[&str]) -> Vec<Cidr> {
         list.iter().map(|b| b.parse().unwrap()).collect()
     }
@@ -101,9 +116,9 @@ mod tests {
     #[test]
     fn headers_from_an_untrusted_peer_are_ignored() {
         let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
-        assert_eq!(client_ip(ip("9.9.9.9"), &h, &[]), ip("9.9.9.9"));
+        assert_eq!(client_ip(ip("9.9.9.9"), &h, &[], XFF), ip("9.9.9.9"));
         assert_eq!(
-            client_ip(ip("9.9.9.9"), &h, &blocks(&["10.0.0.0/8"])),
+            client_ip(ip("9.9.9.9"), &h, &blocks(&["10.0.0.0/8"]), XFF),
             ip("9.9.9.9")
         );
     }
@@ -113,25 +128,59 @@ mod tests {
         let trusted = blocks(&["10.0.0.0/8"]);
         // The client forged the first entry; the proxy appended what it saw.
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.0.0.2")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("203.0.113.7"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &h, &trusted, XFF),
+            ip("203.0.113.7")
+        );
         let h = headers(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "203.0.113.7"),
         ]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("203.0.113.7"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &h, &trusted, XFF),
+            ip("203.0.113.7")
+        );
         let h = headers(&[(
             "forwarded",
             r#"for=6.6.6.6, for="[2001:db8::7]:4711";proto=https"#,
         )]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::7"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &h, &trusted, FORWARDED),
+            ip("2001:db8::7")
+        );
     }
 
     #[test]
     fn a_garbled_hop_stops_the_walk_at_the_last_known_address() {
         let trusted = blocks(&["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "6.6.6.6, unknown, 10.0.0.3")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.3"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted, XFF), ip("10.0.0.3"));
         let none = HeaderMap::new();
-        assert_eq!(client_ip(ip("10.0.0.1"), &none, &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &none, &trusted, XFF),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read_with_no_fallback_to_the_other() {
+        let trusted = blocks(&["10.0.0.0/8"]);
+        let both = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=203.0.113.7"),
+        ]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &both, &trusted, FORWARDED),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &both, &trusted, XFF),
+            ip("6.6.6.6")
+        );
+        let other_only = headers(&[("forwarded", "for=6.6.6.6")]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &other_only, &trusted, XFF),
+            ip("10.0.0.1")
+        );
     }
 }

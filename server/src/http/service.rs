@@ -1,6 +1,7 @@
 //! The outer request wrapper: the only place that turns errors into responses.
 //!
-//! For every request it assigns a request id (a sane incoming `X-Request-Id` is kept),
+//! For every request it assigns a request id (a sane incoming `X-Request-Id` is kept when
+//! a trusted proxy sent it),
 //! opens a tracing span, resolves the route once, answers `OPTIONS` (a CORS preflight, or a
 //! bare `OPTIONS` with `Allow`), 404 and 405 itself, hands a matched request to the
 //! dispatch step it was given (`handlers::dispatch`: transport never names a handler),
@@ -29,6 +30,7 @@ use super::cors;
 use super::response::{self, Response};
 use super::router::{Page, Params, Resolved, Target};
 use crate::call::{self, Call};
+use crate::config::Cidr;
 use crate::errors::ApiError;
 use crate::state::AppState;
 
@@ -52,7 +54,7 @@ where
 {
     let started = Instant::now();
     // Shared with the handler's `Call` without copying.
-    let request_id: Arc<str> = request_id(&req).into();
+    let request_id: Arc<str> = request_id(&req, peer, &state.config.trusted_proxies).into();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let origin = req.headers().get(ORIGIN).cloned();
@@ -84,6 +86,7 @@ where
                             peer.ip(),
                             req.headers(),
                             &state.config.trusted_proxies,
+                            state.config.trusted_proxy_header,
                         ),
                         user_agent: call::user_agent(req.headers().get(USER_AGENT)),
                         request_id: Arc::clone(&request_id),
@@ -181,7 +184,7 @@ where
     D: FnOnce(Arc<AppState>, Target, Call, Params, Request<B>) -> Fut,
     Fut: Future<Output = Result<Response, ApiError>>,
 {
-    let request_id: Arc<str> = request_id(&req).into();
+    let request_id: Arc<str> = request_id(&req, peer, &state.config.trusted_proxies).into();
     let outcome = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             let call = Call {
@@ -215,9 +218,14 @@ fn head_too_large<B>(req: &Request<B>) -> bool {
     headers.len() > MAX_HEADERS || bytes > MAX_HEAD_BYTES
 }
 
-/// Keeps a client's `X-Request-Id` when it is short and plain, so ids can be followed across
-/// services; otherwise (absent, or something that could forge log lines) makes a new one.
-fn request_id<B>(req: &Request<B>) -> String {
+/// Keeps the `X-Request-Id` of a trusted proxy (`TRUSTED_PROXIES`) when it is short and
+/// plain, so ids can be followed across services; otherwise (absent, from anyone else, or
+/// something that could forge log lines) makes a new one. Ids end up in the event log, and
+/// one a client chose could pin its requests on another's or hide them among repeats.
+fn request_id<B>(req: &Request<B>, peer: SocketAddr, trusted: &[Cidr]) -> String {
+    if !trusted.iter().any(|block| block.contains(peer.ip())) {
+        return new_request_id();
+    }
     req.headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())

@@ -355,7 +355,14 @@ async fn migrate_applies_every_migration_and_exits_and_is_idempotent() {
 #[tokio::test]
 async fn serve_logs_a_complete_start_up_line_and_request_ids_and_healthcheck_follows_it() {
     let db = Database::create().await;
-    let mut server = Server::start(&db, &[("LOG_FORMAT", "json")]);
+    let mut server = Server::start(
+        &db,
+        &[
+            // The test's own X-Request-Id is kept only from a trusted proxy.
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+            ("LOG_FORMAT", "json"),
+        ],
+    );
     let startup = json_line(&server.wait_for("listening"));
     assert_eq!(startup["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(startup["database"], format!("127.0.0.1:5432/{}", db.name()));
@@ -420,7 +427,15 @@ async fn serve_logs_a_complete_start_up_line_and_request_ids_and_healthcheck_fol
 #[tokio::test]
 async fn text_logs_name_the_setup_and_each_requests_id_but_never_the_password() {
     let db = Database::create().await;
-    let mut server = Server::start(&db, &[("LOG_FORMAT", "text"), ("DB_POOL_SIZE", "5")]);
+    let mut server = Server::start(
+        &db,
+        &[
+            // The test's own X-Request-Id is kept only from a trusted proxy.
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+            ("LOG_FORMAT", "text"),
+            ("DB_POOL_SIZE", "5"),
+        ],
+    );
     let startup = server.wait_for("listening");
     for field in [
         format!("version={}", env!("CARGO_PKG_VERSION")),
