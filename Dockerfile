@@ -20,10 +20,14 @@ RUN groupadd --system --gid 10001 jobpath \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin jobpath
 COPY --from=build /src/target/release/jobpath-server /usr/local/bin/jobpath-server
 USER 10001:10001
-# Production by default: the server refuses to start without a real JWT_SECRET_KEY.
+# Production by default: the server refuses to start without a real JWT_SECRET_KEY and a
+# DATABASE_URL. The metrics listener binds every interface of the container, since a published
+# port reaches it on the container's own address, not its loopback; who reaches it from
+# outside is the port publishing's business (compose.yaml publishes it on the host's loopback).
 ENV APP_ENV=production \
     HOST=0.0.0.0 \
     PORT=8000 \
+    METRICS_HOST=0.0.0.0 \
     METRICS_PORT=9100 \
     LOG_FORMAT=json
 EXPOSE 8000 9100

@@ -3,7 +3,8 @@
 //!
 //! - [`cluster`]: a PostgreSQL cluster of a test's own (to stop, restart, or give TLS).
 //! - [`certificates`]: CA-signed and self-signed certificates made with `openssl`.
-//! - [`skip`]: what a test does when this machine cannot run it (a failure under `CI`).
+//! - [`skip`]: what a test does when this machine cannot run it: says why, and under `CI`
+//!   fails instead of passing silently.
 //!
 //! The end-to-end suite itself lives in `api/` (one test binary, see `api/main.rs`).
 

@@ -20,7 +20,7 @@ jobpath-server: the JobPath API authentication backend
 Usage: jobpath-server [COMMAND]
 
 Commands:
-  serve         Apply migrations and serve HTTP (default)
+  serve         Apply (DB_MIGRATIONS=verify: check) migrations and serve HTTP (default)
   migrate       Apply migrations and exit
   check-config  Validate the configuration and print it, secrets redacted
   healthcheck   Exit 0 if the server on HOST:PORT is ready, 1 if not
@@ -29,9 +29,9 @@ Options:
   -h, --help     Print this help
   -V, --version  Print the version
 
-Configuration comes from environment variables and a .env file (looked up from the working
-directory upwards); see .env.example. With none at all, the server uses the PostgreSQL on
-127.0.0.1:5432.";
+Configuration comes from environment variables and, outside production, a .env file in the
+working directory; see docs/configuration.md and .env.example. With none at all, the server
+uses the PostgreSQL on 127.0.0.1:5432.";
 
 /// How long `healthcheck` waits to connect and for the status line. Below the container
 /// `HEALTHCHECK --timeout`, so a hung server is reported by us rather than killed.

@@ -24,7 +24,7 @@
 //!   `DATABASE_URL` parsed once.
 //! - [`telemetry`], [`spec`], [`state`]: start-up and shared state.
 //!
-//! Embedding: [`App::build`] connects and migrates, [`run`] serves an already-bound
+//! Embedding: [`App::build`] connects and migrates (or verifies, `DB_MIGRATIONS`), [`run`] serves an already-bound
 //! listener until a shutdown future completes — so a test binds port 0 in one line. The
 //! metrics listener, when there is one, is handed over the same way
 //! ([`App::serve_metrics_on`]).
@@ -68,7 +68,13 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
         let located = db::locate::locate(&config, &tls).await?;
-        apply_migrations(&located.target, &tls, config.db_startup_timeout).await?;
+        prepare_schema(
+            &located.target,
+            &tls,
+            config.db_startup_timeout,
+            config.db_migrations,
+        )
+        .await?;
         let shared_pool = db::pool_of(
             &located.target,
             &config,
@@ -91,7 +97,7 @@ impl App {
         let refresh = RefreshKeys::new(config.jwt_secret.expose().as_bytes());
         Ok(App {
             state: Arc::new(AppState {
-                router: http::router::Router::new(config.metrics_public),
+                router: http::router::Router::new(config.metrics_public, config.docs_enabled),
                 config,
                 owners: db::owners::OwnerLookups::start(db::shared::Shared::new(
                     shared_pool,
@@ -165,18 +171,36 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
 pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
     let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
     let located = db::locate::locate(config, &tls).await?;
-    apply_migrations(&located.target, &tls, config.db_startup_timeout).await
+    // Whatever DB_MIGRATIONS says: applying is what this command is for.
+    prepare_schema(
+        &located.target,
+        &tls,
+        config.db_startup_timeout,
+        config::Migrations::Apply,
+    )
+    .await
 }
 
-async fn apply_migrations(
+/// Applies pending migrations, or with [`config::Migrations::Verify`] only checks that none
+/// is pending (changing nothing); returns the versions applied.
+async fn prepare_schema(
     pg: &db::connect::Target,
     tls: &db::tls::Tls,
     wait: Duration,
+    mode: config::Migrations,
 ) -> anyhow::Result<Vec<i64>> {
     let mut client = db::connect::with_retry(pg, tls, wait).await?;
-    let applied = db::migrate::run(&mut client).await?;
-    if !applied.is_empty() {
-        tracing::info!(?applied, "applied migrations");
+    match mode {
+        config::Migrations::Apply => {
+            let applied = db::migrate::run(&mut client).await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "applied migrations");
+            }
+            Ok(applied)
+        }
+        config::Migrations::Verify => {
+            db::migrate::verify(&client).await?;
+            Ok(Vec::new())
+        }
     }
-    Ok(applied)
 }

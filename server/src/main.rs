@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use jobpath_server::cli::{self, Command};
-use jobpath_server::config::Config;
+use jobpath_server::config::{self, Config};
 use jobpath_server::{App, telemetry};
 
 fn main() -> ExitCode {
@@ -39,12 +39,15 @@ fn main() -> ExitCode {
 }
 
 fn start(command: Command) -> anyhow::Result<()> {
-    match dotenvy::dotenv() {
-        Ok(_) => {}
-        Err(e) if e.not_found() => {}
-        Err(e) => return Err(e).context("reading .env"),
+    let dotenv = config::dotenv::load()?;
+    let mut config = Config::from_env()?;
+    if dotenv == config::dotenv::DotEnv::IgnoredInProduction {
+        config.warnings.push(
+            "./.env is not read in production (APP_ENV=production); set the variables in \
+             the environment"
+                .to_owned(),
+        );
     }
-    let config = Config::from_env()?;
     match command {
         Command::CheckConfig => {
             print!("{}", cli::effective_config(&config));
@@ -91,10 +94,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics_listener = if config.metrics_public {
         None
     } else {
-        let addr = std::net::SocketAddr::new(config.host, config.metrics_port);
+        let addr = std::net::SocketAddr::new(config.metrics_host, config.metrics_port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding {addr} (HOST/METRICS_PORT)"))?;
+            .with_context(|| format!("binding {addr} (METRICS_HOST/METRICS_PORT)"))?;
         Some(listener)
     };
     let metrics = match &metrics_listener {

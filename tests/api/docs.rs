@@ -219,3 +219,22 @@ async fn the_pages_and_their_assets_are_served_with_types_caching_and_a_strict_c
     assert_eq!(wrong_method.headers()["allow"], "GET, OPTIONS");
     crate::helpers::expect_raw_error(wrong_method, 405, "method_not_allowed").await;
 }
+
+/// `DOCS_ENABLED=false` (the production default) takes the pages and their assets away —
+/// they are not there at all, so a 404 like any unknown path — and leaves the contract
+/// served: clients and the generated client's users still fetch it.
+#[tokio::test]
+async fn with_docs_disabled_the_pages_and_assets_are_404_and_the_spec_is_still_served() {
+    let db = crate::helpers::TestDb::create().await;
+    let config = crate::faults::config_for(&db.url, &[("DOCS_ENABLED", "false")]);
+    let server = crate::helpers::TestServer::start(config).await;
+    for page in ["/docs", "/redoc", "/docs/assets/jobpath/spec.js"] {
+        let resp = server.raw(Method::GET, page).send().await.unwrap();
+        crate::helpers::expect_raw_error(resp, 404, "not_found").await;
+    }
+    for spec in ["/openapi.json", "/openapi.yaml"] {
+        let resp = server.raw(Method::GET, spec).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{spec}");
+    }
+    server.stop().await;
+}

@@ -25,4 +25,5 @@ mod policy;
 mod reliability;
 mod sessions;
 mod signup;
+mod skips;
 mod tls;

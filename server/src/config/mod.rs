@@ -2,9 +2,14 @@
 //!
 //! Every variable has a default that works on a developer's machine, so the server starts with
 //! no configuration at all. A value that does not parse, or lies outside its range, is a
-//! start-up error naming the variable. Outside development (`APP_ENV=production`) the JWT
-//! secret must be set, at least 32 bytes, and not a placeholder; in development a missing one
-//! is replaced by a random secret with a loud warning.
+//! start-up error naming the variable.
+//!
+//! Production (`APP_ENV=production`) is stricter, so that a development default can never
+//! reach a deployment unnoticed: the JWT secret must be set, at least 32 bytes, and not a
+//! placeholder (in development a missing one is replaced by a random secret with a loud
+//! warning); `DATABASE_URL` must be set (no zero-configuration fallback); `BCRYPT_ROUNDS` is
+//! at least [`MIN_PRODUCTION_BCRYPT_COST`]; the documentation pages are off unless
+//! `DOCS_ENABLED=true`; and no `.env` file is read ([`dotenv`]).
 //!
 //! [`VARIABLES`] is the one list of the variables read here; a test holds it equal to what
 //! `check-config` prints, to `.env.example` and to the table of `docs/configuration.md`.
@@ -14,8 +19,10 @@
 //!   password.
 //! - [`secret`]: [`Secret`] (never in `Debug`) and the JWT key's rules.
 //! - [`network`]: CORS origins and trusted proxies.
+//! - [`dotenv`]: the `.env` file of development.
 
 pub mod database_url;
+pub mod dotenv;
 pub mod network;
 pub mod read;
 pub mod secret;
@@ -29,6 +36,11 @@ pub use self::database_url::{DatabaseUrl, describe};
 pub use self::network::{Cidr, CorsOrigins, ProxyHeader, canonical};
 use self::read::Vars;
 pub use self::secret::{MIN_SECRET_BYTES, Secret};
+
+/// The lowest bcrypt cost production accepts: each step halves the work of guessing
+/// passwords from a stolen hash, and below 10 a hash costs an attacker well under 100 ms.
+/// Development keeps 4 and up, so tests stay fast.
+pub const MIN_PRODUCTION_BCRYPT_COST: u32 = 10;
 
 /// The conventional port of a Prometheus exporter (node_exporter's), so a scrape config
 /// that expects one finds it.
@@ -46,6 +58,7 @@ pub const VARIABLES: &[&str] = &[
     "DATABASE_URL",
     "PGPORT",
     "DB_SSL_ROOT_CERT",
+    "DB_MIGRATIONS",
     "JWT_SECRET_KEY",
     "JWT_ALGORITHM",
     "ACCESS_TOKEN_EXPIRE_MINUTES",
@@ -74,7 +87,9 @@ pub const VARIABLES: &[&str] = &[
     "TRUSTED_PROXIES",
     "TRUSTED_PROXY_HEADER",
     "EVENT_RETENTION_DAYS",
+    "DOCS_ENABLED",
     "METRICS_PUBLIC",
+    "METRICS_HOST",
     "METRICS_PORT",
 ];
 
@@ -82,6 +97,27 @@ pub const VARIABLES: &[&str] = &[
 pub enum Environment {
     Development,
     Production,
+}
+
+impl Environment {
+    /// `APP_ENV`: unset is development; `development`/`dev`, `production`/`prod`, any case.
+    pub fn parse(raw: Option<&str>) -> anyhow::Result<Environment> {
+        match raw.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("" | "development" | "dev") => Ok(Environment::Development),
+            Some("production" | "prod") => Ok(Environment::Production),
+            Some(v) => bail!("APP_ENV must be 'development' or 'production', got '{v}'"),
+        }
+    }
+}
+
+/// What start-up does about the schema (`DB_MIGRATIONS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply pending migrations (the role needs the right to change the schema).
+    Apply,
+    /// Only check that every migration is applied, and refuse to start otherwise: the
+    /// runtime role then needs no DDL rights; `jobpath-server migrate` applies them.
+    Verify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +144,13 @@ pub struct Config {
     /// Extra trusted CA certificates (PEM) for TLS to PostgreSQL (`DB_SSL_ROOT_CERT`,
     /// see `db::tls`).
     pub db_ssl_root_cert: Option<std::path::PathBuf>,
+    /// Whether `serve` applies pending migrations or only verifies them (`DB_MIGRATIONS`).
+    pub db_migrations: Migrations,
     pub jwt_secret: Secret,
     /// True when no secret was configured and a random one was generated for this process.
     pub jwt_secret_generated: bool,
-    /// Problems accepted only because this is development; `main` logs them loudly.
+    /// Problems worth a warning at start-up (most accepted only because this is
+    /// development); `main` logs them loudly and `check-config` prints them.
     pub warnings: Vec<String>,
     pub access_token_ttl: Duration,
     /// Lifetime of a session, and so of its refresh tokens (`REFRESH_TOKEN_EXPIRE_DAYS`).
@@ -148,10 +187,17 @@ pub struct Config {
     pub trusted_proxy_header: ProxyHeader,
     /// How long security events are kept (`EVENT_RETENTION_DAYS`).
     pub event_retention: Duration,
+    /// Serve Swagger UI (`/docs`), ReDoc (`/redoc`) and their assets (`DOCS_ENABLED`; on in
+    /// development, off in production). The spec itself (`/openapi.json`, `.yaml`) is
+    /// always served: it is part of the API.
+    pub docs_enabled: bool,
     /// Serve `/metrics` on the public port too. Off by default: the numbers describe the
     /// service's load and should reach the operator's Prometheus, not every client.
     pub metrics_public: bool,
-    /// The port of the separate metrics listener (on `host`), used unless `metrics_public`.
+    /// The address of the separate metrics listener (`METRICS_HOST`, loopback by default:
+    /// a scraper on the same host or a sidecar reaches it, the network does not).
+    pub metrics_host: IpAddr,
+    /// The port of the separate metrics listener, used unless `metrics_public`.
     pub metrics_port: u16,
 }
 
@@ -185,12 +231,8 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
         let vars = Vars::new(lookup);
 
-        let environment = match vars.get("APP_ENV").as_deref().map(str::to_ascii_lowercase) {
-            None => Environment::Development,
-            Some(v) if v == "development" || v == "dev" => Environment::Development,
-            Some(v) if v == "production" || v == "prod" => Environment::Production,
-            Some(v) => bail!("APP_ENV must be 'development' or 'production', got '{v}'"),
-        };
+        let environment = Environment::parse(vars.get("APP_ENV").as_deref())?;
+        let production = environment == Environment::Production;
         let debug = vars.flag("DEBUG", false)?;
 
         match vars.get("JWT_ALGORITHM") {
@@ -202,6 +244,35 @@ impl Config {
         let (jwt_secret, jwt_secret_generated) =
             secret::jwt_secret(vars.get("JWT_SECRET_KEY"), environment, &mut warnings)?;
 
+        let database_url = vars
+            .get("DATABASE_URL")
+            .map(|raw| raw.parse::<DatabaseUrl>())
+            .transpose()?;
+        if production && database_url.is_none() {
+            // The fallback creates databases and starts clusters on the local machine: a
+            // deployment that forgot its URL must stop, not quietly use something else.
+            bail!(
+                "DATABASE_URL is not set; in production it is required (the local \
+                 zero-configuration database is for development only)"
+            );
+        }
+        let bcrypt_cost = vars.range("BCRYPT_ROUNDS", 12, 4..=31)?;
+        if production && bcrypt_cost < MIN_PRODUCTION_BCRYPT_COST {
+            bail!(
+                "BCRYPT_ROUNDS must be at least {MIN_PRODUCTION_BCRYPT_COST} in production, \
+                 got {bcrypt_cost}"
+            );
+        }
+        let db_migrations = match vars
+            .get("DB_MIGRATIONS")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+        {
+            None => Migrations::Apply,
+            Some(v) if v == "apply" => Migrations::Apply,
+            Some(v) if v == "verify" => Migrations::Verify,
+            Some(v) => bail!("DB_MIGRATIONS must be 'apply' or 'verify', got '{v}'"),
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let port: u16 = vars.parse("PORT", 8000)?;
         let metrics_public = vars.flag("METRICS_PUBLIC", false)?;
@@ -244,12 +315,10 @@ impl Config {
             debug,
             host: vars.parse("HOST", IpAddr::from([0, 0, 0, 0]))?,
             port,
-            database_url: vars
-                .get("DATABASE_URL")
-                .map(|raw| raw.parse::<DatabaseUrl>())
-                .transpose()?,
+            database_url,
             local_postgres_port: vars.parse("PGPORT", 5432)?,
             db_ssl_root_cert: vars.get("DB_SSL_ROOT_CERT").map(std::path::PathBuf::from),
+            db_migrations,
             jwt_secret,
             jwt_secret_generated,
             warnings,
@@ -264,7 +333,7 @@ impl Config {
                 10,
                 0..=300,
             )?),
-            bcrypt_cost: vars.range("BCRYPT_ROUNDS", 12, 4..=31)?,
+            bcrypt_cost,
             hash_threads: vars.range("HASH_THREADS", cores, 1..)?,
             cors_origins: CorsOrigins::parse(vars.get("CORS_ORIGINS"))?,
             log_level: vars
@@ -305,7 +374,9 @@ impl Config {
             event_retention: Duration::from_secs(
                 DAY * vars.range("EVENT_RETENTION_DAYS", 90, 1..=3650)?,
             ),
+            docs_enabled: vars.flag("DOCS_ENABLED", !production)?,
             metrics_public,
+            metrics_host: vars.parse("METRICS_HOST", IpAddr::from([127, 0, 0, 1]))?,
             metrics_port,
         })
     }
@@ -340,6 +411,10 @@ impl Config {
                 self.db_ssl_root_cert
                     .as_ref()
                     .map_or_else(|| "<unset>".to_owned(), |p| p.display().to_string()),
+            ),
+            (
+                "DB_MIGRATIONS",
+                format!("{:?}", self.db_migrations).to_lowercase(),
             ),
             ("JWT_SECRET_KEY", jwt),
             ("JWT_ALGORITHM", "HS256".to_owned()),
@@ -403,7 +478,9 @@ impl Config {
                 self.trusted_proxy_header.name().to_owned(),
             ),
             ("EVENT_RETENTION_DAYS", days(self.event_retention)),
+            ("DOCS_ENABLED", self.docs_enabled.to_string()),
             ("METRICS_PUBLIC", self.metrics_public.to_string()),
+            ("METRICS_HOST", self.metrics_host.to_string()),
             ("METRICS_PORT", self.metrics_port.to_string()),
         ]
     }
@@ -499,8 +576,67 @@ mod tests {
             let err = config(&vars).unwrap_err();
             assert!(format!("{err:#}").contains("JWT_SECRET_KEY"), "{err:#}");
         }
-        let ok = config(&[prod, ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA")]).unwrap();
+        let ok = config(&[
+            prod,
+            ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
+            ("DATABASE_URL", "postgres://app@db/jobs"),
+        ])
+        .unwrap();
         assert!(!ok.jwt_secret_generated);
+    }
+
+    const PRODUCTION: [(&str, &str); 3] = [
+        ("APP_ENV", "production"),
+        ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
+        ("DATABASE_URL", "postgres://app@db/jobs"),
+    ];
+
+    #[test]
+    fn production_defaults_turn_the_docs_off_and_keep_metrics_on_loopback() {
+        let prod = config(&PRODUCTION).unwrap();
+        assert!(!prod.docs_enabled);
+        assert_eq!(prod.metrics_host.to_string(), "127.0.0.1");
+        assert_eq!(prod.db_migrations, Migrations::Apply);
+        let dev = config(&[]).unwrap();
+        assert!(dev.docs_enabled);
+        assert_eq!(dev.metrics_host.to_string(), "127.0.0.1");
+
+        let mut vars = PRODUCTION.to_vec();
+        vars.extend([
+            ("DOCS_ENABLED", "true"),
+            ("METRICS_HOST", "0.0.0.0"),
+            ("DB_MIGRATIONS", "Verify"),
+        ]);
+        let chosen = config(&vars).unwrap();
+        assert!(chosen.docs_enabled);
+        assert_eq!(chosen.metrics_host.to_string(), "0.0.0.0");
+        assert_eq!(chosen.db_migrations, Migrations::Verify);
+        assert!(!config(&[("DOCS_ENABLED", "false")]).unwrap().docs_enabled);
+        let err = config(&[("DB_MIGRATIONS", "skip")]).unwrap_err();
+        assert!(format!("{err:#}").contains("DB_MIGRATIONS"), "{err:#}");
+    }
+
+    #[test]
+    fn production_refuses_a_weak_bcrypt_cost_and_a_missing_database_url() {
+        let mut vars = PRODUCTION.to_vec();
+        vars.push(("BCRYPT_ROUNDS", "9"));
+        let err = format!("{:#}", config(&vars).unwrap_err());
+        assert_eq!(
+            err,
+            "BCRYPT_ROUNDS must be at least 10 in production, got 9"
+        );
+        vars.pop();
+        vars.push(("BCRYPT_ROUNDS", "10"));
+        assert_eq!(config(&vars).unwrap().bcrypt_cost, 10);
+        assert_eq!(config(&[("BCRYPT_ROUNDS", "4")]).unwrap().bcrypt_cost, 4);
+
+        let without_url: Vec<_> = PRODUCTION
+            .into_iter()
+            .filter(|(k, _)| *k != "DATABASE_URL")
+            .collect();
+        let err = format!("{:#}", config(&without_url).unwrap_err());
+        assert!(err.starts_with("DATABASE_URL is not set"), "{err}");
+        assert!(config(&[]).unwrap().database_url.is_none());
     }
 
     #[test]

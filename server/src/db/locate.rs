@@ -1,11 +1,19 @@
 //! Finds the database to use.
 //!
 //! With `DATABASE_URL` set, that is the database (a URL that does not parse was refused
-//! when the configuration was read). Without it — the zero-configuration quick start — the server uses the PostgreSQL
-//! on 127.0.0.1:5432 (user `postgres`; `PGPORT` names another port, as it does for psql),
-//! creating the `jobpath` database if it is missing. If nothing answers there, it starts a private PostgreSQL from the machine's binaries with its
-//! data in `./.jobpath/postgres` (port 54329, loopback only), and if there are no binaries it
-//! says what to install.
+//! when the configuration was read). Without it — the zero-configuration quick start, for
+//! development only (production refuses to start without a URL) — the server uses the
+//! PostgreSQL on 127.0.0.1:5432 (user `postgres`; `PGPORT` names another port, as it does
+//! for psql), creating the `jobpath` database if it is missing. If nothing answers there, it
+//! starts a private PostgreSQL from the machine's binaries with its data in
+//! `./.jobpath/postgres`, and if there are no binaries it says what to install.
+//!
+//! The private cluster trusts whoever connects (there is no password to set up or lose), so
+//! it listens on no TCP address at all: only on its Unix socket, inside its data directory,
+//! which PostgreSQL keeps at mode 0700 — so the only users who can connect are the ones who
+//! could read the data files anyway (the owner, and root). A generated password on TCP would
+//! protect the same data with a secret file to manage, and a TCP port can collide with
+//! another checkout's cluster; a socket in the directory cannot.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,8 +24,11 @@ use super::connect::Target;
 use super::tls::Tls;
 use crate::config::Config;
 
-/// The private cluster's port, used when nothing answers on the local PostgreSQL's port.
+/// The private cluster's port: with no TCP listener, only the name of its socket file
+/// (`.s.PGSQL.54329`).
 const PRIVATE_PORT: u16 = 54329;
+/// The longest Unix socket path the kernel takes (`sun_path` holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
 const DB_NAME: &str = "jobpath";
 
 /// Where the database is, and a human description of it for the start-up log.
@@ -58,21 +69,20 @@ pub async fn locate(config: &Config, tls: &Tls) -> anyhow::Result<Located> {
 
     tracing::warn!(
         "DATABASE_URL is unset and nothing answers on 127.0.0.1:{port}; \
-         starting a private PostgreSQL in ./.jobpath/postgres on port {PRIVATE_PORT}"
+         starting a private PostgreSQL in ./.jobpath/postgres (Unix socket only)"
     );
     let data = std::env::current_dir()?.join(".jobpath").join("postgres");
+    let private = Target::new(private_config(&data)?);
     tokio::task::spawn_blocking(move || start_private_cluster(&data, port))
         .await
         .context("starting a private PostgreSQL")??;
-    let private = Target::new(local_config(PRIVATE_PORT));
     create_if_missing(&private, tls).await?;
     Ok(Located::at(private))
 }
 
-/// The `jobpath` database as user `postgres` on 127.0.0.1:`port`: the local PostgreSQL or
-/// the private cluster. Built whole for each port: calling `.port()` on a configuration
-/// that already has one adds a second, and tokio-postgres then refuses it ("invalid number
-/// of ports").
+/// The `jobpath` database as user `postgres` on 127.0.0.1:`port`, the local PostgreSQL.
+/// Built whole: calling `.port()` on a configuration that already has one adds a second,
+/// and tokio-postgres then refuses it ("invalid number of ports").
 fn local_config(port: u16) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     config
@@ -81,6 +91,27 @@ fn local_config(port: u16) -> tokio_postgres::Config {
         .user("postgres")
         .dbname(DB_NAME);
     config
+}
+
+/// The `jobpath` database of the private cluster in `data`, through its socket there.
+fn private_config(data: &Path) -> anyhow::Result<tokio_postgres::Config> {
+    let socket = data.join(format!(".s.PGSQL.{PRIVATE_PORT}"));
+    let length = socket.as_os_str().len();
+    if length > MAX_SOCKET_PATH {
+        bail!(
+            "DATABASE_URL is unset and the private PostgreSQL's socket would be {} ({length} \
+             bytes, the limit is {MAX_SOCKET_PATH}); run from a shorter directory or set \
+             DATABASE_URL",
+            socket.display()
+        );
+    }
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(data)
+        .port(PRIVATE_PORT)
+        .user("postgres")
+        .dbname(DB_NAME);
+    Ok(config)
 }
 
 /// Connects to the `postgres` maintenance database of the same server and creates `jobpath`
@@ -136,7 +167,10 @@ fn start_private_cluster(data: &Path, local_port: u16) -> anyhow::Result<()> {
     }
     if !data.join("PG_VERSION").exists() {
         run(pg_command(&bin.join("initdb"), as_root)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+            // Trust on the socket (guarded by the directory's mode), and should TCP ever be
+            // switched on by hand, no connection from it.
+            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=reject"])
+            .args(["-E", "UTF8", "-D"])
             .arg(data))?;
     }
     let running = pg_command(&bin.join("pg_ctl"), as_root)
@@ -146,8 +180,9 @@ fn start_private_cluster(data: &Path, local_port: u16) -> anyhow::Result<()> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !running {
+        // pg_ctl hands these to a shell: '' is an empty listen_addresses (no TCP at all).
         let options = format!(
-            "-p {PRIVATE_PORT} -c listen_addresses=127.0.0.1 -k {}",
+            "-p {PRIVATE_PORT} -c listen_addresses='' -c unix_socket_permissions=0700 -k '{}'",
             data.display()
         );
         run(pg_command(&bin.join("pg_ctl"), as_root)
@@ -222,14 +257,27 @@ mod tests {
     /// "invalid configuration: invalid number of ports".)
     #[tokio::test]
     async fn the_private_cluster_configuration_names_one_host_and_its_port() {
-        let config = local_config(PRIVATE_PORT);
+        let data = std::env::temp_dir().join("jobpath-no-cluster-here");
+        let config = private_config(&data).unwrap();
         assert_eq!(config.get_ports(), &[PRIVATE_PORT]);
-        assert_eq!(config.get_hosts().len(), 1);
+        assert_eq!(
+            config.get_hosts(),
+            &[tokio_postgres::config::Host::Unix(data)]
+        );
         assert_eq!(config.get_dbname(), Some("jobpath"));
-        // Whatever answers on that port (usually nothing), the configuration itself is
-        // accepted: any error is about the connection, not the configuration.
-        if let Err(e) = config.connect(tokio_postgres::NoTls).await {
-            assert!(!e.to_string().starts_with("invalid configuration"), "{e}");
-        }
+        // Nothing answers there, but the configuration itself is accepted: the error is
+        // about the connection, not the configuration.
+        let e = config.connect(tokio_postgres::NoTls).await.err().unwrap();
+        assert!(!e.to_string().starts_with("invalid configuration"), "{e}");
+    }
+
+    #[test]
+    fn a_socket_path_the_kernel_would_refuse_is_a_clear_error() {
+        let deep = std::env::temp_dir().join("d".repeat(100));
+        let err = private_config(&deep).unwrap_err().to_string();
+        assert!(
+            err.contains("socket") && err.contains("DATABASE_URL"),
+            "{err}"
+        );
     }
 }

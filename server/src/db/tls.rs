@@ -24,7 +24,37 @@ use rustls::pki_types::pem::PemObject as _;
 use tokio_postgres::config::SslMode;
 
 /// The connector every PostgreSQL connection of this process uses. Cheap to clone.
-pub type Tls = tokio_postgres_rustls::MakeRustlsConnect;
+///
+/// A thin wrapper of tokio-postgres-rustls's, for Unix sockets: tokio-postgres asks for a
+/// connector with the host name `""` there, which rustls refuses as a server name ("invalid
+/// dns name") before anything is sent — so without the wrapper no connection over a socket
+/// (the private cluster's, or a `host=/var/run/postgresql` URL) could be made at all.
+/// PostgreSQL never speaks TLS on a socket, and a socket's `sslmode` is settled to
+/// `disable`, so the name given instead is never checked against anything.
+#[derive(Clone)]
+pub struct Tls(tokio_postgres_rustls::MakeRustlsConnect);
+
+impl<S> tokio_postgres::tls::MakeTlsConnect<S> for Tls
+where
+    tokio_postgres_rustls::MakeRustlsConnect: tokio_postgres::tls::MakeTlsConnect<S>,
+{
+    type Stream =
+        <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Stream;
+    type TlsConnect = <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+        S,
+    >>::TlsConnect;
+    type Error =
+        <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Error;
+
+    fn make_tls_connect(&mut self, hostname: &str) -> Result<Self::TlsConnect, Self::Error> {
+        let name = if hostname.is_empty() {
+            "localhost"
+        } else {
+            hostname
+        };
+        self.0.make_tls_connect(name)
+    }
+}
 
 /// Builds the connector: Mozilla's roots, plus every certificate in `extra_roots` (a PEM
 /// file) if given. A file that cannot be read or holds no certificate is an error.
@@ -56,7 +86,7 @@ pub fn connector(extra_roots: Option<&Path>) -> anyhow::Result<Tls> {
         .context("TLS protocol versions")?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    Ok(Tls(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
 }
 
 /// Applies the rule of the module docs to a connection configuration: `prefer` becomes
@@ -91,6 +121,17 @@ mod tests {
             settle_ssl_mode(&mut pg);
             assert_eq!(pg.get_ssl_mode(), expected, "{url}");
         }
+    }
+
+    #[test]
+    fn a_unix_socket_gets_a_connector_though_it_has_no_host_name() {
+        use tokio_postgres::tls::MakeTlsConnect;
+        // tokio-postgres's request for a socket: no name. The bare rustls connector refuses.
+        let mut tls = connector(None).unwrap();
+        assert!(
+            MakeTlsConnect::<tokio::net::UnixStream>::make_tls_connect(&mut tls.0, "").is_err()
+        );
+        assert!(MakeTlsConnect::<tokio::net::UnixStream>::make_tls_connect(&mut tls, "").is_ok());
     }
 
     #[test]

@@ -209,15 +209,19 @@ pub struct Router {
 }
 
 impl Router {
-    /// The API routes and the documentation pages, plus `/metrics` if `public_metrics`.
-    pub fn new(public_metrics: bool) -> Router {
+    /// The API routes, the documentation pages if `docs` (`DOCS_ENABLED`), and `/metrics`
+    /// if `public_metrics`.
+    pub fn new(public_metrics: bool, docs: bool) -> Router {
         let api = Route::ALL.into_iter().map(|route| {
             let (method, path, _) = route.spec();
             (method, path, Target::Api(route))
         });
         let pages = Page::ALL
             .into_iter()
-            .filter(|page| public_metrics || *page != Page::Metrics)
+            .filter(|page| match page {
+                Page::Metrics => public_metrics,
+                Page::Docs | Page::Redoc | Page::DocsAsset => docs,
+            })
             .map(|page| (Method::GET, page.path(), Target::Page(page)));
         let mut by_path: Vec<(&'static str, Vec<(Method, Target)>)> = Vec::new();
         for (method, path, target) in api.chain(pages) {
@@ -326,7 +330,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_and_wrong_methods_are_told_apart() {
-        let router = Router::new(false);
+        let router = Router::new(false, true);
         assert!(matches!(
             router.resolve(&Method::GET, "/auth/me"),
             Resolved::Found {
@@ -357,7 +361,7 @@ mod tests {
 
     #[test]
     fn pages_resolve_and_metrics_only_when_public() {
-        let private = Router::new(false);
+        let private = Router::new(false, true);
         assert!(matches!(
             private.resolve(&Method::GET, "/docs/assets/swagger-ui-1/swagger-ui.css"),
             Resolved::Found {
@@ -377,7 +381,7 @@ mod tests {
             Resolved::NotFound
         ));
         assert!(matches!(
-            Router::new(true).resolve(&Method::GET, "/metrics"),
+            Router::new(true, true).resolve(&Method::GET, "/metrics"),
             Resolved::Found {
                 target: Target::Page(Page::Metrics),
                 ..

@@ -184,6 +184,8 @@ fn the_image_runs_as_non_root_and_checks_its_health_with_the_binary() {
         env.contains(&format!("METRICS_PORT={metrics}")) && exposed.contains(&metrics),
         "{env}"
     );
+    // The default, loopback, is the container's own: a published port could not reach it.
+    assert!(env.contains("METRICS_HOST=0.0.0.0"), "{env}");
 }
 
 #[test]

@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod container;
+mod production;
 mod variables;
 mod zero_config;
 
@@ -111,7 +112,8 @@ impl Server {
             ("HOST", "127.0.0.1"),
             ("PORT", "0"),
             ("METRICS_PORT", "0"),
-            ("BCRYPT_ROUNDS", "4"),
+            // The lowest cost production accepts.
+            ("BCRYPT_ROUNDS", "10"),
             ("DB_POOL_SIZE", "3"),
             ("CORS_ORIGINS", "https://app.example.com"),
         ];
@@ -179,6 +181,27 @@ impl Server {
                 ),
             }
         }
+    }
+
+    /// Waits (up to 30 s) for the process to exit by itself; its exit code and everything
+    /// it wrote.
+    fn exit(mut self) -> (Option<i32>, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running after 30 s; output so far:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status.code(), std::mem::take(&mut self.seen).join("\n"))
     }
 
     /// SIGTERM, as an orchestrator stops a container; waits for a clean exit and returns
@@ -367,7 +390,7 @@ async fn serve_logs_a_complete_start_up_line_and_request_ids_and_healthcheck_fol
     assert_eq!(startup["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(startup["database"], format!("127.0.0.1:5432/{}", db.name()));
     assert_eq!(startup["pool_size"], 3);
-    assert_eq!(startup["bcrypt_cost"], 4);
+    assert_eq!(startup["bcrypt_cost"], 10);
     assert_eq!(startup["token_ttl_minutes"], 30);
     assert_eq!(startup["cors_origins"], "https://app.example.com");
     let address = startup["address"].as_str().unwrap().to_owned();
@@ -442,7 +465,7 @@ async fn text_logs_name_the_setup_and_each_requests_id_but_never_the_password() 
         "address=127.0.0.1:".to_owned(),
         format!("database=127.0.0.1:5432/{}", db.name()),
         "pool_size=5".to_owned(),
-        "bcrypt_cost=4".to_owned(),
+        "bcrypt_cost=10".to_owned(),
         "token_ttl_minutes=30".to_owned(),
         "cors_origins=https://app.example.com".to_owned(),
         "metrics=http://127.0.0.1:".to_owned(),

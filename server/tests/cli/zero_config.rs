@@ -120,8 +120,23 @@ async fn with_no_configuration_and_no_local_postgresql_it_starts_a_private_clust
     let dir = FreshDir::new();
     let mut server = unconfigured(&dir, free_port());
     // initdb, then the first start of the cluster: allow for a slow machine.
-    serves_signup_and_login(&mut server, Duration::from_secs(120));
+    let startup = serves_signup_and_login(&mut server, Duration::from_secs(120));
     server.wait_for("starting a private PostgreSQL");
-    assert!(dir.private_cluster().join("PG_VERSION").exists());
+    // Reached through its Unix socket in the data directory, which only the owner of the
+    // data can open: the cluster trusts whoever connects, so it listens on no TCP address
+    // (the sixth line of postmaster.pid is the first one it listens on).
+    let cluster = dir.private_cluster();
+    assert_eq!(
+        startup["database"],
+        format!("{}:54329/jobpath", cluster.display()),
+        "{startup}"
+    );
+    let pid_file = std::fs::read_to_string(cluster.join("postmaster.pid")).unwrap();
+    let listening = pid_file.lines().nth(5).unwrap_or("");
+    assert_eq!(
+        listening.trim(),
+        "",
+        "the private cluster listens on TCP:\n{pid_file}"
+    );
     server.stop();
 }
