@@ -150,6 +150,11 @@ pub struct RateLimits {
     pub login_failures_per_account: u32,
     /// The longest delay the login throttle imposes on an account.
     pub login_max_delay: Duration,
+    // --- RATE_LIMIT_IPV6_PREFIX (guessing review) ---
+    /// Leading bits of an IPv6 address that make one client for the per-IP limits and the
+    /// login throttle: one subscriber gets a whole /64 (or more) to rotate through.
+    pub ipv6_prefix: u8,
+    // --- end RATE_LIMIT_IPV6_PREFIX ---
 }
 
 /// An address block such as `10.0.0.0/8` or `::1/128`.
@@ -301,6 +306,12 @@ impl Config {
                 "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS must be between 1 and 86400, got {max_delay_secs}"
             );
         }
+        // --- RATE_LIMIT_IPV6_PREFIX (guessing review) ---
+        let ipv6_prefix: u8 = parse_or(&get, "RATE_LIMIT_IPV6_PREFIX", 64, from_str)?;
+        if !(16..=128).contains(&ipv6_prefix) {
+            bail!("RATE_LIMIT_IPV6_PREFIX must be between 16 and 128, got {ipv6_prefix}");
+        }
+        // --- end RATE_LIMIT_IPV6_PREFIX ---
         let rate_limits = RateLimits {
             window: Duration::from_secs(window_secs),
             signup_per_ip: parse_or(&get, "RATE_LIMIT_SIGNUP_PER_IP", 20, from_str)?,
@@ -319,6 +330,7 @@ impl Config {
                 from_str,
             )?,
             login_max_delay: Duration::from_secs(max_delay_secs),
+            ipv6_prefix,
         };
         let trusted_proxies = match get("TRUSTED_PROXIES") {
             None => Vec::new(),
@@ -480,6 +492,10 @@ impl Config {
                 secs(self.rate_limits.login_max_delay),
             ),
             (
+                "RATE_LIMIT_IPV6_PREFIX",
+                self.rate_limits.ipv6_prefix.to_string(),
+            ),
+            (
                 "TRUSTED_PROXIES",
                 self.trusted_proxies
                     .iter()
@@ -629,6 +645,7 @@ mod tests {
         assert_eq!(c.rate_limits.window, Duration::from_secs(60));
         assert_eq!(c.rate_limits.login_per_ip, 60);
         assert_eq!(c.rate_limits.login_failures_per_account, 5);
+        assert_eq!(c.rate_limits.ipv6_prefix, 64);
         assert!(c.trusted_proxies.is_empty());
         assert_eq!(c.event_retention, Duration::from_secs(90 * 24 * 3600));
         assert!(c.jwt_secret_generated);
@@ -653,6 +670,8 @@ mod tests {
             ("TRUSTED_PROXIES", "proxy.internal"),
             ("RATE_LIMIT_LOGIN_PER_IP", "-1"),
             ("RATE_LIMIT_WINDOW_SECONDS", "0"),
+            ("RATE_LIMIT_IPV6_PREFIX", "15"),
+            ("RATE_LIMIT_IPV6_PREFIX", "129"),
             ("EVENT_RETENTION_DAYS", "0"),
         ] {
             let err = config(&[(var, bad)]).unwrap_err();

@@ -11,8 +11,15 @@
 //!   a lock: an attacker cannot keep the owner out for long, and the owner's successful
 //!   login clears it.
 //!
+//! A client is its IPv4 address, or its IPv6 address's first `RATE_LIMIT_IPV6_PREFIX`
+//! (64) bits: an IPv6 subscriber is given a whole /64 at least and could otherwise take a
+//! fresh address for every request ([`client_key`]). Sessions and events still record the
+//! full address.
+//!
 //! Over a limit is 429 `rate_limited` with `Retry-After`. Nothing here runs for other
 //! routes: `/auth/me` costs no extra query.
+
+use std::net::{IpAddr, Ipv6Addr};
 
 use uuid::Uuid;
 
@@ -115,7 +122,7 @@ async fn over(
     if per_ip == 0 && account.is_none() {
         return Ok(None);
     }
-    let ip = &call.ip();
+    let ip = &client_key(call.client_ip, state.config.rate_limits.ipv6_prefix);
     let hit = db::limits::hit(
         &state.db,
         action.name(),
@@ -142,6 +149,22 @@ async fn over(
         }));
     }
     Ok(None)
+}
+
+/// The key one client's requests are counted under: an IPv4 address whole (an IPv4 address
+/// is scarce, and a /24 is routinely shared by unrelated customers of one provider), an
+/// IPv6 address cut to its first `v6_prefix` bits (`2001:db8:1:2::/64`).
+pub fn client_key(ip: IpAddr, v6_prefix: u8) -> String {
+    match crate::config::canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(v6_prefix.min(128)))
+                .unwrap_or(0);
+            format!("{}/{}", Ipv6Addr::from(bits & mask), v6_prefix)
+        }
+    }
 }
 
 /// A failed login: one more strike against the account.
@@ -175,5 +198,21 @@ fn whole_seconds(secs: f64) -> u64 {
         (secs.ceil() as u64).max(1)
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_key;
+
+    #[test]
+    fn an_ipv6_client_is_its_prefix_and_an_ipv4_client_its_address() {
+        let key = |ip: &str, prefix| client_key(ip.parse().unwrap(), prefix);
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:bbbb::9", 64), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:bbbb::9", 48), "2001:db8:1::/48");
+        assert_eq!(key("2001:db8::9", 128), "2001:db8::9/128");
+        assert_eq!(key("203.0.113.7", 64), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7", 64), "203.0.113.7");
     }
 }

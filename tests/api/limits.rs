@@ -307,3 +307,40 @@ async fn counters_of_ended_windows_are_pruned() {
     );
     assert_eq!(app.db.count("SELECT count(*) FROM rate_limits").await, 1);
 }
+
+#[tokio::test]
+async fn ipv6_clients_are_limited_per_prefix_and_their_full_address_is_recorded() {
+    let app: TestApp = spawn_app_with(|c| {
+        limited(c, 2);
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let email = unique_email();
+    let login = |xff: &str, password: &str| {
+        let client = forwarded_for(&app, xff);
+        let body = login_body(&email, password);
+        async move { client.login().body(body).send().await }
+    };
+    at_window_start().await;
+    app.signup(&email, PASSWORD).await;
+    for xff in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::2"] {
+        expect_error(login(xff, "guess").await, 401, "invalid_credentials");
+    }
+    // A third address of the same /64 is the same client.
+    expect_error(
+        login("2001:db8:1:2::3", PASSWORD).await,
+        429,
+        "rate_limited",
+    );
+    // Another /64 is another client, and its session and events keep the whole address.
+    let session = login("2001:db8:1:3::abcd", PASSWORD)
+        .await
+        .unwrap()
+        .into_inner();
+    let authed = app.authed(&session.access_token);
+    let list = authed.list_sessions().send().await.unwrap().into_inner();
+    let current = list.sessions.iter().find(|s| s.current).unwrap();
+    assert_eq!(current.ip.as_deref(), Some("2001:db8:1:3::abcd"));
+    let events = authed.list_events().send().await.unwrap().into_inner();
+    assert_eq!(events.events[0].ip.as_deref(), Some("2001:db8:1:3::abcd"));
+}
