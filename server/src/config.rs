@@ -155,6 +155,11 @@ pub struct RateLimits {
     /// login throttle: one subscriber gets a whole /64 (or more) to rotate through.
     pub ipv6_prefix: u8,
     // --- end RATE_LIMIT_IPV6_PREFIX ---
+    // --- RATE_LIMIT_LOGIN_ACCOUNT_CEILING (guessing review) ---
+    /// Failed attempts at one account from all client networks together before each
+    /// further one blocks the account (except for known devices); 0 turns it off.
+    pub login_account_ceiling: u32,
+    // --- end RATE_LIMIT_LOGIN_ACCOUNT_CEILING ---
 }
 
 /// An address block such as `10.0.0.0/8` or `::1/128`.
@@ -312,6 +317,10 @@ impl Config {
             bail!("RATE_LIMIT_IPV6_PREFIX must be between 16 and 128, got {ipv6_prefix}");
         }
         // --- end RATE_LIMIT_IPV6_PREFIX ---
+        // --- RATE_LIMIT_LOGIN_ACCOUNT_CEILING (guessing review) ---
+        let login_account_ceiling: u32 =
+            parse_or(&get, "RATE_LIMIT_LOGIN_ACCOUNT_CEILING", 100, from_str)?;
+        // --- end RATE_LIMIT_LOGIN_ACCOUNT_CEILING ---
         let rate_limits = RateLimits {
             window: Duration::from_secs(window_secs),
             signup_per_ip: parse_or(&get, "RATE_LIMIT_SIGNUP_PER_IP", 20, from_str)?,
@@ -331,6 +340,7 @@ impl Config {
             )?,
             login_max_delay: Duration::from_secs(max_delay_secs),
             ipv6_prefix,
+            login_account_ceiling,
         };
         let trusted_proxies = match get("TRUSTED_PROXIES") {
             None => Vec::new(),
@@ -492,6 +502,10 @@ impl Config {
                 secs(self.rate_limits.login_max_delay),
             ),
             (
+                "RATE_LIMIT_LOGIN_ACCOUNT_CEILING",
+                self.rate_limits.login_account_ceiling.to_string(),
+            ),
+            (
                 "RATE_LIMIT_IPV6_PREFIX",
                 self.rate_limits.ipv6_prefix.to_string(),
             ),
@@ -646,6 +660,7 @@ mod tests {
         assert_eq!(c.rate_limits.login_per_ip, 60);
         assert_eq!(c.rate_limits.login_failures_per_account, 5);
         assert_eq!(c.rate_limits.ipv6_prefix, 64);
+        assert_eq!(c.rate_limits.login_account_ceiling, 100);
         assert!(c.trusted_proxies.is_empty());
         assert_eq!(c.event_retention, Duration::from_secs(90 * 24 * 3600));
         assert!(c.jwt_secret_generated);
