@@ -112,3 +112,11 @@ BEGIN
     RETURN QUERY SELECT v_keys, NULL::float8, false;
 END
 $$;
+
+-- A wrong current password at POST /auth/password is an event too.
+ALTER TABLE auth_events DROP CONSTRAINT auth_events_kind;
+ALTER TABLE auth_events ADD CONSTRAINT auth_events_kind CHECK (kind IN (
+    'signup', 'login_succeeded', 'login_failed', 'logout', 'refresh',
+    'refresh_reuse_detected', 'password_changed', 'password_change_failed',
+    'session_revoked', 'rate_limited'
+));

@@ -526,6 +526,53 @@ async fn retry_after_of_a_blocked_account_is_the_blocks_length_not_its_exact_end
 }
 
 #[tokio::test]
+async fn wrong_current_passwords_are_throttled_per_account_and_recorded() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.login_failures_per_account = 2;
+        c.rate_limits.login_max_delay = Duration::from_secs(60);
+    })
+    .await;
+    let (_, token) = app.user_with_token().await;
+    let authed = app.authed(&token);
+    let guesses = (0..10).map(|i| {
+        authed
+            .change_password()
+            .body(
+                types::PasswordChange::builder()
+                    .current_password(format!("guess number {i}"))
+                    .new_password("a brand new passphrase"),
+            )
+            .send()
+    });
+    let results = futures::future::join_all(guesses).await;
+    assert_eq!(
+        with_status(&results, 401),
+        3,
+        "statuses {:?}",
+        statuses(&results)
+    );
+    assert_eq!(
+        with_status(&results, 429),
+        7,
+        "statuses {:?}",
+        statuses(&results)
+    );
+    let events = authed
+        .list_events()
+        .limit(100)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = events
+        .events
+        .iter()
+        .filter(|e| e.kind.to_string() == "password_change_failed")
+        .count();
+    assert_eq!(failed, 3);
+}
+
+#[tokio::test]
 async fn a_blocked_account_gets_one_rate_limited_event_per_block_however_many_attempts() {
     let app = spawn_app_with(|c| {
         c.rate_limits.login_failures_per_account = 1;
