@@ -17,14 +17,11 @@ use crate::http::response::{self, Response};
 use crate::limits;
 use crate::state::AppState;
 
-/// `Credentials` in the spec (and `LoginRequest`, which adds `device_token`). Unknown
-/// fields are ignored (see the spec's description).
+/// `Credentials` in the spec. Unknown fields are ignored (see the spec's description).
 #[derive(Deserialize)]
 pub(super) struct CredentialsBody {
     pub(super) email: String,
     pub(super) password: String,
-    #[serde(default)]
-    pub(super) device_token: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -7,7 +7,6 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::account::CredentialsBody;
 use super::{Message, query_param};
 use crate::auth::credentials::{Email, Password};
 use crate::auth::guard::CurrentUser;
@@ -42,6 +41,20 @@ struct TokenResponse<'a> {
     device_token: Option<&'a str>,
 }
 
+/// `LoginRequest` in the spec: `Credentials` and an optional `device_token`, which, when
+/// present, must be a string (not `null`).
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+    #[serde(default, deserialize_with = "present_string")]
+    device_token: Option<String>,
+}
+
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 struct RefreshBody {
     refresh_token: String,
@@ -68,20 +81,16 @@ pub async fn login(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let body: CredentialsBody = body::json(req).await?;
+    let body: LoginBody = body::json(req).await?;
     let email = Email::normalise_for_lookup(&body.email)?;
     let password = Password::for_login(body.password)?;
-    if body
-        .device_token
-        .as_ref()
-        .is_some_and(|t| t.len() > MAX_DEVICE_TOKEN_CHARS)
-    {
+    let presented = body.device_token.as_deref();
+    if presented.is_some_and(|t| t.is_empty() || t.chars().count() > MAX_DEVICE_TOKEN_CHARS) {
         return Err(ApiError::validation(
             "device_token",
-            "device_token must be at most 512 characters",
+            "device_token must be 1 to 512 characters",
         ));
     }
-    let presented = body.device_token.as_deref().filter(|t| !t.is_empty());
     let user = login_decision::verify(state, call, &email, password, presented).await?;
     let device_token = device_token(state, user.id, presented).await?;
 
