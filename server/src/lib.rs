@@ -95,6 +95,7 @@ impl App {
             config.access_token_ttl,
         );
         let refresh = RefreshKeys::new(config.jwt_secret.expose().as_bytes());
+        let devices = auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes());
         Ok(App {
             state: Arc::new(AppState {
                 router: http::router::Router::new(config.metrics_public, config.docs_enabled),
@@ -107,6 +108,7 @@ impl App {
                 hasher,
                 tokens,
                 refresh,
+                devices,
                 metrics,
                 observer: std::sync::OnceLock::new(),
             }),

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::auth::device::DeviceKeys;
 use crate::auth::hasher::Hasher;
 use crate::auth::refresh::RefreshKeys;
 use crate::auth::token::TokenKeys;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub hasher: Hasher,
     pub tokens: TokenKeys,
     pub refresh: RefreshKeys,
+    /// The key of device tokens' stored hashes.
+    pub devices: DeviceKeys,
     pub metrics: Metrics,
     pub router: Router,
     /// Sees every response just before it is sent. Unset in production; the test suite uses

@@ -117,6 +117,7 @@ async fn each_event_type_is_recorded_exactly_once() {
         ("refresh_reuse_detected", 1),
         ("session_revoked", 1),
         ("password_changed", 1),
+        ("password_change_failed/wrong_current_password", 1),
         ("rate_limited/password_change", 1),
         ("logout/logout", 1),
     ]

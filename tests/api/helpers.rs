@@ -22,7 +22,7 @@ use uuid::Uuid;
 pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 pub const PASSWORD: &str = "correct horse battery staple";
 
-type ApiResult<T> = Result<ResponseValue<T>, jobpath_client::Error<types::Error>>;
+pub type ApiResult<T> = Result<ResponseValue<T>, jobpath_client::Error<types::Error>>;
 
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")

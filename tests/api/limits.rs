@@ -9,7 +9,8 @@ use jobpath_client::{Client, types};
 use jobpath_server::config::Config;
 
 use crate::helpers::{
-    PASSWORD, TestApp, TestDb, TestServer, expect_error, spawn_app_with, test_config, unique_email,
+    ApiResult, PASSWORD, TestApp, TestDb, TestServer, expect_error, spawn_app_with, test_config,
+    unique_email,
 };
 
 const WINDOW: u64 = 3;
@@ -255,7 +256,7 @@ async fn failed_logins_delay_the_account_boundedly_and_a_success_clears_it() {
         .client()
         .await
         .execute(
-            "INSERT INTO login_throttle (email, failures) VALUES ($1, 60)",
+            "INSERT INTO login_throttle (email, key, failures) VALUES ($1, 'net:127.0.0.1', 60)",
             &[&email],
         )
         .await
@@ -270,7 +271,7 @@ async fn failed_logins_delay_the_account_boundedly_and_a_success_clears_it() {
         .client()
         .await
         .query_one(
-            "SELECT extract(epoch FROM blocked_until - now())::float8 FROM login_throttle WHERE email = $1",
+            "SELECT extract(epoch FROM blocked_until - now())::float8 FROM login_throttle WHERE email = $1 AND key = 'net:127.0.0.1'",
             &[&email],
         )
         .await
@@ -306,4 +307,348 @@ async fn counters_of_ended_windows_are_pruned() {
         0
     );
     assert_eq!(app.db.count("SELECT count(*) FROM rate_limits").await, 1);
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_limited_per_prefix_and_their_full_address_is_recorded() {
+    let app: TestApp = spawn_app_with(|c| {
+        limited(c, 2);
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let email = unique_email();
+    let login = |xff: &str, password: &str| {
+        let client = forwarded_for(&app, xff);
+        let body = login_body(&email, password);
+        async move { client.login().body(body).send().await }
+    };
+    at_window_start().await;
+    app.signup(&email, PASSWORD).await;
+    for xff in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::2"] {
+        expect_error(login(xff, "guess").await, 401, "invalid_credentials");
+    }
+    // A third address of the same /64 is the same client.
+    expect_error(
+        login("2001:db8:1:2::3", PASSWORD).await,
+        429,
+        "rate_limited",
+    );
+    // Another /64 is another client, and its session and events keep the whole address.
+    let session = login("2001:db8:1:3::abcd", PASSWORD)
+        .await
+        .unwrap()
+        .into_inner();
+    let authed = app.authed(&session.access_token);
+    let list = authed.list_sessions().send().await.unwrap().into_inner();
+    let current = list.sessions.iter().find(|s| s.current).unwrap();
+    assert_eq!(current.ip.as_deref(), Some("2001:db8:1:3::abcd"));
+    let events = authed.list_events().send().await.unwrap().into_inner();
+    assert_eq!(events.events[0].ip.as_deref(), Some("2001:db8:1:3::abcd"));
+}
+
+/// A server that believes the loopback proxy's `X-Forwarded-For`, so a test can speak from
+/// any client address, with the account throttle at `free` failures.
+async fn behind_proxy(free: u32) -> TestApp {
+    spawn_app_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.rate_limits.login_failures_per_account = free;
+        c.rate_limits.login_max_delay = Duration::from_secs(60);
+    })
+    .await
+}
+
+async fn login_from(
+    client: &Client,
+    email: &str,
+    password: &str,
+    device_token: Option<&str>,
+) -> ApiResult<types::TokenResponse> {
+    client
+        .login()
+        .body(login_body(email, password).device_token(device_token.map(|t| t.parse().unwrap())))
+        .send()
+        .await
+}
+
+/// The status of each answer, for failure messages.
+fn statuses<T>(results: &[ApiResult<T>]) -> Vec<u16> {
+    results
+        .iter()
+        .map(|r| match r {
+            Ok(_) => 200,
+            Err(jobpath_client::Error::ErrorResponse(e)) => e.status().as_u16(),
+            Err(_) => 0,
+        })
+        .collect()
+}
+
+/// How many of `results` are errors with this status.
+fn with_status<T>(results: &[ApiResult<T>], status: u16) -> usize {
+    results
+        .iter()
+        .filter(|r| match r {
+            Err(jobpath_client::Error::ErrorResponse(e)) => e.status().as_u16() == status,
+            _ => false,
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn concurrent_wrong_logins_past_the_threshold_get_exactly_the_allowed_401s_and_the_rest_429()
+{
+    let app = spawn_app_with(|c| {
+        c.rate_limits.login_failures_per_account = 3;
+        c.rate_limits.login_max_delay = Duration::from_secs(60);
+    })
+    .await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    let burst = (0..20).map(|_| app.try_login(&email, "wrong password"));
+    let results = futures::future::join_all(burst).await;
+    // Three free failures, and the fourth (which starts the first block) is evaluated too.
+    assert_eq!(
+        with_status(&results, 401),
+        4,
+        "statuses {:?}",
+        statuses(&results)
+    );
+    assert_eq!(
+        with_status(&results, 429),
+        16,
+        "statuses {:?}",
+        statuses(&results)
+    );
+}
+
+#[tokio::test]
+async fn an_attacker_failing_from_another_network_cannot_keep_the_owner_out() {
+    let app = behind_proxy(2).await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    let attacker = forwarded_for(&app, "203.0.113.66");
+    let owner = forwarded_for(&app, "198.51.100.7");
+    for _ in 0..3 {
+        expect_error(
+            login_from(&attacker, &email, "guess", None).await,
+            401,
+            "invalid_credentials",
+        );
+    }
+    for _ in 0..3 {
+        expect_error(
+            login_from(&attacker, &email, "guess", None).await,
+            429,
+            "rate_limited",
+        );
+        login_from(&owner, &email, PASSWORD, None)
+            .await
+            .expect("the owner logs in while the attacker is blocked");
+    }
+}
+
+#[tokio::test]
+async fn a_device_token_from_an_earlier_login_lets_the_owner_through_a_blocked_network() {
+    let app = behind_proxy(2).await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    // The owner and the attacker share an address (one NAT, one café).
+    let shared = forwarded_for(&app, "192.0.2.10");
+    let device = login_from(&shared, &email, PASSWORD, None)
+        .await
+        .unwrap()
+        .into_inner()
+        .device_token
+        .expect("a successful login returns a device token");
+    for _ in 0..3 {
+        expect_error(
+            login_from(&shared, &email, "guess", None).await,
+            401,
+            "invalid_credentials",
+        );
+    }
+    expect_error(
+        login_from(&shared, &email, PASSWORD, None).await,
+        429,
+        "rate_limited",
+    );
+    let again = login_from(&shared, &email, PASSWORD, Some(&device))
+        .await
+        .expect("the device token lets the owner through")
+        .into_inner();
+    assert_eq!(again.device_token.as_deref(), Some(device.as_str()));
+    // Someone else's token, or a made-up one, proves nothing.
+    let (other, _) = app.user_with_token().await;
+    let others_device = login_from(&app.api, &other, PASSWORD, None)
+        .await
+        .unwrap()
+        .into_inner()
+        .device_token
+        .unwrap();
+    for token in [others_device.as_str(), "made-up"] {
+        expect_error(
+            login_from(&shared, &email, PASSWORD, Some(token)).await,
+            429,
+            "rate_limited",
+        );
+    }
+}
+
+#[tokio::test]
+async fn retry_after_of_a_blocked_account_is_the_blocks_length_not_its_exact_end() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.login_failures_per_account = 1;
+        c.rate_limits.login_max_delay = Duration::from_secs(60);
+    })
+    .await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    for _ in 0..2 {
+        expect_error(
+            app.try_login(&email, "wrong password").await,
+            401,
+            "invalid_credentials",
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The third failure blocks for two seconds.
+    expect_error(
+        app.try_login(&email, "wrong password").await,
+        401,
+        "invalid_credentials",
+    );
+    let err = expect_error(app.try_login(&email, PASSWORD).await, 429, "rate_limited");
+    assert_eq!(retry_after(&err), 2);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let err = expect_error(app.try_login(&email, PASSWORD).await, 429, "rate_limited");
+    assert_eq!(retry_after(&err), 2, "not the exact second the block ends");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    app.login(&email, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_are_throttled_per_account_and_recorded() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.login_failures_per_account = 2;
+        c.rate_limits.login_max_delay = Duration::from_secs(60);
+    })
+    .await;
+    let (_, token) = app.user_with_token().await;
+    let authed = app.authed(&token);
+    let guesses = (0..10).map(|i| {
+        authed
+            .change_password()
+            .body(
+                types::PasswordChange::builder()
+                    .current_password(format!("guess number {i}"))
+                    .new_password("a brand new passphrase"),
+            )
+            .send()
+    });
+    let results = futures::future::join_all(guesses).await;
+    assert_eq!(
+        with_status(&results, 401),
+        3,
+        "statuses {:?}",
+        statuses(&results)
+    );
+    assert_eq!(
+        with_status(&results, 429),
+        7,
+        "statuses {:?}",
+        statuses(&results)
+    );
+    let events = authed
+        .list_events()
+        .limit(100)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = events
+        .events
+        .iter()
+        .filter(|e| e.kind.to_string() == "password_change_failed")
+        .count();
+    assert_eq!(failed, 3);
+}
+
+#[tokio::test]
+async fn a_blocked_account_gets_one_rate_limited_event_per_block_however_many_attempts() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.login_failures_per_account = 1;
+        c.rate_limits.login_max_delay = Duration::from_secs(60);
+    })
+    .await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    for _ in 0..2 {
+        expect_error(
+            app.try_login(&email, "wrong password").await,
+            401,
+            "invalid_credentials",
+        );
+    }
+    let attempts = (0..8).map(|_| app.try_login(&email, "wrong password"));
+    let results = futures::future::join_all(attempts).await;
+    assert_eq!(
+        with_status(&results, 429),
+        8,
+        "statuses {:?}",
+        statuses(&results)
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM auth_events WHERE kind = 'rate_limited'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_account_wide_ceiling_stops_guesses_spread_over_networks_but_not_a_known_device() {
+    let app = spawn_app_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.rate_limits.login_failures_per_account = 1;
+        c.rate_limits.login_account_ceiling = 4;
+        c.rate_limits.login_max_delay = Duration::from_secs(60);
+    })
+    .await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    let device = login_from(&forwarded_for(&app, "198.51.100.7"), &email, PASSWORD, None)
+        .await
+        .unwrap()
+        .into_inner()
+        .device_token
+        .unwrap();
+    // Two networks spend their allowance (two each); the fifth failure, from a third
+    // network, passes the account-wide ceiling of four.
+    for xff in [
+        "203.0.113.1",
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.2",
+        "203.0.113.3",
+    ] {
+        expect_error(
+            login_from(&forwarded_for(&app, xff), &email, "guess", None).await,
+            401,
+            "invalid_credentials",
+        );
+    }
+    for xff in ["203.0.113.3", "203.0.113.4", "198.51.100.99"] {
+        expect_error(
+            login_from(&forwarded_for(&app, xff), &email, PASSWORD, None).await,
+            429,
+            "rate_limited",
+        );
+    }
+    login_from(
+        &forwarded_for(&app, "198.51.100.99"),
+        &email,
+        PASSWORD,
+        Some(&device),
+    )
+    .await
+    .expect("a known device is held to its own allowance, not the account's");
 }

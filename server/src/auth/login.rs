@@ -1,11 +1,12 @@
 //! The login decision: may these credentials, from this client, open a session?
 //!
-//! In order: the per-IP limit and the account's throttle (`limits`), the account looked up,
+//! In order: the per-IP limit and the account's throttle (`limits`; the attempt is charged
+//! before the hash is verified and refunded on success), the account looked up,
 //! then exactly one bcrypt verification on every path — against the account's hash, or a
 //! dummy hash when there is no such account — so that the answer's timing does not reveal
 //! whether an account exists. Unknown email, wrong password and inactive account all end in
 //! the same [`ApiError::InvalidCredentials`]; the internal reason goes to the log and to the
-//! `login_failed` event. A success clears the account's strikes and, when the stored hash
+//! `login_failed` event. A success refunds the attempt's charge and, when the stored hash
 //! was made at another bcrypt cost, re-hashes the password in the background.
 //!
 //! Opening the session and minting the tokens is the handler's part (`handlers::sessions`).
@@ -33,8 +34,12 @@ pub async fn verify(
     call: &Call,
     email: &Email,
     password: Password,
+    device_token: Option<&str>,
 ) -> Result<Verified, ApiError> {
     limits::check(state, limits::Action::Login, call, Some(email), None).await?;
+    // Counted as a failure before the hash is verified, so that concurrent guesses cannot
+    // all pass the throttle; a success refunds it.
+    let attempt = limits::charge(state, call, email, device_token, None).await?;
 
     let user = match email.could_exist() {
         true => db::users::find_for_login(&state.db, email).await?,
@@ -42,7 +47,7 @@ pub async fn verify(
     };
     let Some(user) = user else {
         state.hasher.verify_dummy(password).await?;
-        return Err(refused(state, call, email, None, "unknown_email").await);
+        return Err(refused(state, call, None, "unknown_email").await);
     };
     let rehash_candidate =
         (bcrypt_cost(&user.password_hash) != Some(state.hasher.cost())).then(|| password.clone());
@@ -51,13 +56,13 @@ pub async fn verify(
         .verify(password, Arc::clone(&user.password_hash))
         .await?
     {
-        return Err(refused(state, call, email, Some(user.id), "wrong_password").await);
+        return Err(refused(state, call, Some(user.id), "wrong_password").await);
     }
     if !user.is_active {
-        return Err(refused(state, call, email, Some(user.id), "inactive").await);
+        return Err(refused(state, call, Some(user.id), "inactive").await);
     }
 
-    limits::login_succeeded(state, email).await?;
+    limits::refund(state, attempt).await?;
     state.metrics.login_succeeded();
     if let Some(password) = rehash_candidate {
         upgrade_hash(state, user.id, Arc::clone(&user.password_hash), password);
@@ -68,20 +73,16 @@ pub async fn verify(
     })
 }
 
-/// A failed login: one more strike for the account's throttle and a `login_failed` event
+/// A failed login (already charged to the throttle): a `login_failed` event
 /// with the internal `reason`, then the one answer every failure gets. A failure to record
 /// is answered as such (503/500) rather than hidden.
 async fn refused(
     state: &AppState,
     call: &Call,
-    email: &Email,
     user_id: Option<Uuid>,
     reason: &'static str,
 ) -> ApiError {
     state.metrics.login_failed();
-    if let Err(e) = limits::login_failed(state, email).await {
-        return e;
-    }
     match db::events::record(&state.db, call, "login_failed", Some(reason), user_id, None).await {
         Ok(()) => ApiError::InvalidCredentials(reason),
         Err(e) => e,

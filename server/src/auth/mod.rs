@@ -8,8 +8,10 @@
 //! - [`hasher`]: bcrypt on a dedicated, bounded thread pool, off the async workers.
 //! - [`token`]: HS256 JWTs with the algorithm pinned and every claim required.
 //! - [`refresh`]: single-use refresh tokens and their derived successors.
+//! - [`device`]: device tokens, a successful login's proof for the login throttle.
 
 pub mod credentials;
+pub mod device;
 pub mod guard;
 pub mod hasher;
 pub mod login;

@@ -84,6 +84,8 @@ pub const VARIABLES: &[&str] = &[
     "RATE_LIMIT_PASSWORD_CHANGE_PER_IP",
     "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
     "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
+    "RATE_LIMIT_LOGIN_ACCOUNT_CEILING",
+    "RATE_LIMIT_IPV6_PREFIX",
     "TRUSTED_PROXIES",
     "TRUSTED_PROXY_HEADER",
     "EVENT_RETENTION_DAYS",
@@ -215,6 +217,12 @@ pub struct RateLimits {
     pub login_failures_per_account: u32,
     /// The longest delay the login throttle imposes on an account.
     pub login_max_delay: Duration,
+    /// Leading bits of an IPv6 address that make one client for the per-IP limits and the
+    /// login throttle: one subscriber gets a whole /64 (or more) to rotate through.
+    pub ipv6_prefix: u8,
+    /// Failed attempts at one account from all client networks together before each
+    /// further one blocks the account (except for known devices); 0 turns it off.
+    pub login_account_ceiling: u32,
 }
 
 const MINUTE: u64 = 60;
@@ -302,6 +310,8 @@ impl Config {
                 900,
                 1..=DAY,
             )?),
+            ipv6_prefix: vars.range("RATE_LIMIT_IPV6_PREFIX", 64, 16..=128)?,
+            login_account_ceiling: vars.parse("RATE_LIMIT_LOGIN_ACCOUNT_CEILING", 100)?,
         };
 
         Ok(Config {
@@ -466,6 +476,14 @@ impl Config {
                 secs(limits.login_max_delay),
             ),
             (
+                "RATE_LIMIT_LOGIN_ACCOUNT_CEILING",
+                self.rate_limits.login_account_ceiling.to_string(),
+            ),
+            (
+                "RATE_LIMIT_IPV6_PREFIX",
+                self.rate_limits.ipv6_prefix.to_string(),
+            ),
+            (
                 "TRUSTED_PROXIES",
                 self.trusted_proxies
                     .iter()
@@ -523,6 +541,8 @@ mod tests {
         assert_eq!(c.rate_limits.window, Duration::from_secs(60));
         assert_eq!(c.rate_limits.login_per_ip, 60);
         assert_eq!(c.rate_limits.login_failures_per_account, 5);
+        assert_eq!(c.rate_limits.ipv6_prefix, 64);
+        assert_eq!(c.rate_limits.login_account_ceiling, 100);
         assert!(c.trusted_proxies.is_empty());
         assert_eq!(c.trusted_proxy_header, ProxyHeader::XForwardedFor);
         assert_eq!(c.event_retention, Duration::from_secs(90 * 24 * 3600));
@@ -549,6 +569,8 @@ mod tests {
             ("TRUSTED_PROXY_HEADER", "x-real-ip"),
             ("RATE_LIMIT_LOGIN_PER_IP", "-1"),
             ("RATE_LIMIT_WINDOW_SECONDS", "0"),
+            ("RATE_LIMIT_IPV6_PREFIX", "15"),
+            ("RATE_LIMIT_IPV6_PREFIX", "129"),
             ("EVENT_RETENTION_DAYS", "0"),
         ] {
             let err = config(&[(var, bad)]).unwrap_err();

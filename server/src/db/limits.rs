@@ -1,10 +1,14 @@
 //! Rate-limit counters and the login throttle, in PostgreSQL so that every instance on one
-//! database shares them (see `sql/0004_rate_limits.sql`).
+//! database shares them (see `sql/0004_rate_limits.sql` and `sql/0007_login_throttle_v2.sql`).
 //!
-//! A limited request costs one statement: an UPSERT of its fixed-window counter, which also
-//! reads the account's throttle at login. Only a failed login writes again.
+//! A limited request costs one statement: an UPSERT of its fixed-window counter. A login or
+//! password change costs one more, `login_charge`, which decides and records the attempt
+//! against the account's throttle at once (see `sql/0007_login_throttle_v2.sql`); a success
+//! clears what it charged, and a successful login remembers its device token.
 
 use std::time::Duration;
+
+use uuid::Uuid;
 
 use super::Database;
 use crate::errors::ApiError;
@@ -15,19 +19,10 @@ pub struct Hit {
     pub count: i64,
     /// Seconds until the current window ends.
     pub window_left: f64,
-    /// Seconds until the account may try to log in again, if it is blocked now.
-    pub account_blocked_for: Option<f64>,
 }
 
-/// Counts one request of `scope` from `key` in the current `window`, and reads the login
-/// throttle of `account` if one is given.
-pub async fn hit(
-    db: &Database,
-    scope: &str,
-    key: &str,
-    window: Duration,
-    account: Option<&str>,
-) -> Result<Hit, ApiError> {
+/// Counts one request of `scope` from `key` in the current `window`.
+pub async fn hit(db: &Database, scope: &str, key: &str, window: Duration) -> Result<Hit, ApiError> {
     db.run(async |client| {
         let stmt = client
             .prepare_cached(
@@ -41,68 +36,131 @@ pub async fn hit(
                      RETURNING count, window_start
                  )
                  SELECT hit.count::int8,
-                        extract(epoch FROM hit.window_start + make_interval(secs => $3::float8) - now())::float8,
-                        (SELECT extract(epoch FROM blocked_until - now())::float8
-                           FROM login_throttle
-                          WHERE $4::text IS NOT NULL AND email = $4 AND blocked_until > now())
+                        extract(epoch FROM hit.window_start + make_interval(secs => $3::float8) - now())::float8
                    FROM hit",
             )
             .await?;
         let row = client
-            .query_one(&stmt, &[&scope, &key, &window.as_secs_f64(), &account])
+            .query_one(&stmt, &[&scope, &key, &window.as_secs_f64()])
             .await?;
         Ok(Hit {
             count: row.get(0),
             window_left: row.get(1),
-            account_blocked_for: row.get(2),
         })
     })
     .await
 }
 
-/// Records a failed login for `account`. Past `free` failures, each further one blocks the
-/// account for 1, 2, 4 … seconds, at most `max_delay`.
-pub async fn login_failed(
-    db: &Database,
-    account: &str,
-    free: u32,
-    max_delay: Duration,
-) -> Result<(), ApiError> {
+/// The account throttle's answer to one attempt (`login_charge` in
+/// `sql/0007_login_throttle_v2.sql`).
+pub enum Charge {
+    /// Counted as a failure in advance: the rows to clear if it succeeds.
+    Charged(Vec<String>),
+    /// Refused: the current block's length in seconds, and whether this is its first
+    /// refusal.
+    Blocked { block_seconds: f64, first: bool },
+}
+
+/// The throttle's parameters for one attempt.
+pub struct Throttle<'a> {
+    pub account: &'a str,
+    pub network: &'a str,
+    pub device_hash: Option<&'a [u8]>,
+    pub free: u32,
+    pub ceiling: u32,
+    pub max_delay: Duration,
+}
+
+/// Decides and charges one attempt in one statement: see the migration.
+pub async fn charge(db: &Database, t: &Throttle<'_>) -> Result<Charge, ApiError> {
+    let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     db.run(async |client| {
         let stmt = client
             .prepare_cached(
-                "INSERT INTO login_throttle AS t (email, failures, blocked_until)
-                 VALUES ($1, 1, CASE WHEN 1 > $2::int4 THEN now() + make_interval(secs => least($3::float8, 1.0::float8)) END)
-                 ON CONFLICT (email) DO UPDATE
-                    SET failures = t.failures + 1,
-                        last_failure_at = now(),
-                        blocked_until = CASE WHEN t.failures + 1 > $2::int4
-                            THEN now() + make_interval(secs => least($3::float8, power(2.0::float8, (t.failures - $2::int4)::float8)))
-                        END",
+                "SELECT keys, blocked_for, first_refusal FROM login_charge($1, $2, $3, $4, $5, $6)",
             )
             .await?;
-        client
-            .execute(&stmt, &[&account, &i32::try_from(free).unwrap_or(i32::MAX), &max_delay.as_secs_f64()])
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &t.account,
+                    &t.network,
+                    &t.device_hash,
+                    &int(t.free),
+                    &int(t.ceiling),
+                    &t.max_delay.as_secs_f64(),
+                ],
+            )
             .await?;
+        Ok(match row.get::<_, Option<f64>>(1) {
+            Some(block_seconds) => Charge::Blocked {
+                block_seconds,
+                first: row.get(2),
+            },
+            None => Charge::Charged(row.get(0)),
+        })
+    })
+    .await
+}
+
+/// A success forgets the failures of the rows its attempt was charged to.
+pub async fn refund(db: &Database, account: &str, keys: &[String]) -> Result<(), ApiError> {
+    db.run(async |client| {
+        let stmt = client
+            .prepare_cached("DELETE FROM login_throttle WHERE email = $1 AND key = ANY ($2)")
+            .await?;
+        client.execute(&stmt, &[&account, &keys]).await?;
         Ok(())
     })
     .await
 }
 
-/// A successful login forgets the account's failures.
-pub async fn login_succeeded(db: &Database, account: &str) -> Result<(), ApiError> {
+/// Whether `token_hash` is a live device of `user_id`.
+pub async fn device_known(
+    db: &Database,
+    user_id: Uuid,
+    token_hash: &[u8],
+) -> Result<bool, ApiError> {
     db.run(async |client| {
         let stmt = client
-            .prepare_cached("DELETE FROM login_throttle WHERE email = $1")
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM login_devices
+                                 WHERE token_hash = $1 AND user_id = $2 AND expires_at > now())",
+            )
             .await?;
-        client.execute(&stmt, &[&account]).await?;
+        Ok(client
+            .query_one(&stmt, &[&token_hash, &user_id])
+            .await?
+            .get(0))
+    })
+    .await
+}
+
+/// Remembers a device token handed to `user_id`, valid for `ttl`.
+pub async fn add_device(
+    db: &Database,
+    user_id: Uuid,
+    token_hash: &[u8],
+    ttl: Duration,
+) -> Result<(), ApiError> {
+    db.run(async |client| {
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO login_devices (token_hash, user_id, expires_at)
+                 VALUES ($1, $2, now() + make_interval(secs => $3::float8))",
+            )
+            .await?;
+        client
+            .execute(&stmt, &[&token_hash, &user_id, &ttl.as_secs_f64()])
+            .await?;
         Ok(())
     })
     .await
 }
 
 /// Deletes counters of windows that have ended (`longest_window` is the longest configured)
-/// and throttles quiet for a day. Returns how many rows went.
+/// throttles quiet for a day, and expired device tokens. Returns how many rows went.
 pub async fn prune(db: &Database, longest_window: Duration) -> Result<u64, ApiError> {
     db.run(async |client| {
         let counters = client
@@ -119,7 +177,10 @@ pub async fn prune(db: &Database, longest_window: Duration) -> Result<u64, ApiEr
                 &[],
             )
             .await?;
-        Ok(counters + throttles)
+        let devices = client
+            .execute("DELETE FROM login_devices WHERE expires_at < now()", &[])
+            .await?;
+        Ok(counters + throttles + devices)
     })
     .await
 }

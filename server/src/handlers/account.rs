@@ -105,12 +105,25 @@ pub async fn change_password(
         Some(user.id),
     )
     .await?;
+    // A stolen access token must not buy unlimited guesses at the password: the same
+    // per-account throttle as login, charged before the hash and refunded on success.
+    let attempt = limits::charge(state, call, &email, None, Some(user.id)).await?;
     let stored = db::users::find_for_login(&state.db, &email)
         .await?
         .ok_or(ApiError::InvalidToken("user no longer exists"))?;
     if !state.hasher.verify(current, stored.password_hash).await? {
+        db::events::record(
+            &state.db,
+            call,
+            "password_change_failed",
+            Some("wrong_current_password"),
+            Some(user.id),
+            None,
+        )
+        .await?;
         return Err(ApiError::InvalidCredentials("wrong current password"));
     }
+    limits::refund(state, attempt).await?;
     let hash = state.hasher.hash(new).await?;
     let ended =
         db::sessions::change_password(&state.db, user.id, user.session_id, &hash, call).await?;

@@ -7,11 +7,10 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::account::CredentialsBody;
 use super::{Message, query_param};
 use crate::auth::credentials::{Email, Password};
 use crate::auth::guard::CurrentUser;
-use crate::auth::{login as login_decision, refresh as refresh_token};
+use crate::auth::{device, login as login_decision, refresh as refresh_token};
 use crate::call::Call;
 use crate::db;
 use crate::db::sessions::{LogoutScope, Rotation};
@@ -38,6 +37,22 @@ struct TokenResponse<'a> {
     refresh_expires_in: i64,
     session_id: Uuid,
     user: UserSummary<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_token: Option<&'a str>,
+}
+
+/// `LoginRequest` in the spec: `Credentials` and an optional `device_token`, which, when
+/// present, must be a string (not `null`).
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+    #[serde(default, deserialize_with = "present_string")]
+    device_token: Option<String>,
+}
+
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -66,10 +81,18 @@ pub async fn login(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let body: CredentialsBody = body::json(req, state.config.body_read_timeout).await?;
+    let body: LoginBody = body::json(req, state.config.body_read_timeout).await?;
     let email = Email::normalise_for_lookup(&body.email)?;
     let password = Password::for_login(body.password)?;
-    let user = login_decision::verify(state, call, &email, password).await?;
+    let presented = body.device_token.as_deref();
+    if presented.is_some_and(|t| t.is_empty() || t.chars().count() > MAX_DEVICE_TOKEN_CHARS) {
+        return Err(ApiError::validation(
+            "device_token",
+            "device_token must be 1 to 512 characters",
+        ));
+    }
+    let user = login_decision::verify(state, call, &email, password, presented).await?;
+    let device_token = device_token(state, user.id, presented).await?;
 
     let refresh = state.refresh.fresh();
     let session = db::sessions::start(
@@ -88,7 +111,28 @@ pub async fn login(
         session.id,
         session.expires_at,
         &refresh,
+        Some(&device_token),
     )
+}
+
+/// Longest `device_token` accepted (ours are 43 characters), as the spec says.
+const MAX_DEVICE_TOKEN_CHARS: usize = 512;
+
+/// The device token a successful login answers with: the one presented, if it is a live
+/// token of this account, or else a new one.
+async fn device_token(
+    state: &AppState,
+    user_id: Uuid,
+    presented: Option<&str>,
+) -> Result<String, ApiError> {
+    if let Some(token) = presented
+        && db::limits::device_known(&state.db, user_id, &state.devices.hash(token)).await?
+    {
+        return Ok(token.to_owned());
+    }
+    let token = state.devices.fresh();
+    db::limits::add_device(&state.db, user_id, &state.devices.hash(&token), device::TTL).await?;
+    Ok(token)
 }
 
 /// The login and refresh answer: a new access token for `session_id`, and its refresh token.
@@ -99,6 +143,7 @@ fn tokens_response(
     session_id: Uuid,
     session_expires_at: DateTime<Utc>,
     refresh_token: &str,
+    device_token: Option<&str>,
 ) -> Result<Response, ApiError> {
     let (token, _) = state.tokens.issue(user_id, email, session_id)?;
     response::json(
@@ -115,6 +160,7 @@ fn tokens_response(
                 email,
                 is_active: true,
             },
+            device_token,
         },
     )
 }
@@ -150,7 +196,9 @@ pub async fn refresh(
             expires_at,
         } => {
             tracing::info!(%user_id, %session_id, "session refreshed");
-            tokens_response(state, user_id, &email, session_id, expires_at, &successor)
+            tokens_response(
+                state, user_id, &email, session_id, expires_at, &successor, None,
+            )
         }
         Rotation::Refused => Err(ApiError::InvalidToken(
             "unknown refresh token or ended session",

@@ -44,6 +44,7 @@ fn state() -> Arc<AppState> {
             Duration::from_secs(60),
         ),
         refresh: crate::auth::refresh::RefreshKeys::new(config.jwt_secret.expose().as_bytes()),
+        devices: crate::auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes()),
         router: Router::new(false, true),
         metrics,
         observer: std::sync::OnceLock::new(),
