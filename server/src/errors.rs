@@ -60,6 +60,10 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    /// The change lost a race with another change of the same state (`reason` names it,
+    /// for the log); the client may re-read and retry.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed { allow: String },
     /// A dependency (database, hashing pool) could not serve in time; worth retrying.
@@ -92,6 +96,7 @@ impl ApiError {
             | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +118,7 @@ impl ApiError {
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::NotFound => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -142,6 +148,9 @@ impl ApiError {
                 Cow::Owned(format!("Too many attempts; retry in {retry_after} seconds"))
             }
             ApiError::NotFound => "No such resource".into(),
+            ApiError::Conflict(_) => {
+                "A concurrent request changed this first; nothing was changed".into()
+            }
             ApiError::MethodNotAllowed { allow } => {
                 Cow::Owned(format!("Method not allowed; allowed: {allow}"))
             }
@@ -167,9 +176,9 @@ impl ApiError {
                     Cow::Owned(_) => Cow::Owned(format!("{field}: does not match the schema")),
                 }
             }
-            ApiError::InvalidCredentials(reason) | ApiError::InvalidToken(reason) => {
-                Cow::Borrowed(reason)
-            }
+            ApiError::InvalidCredentials(reason)
+            | ApiError::InvalidToken(reason)
+            | ApiError::Conflict(reason) => Cow::Borrowed(reason),
             ApiError::WeakPassword(reason) => Cow::Borrowed(reason),
             ApiError::TooManyRequests { reason, .. } => Cow::Borrowed(reason),
             ApiError::Internal(cause) | ApiError::Unavailable(cause) => {
@@ -309,6 +318,7 @@ mod tests {
                 reason: "login",
             },
             ApiError::NotFound,
+            ApiError::Conflict("password changed concurrently"),
             ApiError::MethodNotAllowed {
                 allow: "GET".into(),
             },

@@ -8,6 +8,7 @@ mod helpers;
 mod spec_check;
 
 mod contract;
+mod credentials;
 mod docs;
 mod events;
 mod guard;

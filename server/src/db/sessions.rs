@@ -5,6 +5,13 @@
 //! of one token are serialised and the second sees it spent), and ending sessions locks the
 //! caller's session first (two logouts with one token give one success). Each change
 //! writes its security event (`db::events`) in the same statement or transaction.
+//!
+//! Logout, revocation and password change each run in a transaction that first locks the
+//! user's row ([`LOCK_USER`]), so the changes of one user's sessions are serialised (and
+//! cannot deadlock on each other's session rows), and each then requires the caller's own
+//! session to be live in the statement that acts. A session records the credential
+//! version its login verified (`sql/0008_session_credentials.sql`): a session opened on a
+//! password that has changed since is refused by the token check and by refresh.
 
 use std::time::Duration;
 
@@ -15,6 +22,30 @@ use super::Database;
 use super::events;
 use crate::call::Call;
 use crate::errors::ApiError;
+
+/// Taken first by every transaction that ends sessions or changes the password. A login
+/// takes a share lock on the same row, so it waits for a password change in progress and
+/// then sees the new credential version.
+const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE";
+
+/// What a password change found.
+pub enum PasswordChange {
+    /// Stored; this many other sessions were ended.
+    Changed { other_sessions_ended: u64 },
+    /// The caller's session ended (revoked, logged out) before the change could commit.
+    CallerEnded,
+    /// Another change committed after this one verified the current password.
+    Conflict,
+}
+
+/// What a revocation found.
+pub enum Revocation {
+    Revoked,
+    /// No such live session of the user.
+    NotFound,
+    /// The caller's own session ended first.
+    CallerEnded,
+}
 
 pub struct NewSession {
     pub id: Uuid,
@@ -77,19 +108,26 @@ pub struct SessionInfo {
 }
 
 /// Starts a session with its first refresh token (stored as `refresh_hash`), recording
-/// where it was started from (`call`) for the session list.
+/// where it was started from (`call`) for the session list and the credential version the
+/// login verified. `None` if that version is no longer the user's: the password changed
+/// while the login was verifying the old one.
 pub async fn start(
     db: &Database,
     user_id: Uuid,
+    credential_version: i64,
     ttl: Duration,
     refresh_hash: &[u8],
     call: &Call,
-) -> Result<NewSession, ApiError> {
+) -> Result<Option<NewSession>, ApiError> {
     db.run(async |client| {
+        // The share lock waits for a password change that holds the row, and the version
+        // is then compared with the committed one.
         let sql = format!(
-            "WITH s AS (
-                 INSERT INTO sessions (user_id, expires_at, user_agent, ip)
-                 VALUES ($1, now() + make_interval(secs => $2), $3, $4)
+            "WITH u AS (
+                 SELECT id FROM users WHERE id = $1 AND credential_version = $7 FOR SHARE
+             ), s AS (
+                 INSERT INTO sessions (user_id, expires_at, user_agent, ip, credential_version)
+                 SELECT id, now() + make_interval(secs => $2), $3, $4, $7 FROM u
                  RETURNING id, expires_at
              ), t AS (
                  INSERT INTO refresh_tokens (token_hash, session_id) SELECT $5, id FROM s
@@ -101,7 +139,7 @@ pub async fn start(
         );
         let stmt = client.prepare_cached(&sql).await?;
         let row = client
-            .query_one(
+            .query_opt(
                 &stmt,
                 &[
                     &user_id,
@@ -110,13 +148,14 @@ pub async fn start(
                     &call.ip(),
                     &refresh_hash,
                     &call.request_id(),
+                    &credential_version,
                 ],
             )
             .await?;
-        Ok(NewSession {
+        Ok(row.map(|row| NewSession {
             id: row.get(0),
             expires_at: row.get(1),
-        })
+        }))
     })
     .await
 }
@@ -138,6 +177,7 @@ pub async fn rotate(
                         rt.spent_at IS NOT NULL,
                         rt.spent_at > now() - make_interval(secs => $2),
                         s.ended_at IS NULL AND s.expires_at > now() AND u.is_active
+                            AND s.credential_version = u.credential_version
                    FROM refresh_tokens rt
                    JOIN sessions s ON s.id = rt.session_id
                    JOIN users u ON u.id = s.user_id
@@ -217,6 +257,8 @@ pub async fn end(
     call: &Call,
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
+        let tx = client.transaction().await?;
+        tx.execute(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "WITH me AS (
                      SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
@@ -236,8 +278,8 @@ pub async fn end(
                  SELECT EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM ended)",
             events::INSERT
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        let row = client
+        let stmt = tx.prepare_cached(&sql).await?;
+        let row = tx
             .query_one(
                 &stmt,
                 &[
@@ -250,32 +292,41 @@ pub async fn end(
                 ],
             )
             .await?;
+        tx.commit().await?;
         Ok(row.get(0))
     })
     .await
 }
 
-/// Ends one of the user's live sessions. False if there is no such live session.
+/// Ends one of the user's live sessions, through the caller's session `by`, which must
+/// still be live.
 pub async fn revoke(
     db: &Database,
     user_id: Uuid,
     session_id: Uuid,
+    by: Uuid,
     call: &Call,
-) -> Result<bool, ApiError> {
+) -> Result<Revocation, ApiError> {
     db.run(async |client| {
+        let tx = client.transaction().await?;
+        tx.execute(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
-            "WITH r AS (
+            "WITH me AS (
+                 SELECT id FROM sessions
+                  WHERE id = $6 AND user_id = $2 AND ended_at IS NULL AND expires_at > now()
+             ), r AS (
                  UPDATE sessions SET ended_at = now(), end_reason = 'revoked'
                   WHERE id = $1 AND user_id = $2 AND ended_at IS NULL AND expires_at > now()
+                    AND EXISTS (SELECT 1 FROM me)
                  RETURNING id
              ), e AS (
                  {} SELECT 'session_revoked', NULL, $2, id, $3, $4, $5 FROM r
              )
-             SELECT count(*) FROM r",
+             SELECT EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM r)",
             events::INSERT
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        let row = client
+        let stmt = tx.prepare_cached(&sql).await?;
+        let row = tx
             .query_one(
                 &stmt,
                 &[
@@ -284,10 +335,16 @@ pub async fn revoke(
                     &call.ip(),
                     &call.user_agent,
                     &call.request_id(),
+                    &by,
                 ],
             )
             .await?;
-        Ok(row.get::<_, i64>(0) == 1)
+        tx.commit().await?;
+        Ok(match (row.get::<_, bool>(0), row.get::<_, i64>(1)) {
+            (false, _) => Revocation::CallerEnded,
+            (true, 1) => Revocation::Revoked,
+            (true, _) => Revocation::NotFound,
+        })
     })
     .await
 }
@@ -319,28 +376,49 @@ pub async fn list(db: &Database, user_id: Uuid) -> Result<Vec<SessionInfo>, ApiE
     .await
 }
 
-/// Stores a new password hash and ends every other session of the user, atomically.
+/// Stores a new password hash and ends every other session of the user, atomically —
+/// provided the caller's session `keep_session` is still live and the credential version
+/// is still `verified`, the one read with the hash the current password was checked
+/// against. The caller's session moves to the new version; every other one is ended.
 pub async fn change_password(
     db: &Database,
     user_id: Uuid,
     keep_session: Uuid,
+    verified: i64,
     new_hash: &str,
     call: &Call,
-) -> Result<u64, ApiError> {
+) -> Result<PasswordChange, ApiError> {
     db.run(async |client| {
+        let tx = client.transaction().await?;
+        tx.execute(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
-            "WITH u AS (
-                 UPDATE users SET password_hash = $3, updated_at = now() WHERE id = $1 RETURNING id
+            "WITH me AS (
+                 SELECT id FROM sessions
+                  WHERE id = $2 AND user_id = $1 AND ended_at IS NULL AND expires_at > now()
+             ), u AS (
+                 UPDATE users
+                    SET password_hash = $3, credential_version = credential_version + 1,
+                        updated_at = now()
+                  WHERE id = $1 AND credential_version = $7 AND EXISTS (SELECT 1 FROM me)
+                 RETURNING id, credential_version
+             ), kept AS (
+                 UPDATE sessions SET credential_version = u.credential_version
+                   FROM u WHERE sessions.id = $2
+             ), ended AS (
+                 UPDATE sessions SET ended_at = now(), end_reason = 'password_changed'
+                  WHERE user_id = $1 AND id <> $2 AND ended_at IS NULL
+                    AND EXISTS (SELECT 1 FROM u)
+                 RETURNING id
              ), e AS (
                  {} SELECT 'password_changed', NULL, id, $2, $4, $5, $6 FROM u
              )
-             UPDATE sessions SET ended_at = now(), end_reason = 'password_changed'
-              WHERE user_id = $1 AND id <> $2 AND ended_at IS NULL AND EXISTS (SELECT 1 FROM u)",
+             SELECT EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM u),
+                    (SELECT count(*) FROM ended)",
             events::INSERT
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        Ok(client
-            .execute(
+        let stmt = tx.prepare_cached(&sql).await?;
+        let row = tx
+            .query_one(
                 &stmt,
                 &[
                     &user_id,
@@ -349,9 +427,18 @@ pub async fn change_password(
                     &call.ip(),
                     &call.user_agent,
                     &call.request_id(),
+                    &verified,
                 ],
             )
-            .await?)
+            .await?;
+        tx.commit().await?;
+        Ok(match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
+            (false, _) => PasswordChange::CallerEnded,
+            (true, false) => PasswordChange::Conflict,
+            (true, true) => PasswordChange::Changed {
+                other_sessions_ended: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+            },
+        })
     })
     .await
 }

@@ -14,7 +14,7 @@ use crate::auth::guard::CurrentUser;
 use crate::auth::{login as login_decision, refresh as refresh_token};
 use crate::call::Call;
 use crate::db;
-use crate::db::sessions::{LogoutScope, Rotation};
+use crate::db::sessions::{LogoutScope, Revocation, Rotation};
 use crate::errors::ApiError;
 use crate::http::body;
 use crate::http::response::{self, Response};
@@ -75,11 +75,15 @@ pub async fn login(
     let session = db::sessions::start(
         &state.db,
         user.id,
+        user.credential_version,
         state.config.refresh_token_ttl,
         &refresh_token::hash(&refresh),
         call,
     )
-    .await?;
+    .await?
+    .ok_or(ApiError::InvalidCredentials(
+        "password changed during the login",
+    ))?;
     tracing::info!(user_id = %user.id, session_id = %session.id, "login succeeded");
     tokens_response(
         state,
@@ -222,8 +226,10 @@ pub async fn revoke(
         .and_then(|raw| Uuid::parse_str(raw).ok())
         .ok_or_else(|| ApiError::validation("session_id", "session_id must be a UUID"))?;
     // Another user's session is indistinguishable from an unknown one.
-    if !db::sessions::revoke(&state.db, user.id, id, call).await? {
-        return Err(ApiError::NotFound);
+    match db::sessions::revoke(&state.db, user.id, id, user.session_id, call).await? {
+        Revocation::Revoked => {}
+        Revocation::NotFound => return Err(ApiError::NotFound),
+        Revocation::CallerEnded => return Err(ApiError::InvalidToken("session ended")),
     }
     tracing::info!(user_id = %user.id, session_id = %id, "session revoked");
     Ok(response::empty(StatusCode::NO_CONTENT))
