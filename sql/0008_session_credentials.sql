@@ -11,3 +11,12 @@
 -- Existing rows start at 1 on both sides, so every live session stays live.
 ALTER TABLE users ADD COLUMN credential_version bigint NOT NULL DEFAULT 1;
 ALTER TABLE sessions ADD COLUMN credential_version bigint NOT NULL DEFAULT 1;
+
+-- A per-session secret mixed into every refresh-token successor (auth::refresh): a
+-- successor is HMAC(refresh key, refresh_secret || presented token), so knowing the key
+-- and a token is not enough to compute the next token of a session. It never leaves the
+-- server. gen_random_uuid() draws from PostgreSQL's strong random source; two of them give
+-- 244 random bits without needing pgcrypto. The default is evaluated per row, existing
+-- sessions included.
+ALTER TABLE sessions ADD COLUMN refresh_secret bytea NOT NULL
+    DEFAULT (uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()));

@@ -54,8 +54,10 @@ pub struct NewSession {
 
 /// The result of presenting a refresh token.
 pub enum Rotation {
-    /// Spent now (or spent moments ago, within the grace window): the successor is live.
+    /// Spent now (or spent moments ago, within the grace window, and its successor still
+    /// unspent): `successor` is the live refresh token.
     Rotated {
+        successor: String,
         session_id: Uuid,
         user_id: Uuid,
         email: String,
@@ -63,7 +65,8 @@ pub enum Rotation {
     },
     /// Unknown token, or its session has ended or expired, or its user is gone/inactive.
     Refused,
-    /// A token spent longer ago than the grace window: the session has now been ended.
+    /// A token spent longer ago than the grace window, or one whose successor has been
+    /// spent in turn: the session has now been ended.
     ReuseDetected { session_id: Uuid, user_id: Uuid },
 }
 
@@ -160,12 +163,15 @@ pub async fn start(
     .await
 }
 
-/// Spends the refresh token whose hash is `presented` and records `successor` as the
-/// session's live one — or recognises a retry within `grace`, or a reuse.
+/// Spends the refresh token whose hash is `presented` and records its successor (made by
+/// `successor` from the session's secret: the token and its hash) as the session's live one
+/// — or recognises a retry within `grace`, or a reuse. A retry is given the successor again
+/// only while that successor is unspent: once it has been spent, presenting its
+/// predecessor is reuse, so a thief holding a recently spent token cannot walk forward.
 pub async fn rotate(
     db: &Database,
     presented: &[u8],
-    successor: &[u8],
+    successor: impl Fn(&[u8]) -> (String, Vec<u8>),
     grace: Duration,
     call: &Call,
 ) -> Result<Rotation, ApiError> {
@@ -177,7 +183,8 @@ pub async fn rotate(
                         rt.spent_at IS NOT NULL,
                         rt.spent_at > now() - make_interval(secs => $2),
                         s.ended_at IS NULL AND s.expires_at > now() AND u.is_active
-                            AND s.credential_version = u.credential_version
+                            AND s.credential_version = u.credential_version,
+                        s.refresh_secret
                    FROM refresh_tokens rt
                    JOIN sessions s ON s.id = rt.session_id
                    JOIN users u ON u.id = s.user_id
@@ -197,7 +204,21 @@ pub async fn rotate(
         if !live {
             return Ok(Rotation::Refused);
         }
-        if spent && within_grace != Some(true) {
+        let (successor_token, successor) = successor(row.get::<_, &[u8]>(7));
+        // A retry within the grace window is one only if nothing has spent the successor
+        // since; its row is locked so that the answer holds until commit.
+        let successor_unspent = match spent && within_grace == Some(true) {
+            true => tx
+                .query_opt(
+                    "SELECT spent_at IS NULL FROM refresh_tokens
+                      WHERE token_hash = $1 AND session_id = $2 FOR UPDATE",
+                    &[&successor, &session_id],
+                )
+                .await?
+                .is_some_and(|r| r.get::<_, bool>(0)),
+            false => false,
+        };
+        if spent && !successor_unspent {
             tx.execute(
                 "UPDATE sessions SET ended_at = now(), end_reason = 'refresh_reuse' WHERE id = $1",
                 &[&session_id],
@@ -238,6 +259,7 @@ pub async fn rotate(
         record_in(&tx, call, "refresh", None, user_id, session_id).await?;
         tx.commit().await?;
         Ok(Rotation::Rotated {
+            successor: successor_token,
             session_id,
             user_id,
             email: row.get(2),

@@ -137,17 +137,21 @@ pub async fn refresh(
         ));
     }
     limits::check(state, limits::Action::Refresh, call, None, None).await?;
-    let successor = state.refresh.successor(&presented);
     let rotation = db::sessions::rotate(
         &state.db,
         &refresh_token::hash(&presented),
-        &refresh_token::hash(&successor),
+        |session_secret| {
+            let successor = state.refresh.successor(session_secret, &presented);
+            let hash = refresh_token::hash(&successor);
+            (successor, hash)
+        },
         state.config.refresh_reuse_grace,
         call,
     )
     .await?;
     match rotation {
         Rotation::Rotated {
+            successor,
             session_id,
             user_id,
             email,
