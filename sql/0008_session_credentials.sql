@@ -20,3 +20,12 @@ ALTER TABLE sessions ADD COLUMN credential_version bigint NOT NULL DEFAULT 1;
 -- sessions included.
 ALTER TABLE sessions ADD COLUMN refresh_secret bytea NOT NULL
     DEFAULT (uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()));
+
+-- A login beyond SESSIONS_PER_USER_MAX ends the user's least recently used live session,
+-- with its own end reason. The other reasons are those of 0003.
+ALTER TABLE sessions DROP CONSTRAINT sessions_end_reason;
+ALTER TABLE sessions ADD CONSTRAINT sessions_end_reason CHECK (
+    end_reason IN ('logout', 'logout_global', 'logout_others', 'revoked', 'password_changed',
+                   'refresh_reuse', 'evicted')
+);
+CREATE INDEX sessions_user_live_idx ON sessions (user_id, last_used_at) WHERE ended_at IS NULL;

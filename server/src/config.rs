@@ -106,6 +106,13 @@ pub struct Config {
     /// How long after a rotation the spent refresh token still yields the same successor
     /// instead of counting as theft (`REFRESH_REUSE_GRACE_SECONDS`).
     pub refresh_reuse_grace: Duration,
+    // --- sessions: growth (SESSIONS_PER_USER_MAX, REFRESH_IDLE_TIMEOUT_DAYS) ---
+    /// Live sessions a user may hold; a login beyond it ends the least recently used one.
+    pub sessions_per_user_max: u32,
+    /// A session not refreshed for this long can no longer be refreshed; zero turns the
+    /// idle timeout off.
+    pub refresh_idle_timeout: Duration,
+    // --- end sessions: growth ---
     pub bcrypt_cost: u32,
     pub hash_threads: usize,
     pub cors_origins: CorsOrigins,
@@ -262,6 +269,16 @@ impl Config {
         if grace_secs > 300 {
             bail!("REFRESH_REUSE_GRACE_SECONDS must be between 0 and 300, got {grace_secs}");
         }
+        // --- sessions: growth ---
+        let sessions_per_user_max: u32 = parse_or(&get, "SESSIONS_PER_USER_MAX", 50, from_str)?;
+        if !(1..=1000).contains(&sessions_per_user_max) {
+            bail!("SESSIONS_PER_USER_MAX must be between 1 and 1000, got {sessions_per_user_max}");
+        }
+        let idle_days: u64 = parse_or(&get, "REFRESH_IDLE_TIMEOUT_DAYS", 14, from_str)?;
+        if idle_days > 365 {
+            bail!("REFRESH_IDLE_TIMEOUT_DAYS must be between 0 and 365, got {idle_days}");
+        }
+        // --- end sessions: growth ---
         let bcrypt_cost: u32 = parse_or(&get, "BCRYPT_ROUNDS", 12, from_str)?;
         if !(4..=31).contains(&bcrypt_cost) {
             bail!("BCRYPT_ROUNDS must be between 4 and 31, got {bcrypt_cost}");
@@ -366,6 +383,8 @@ impl Config {
             access_token_ttl: Duration::from_secs(access_minutes * 60),
             refresh_token_ttl: Duration::from_secs(refresh_days * 24 * 3600),
             refresh_reuse_grace: Duration::from_secs(grace_secs),
+            sessions_per_user_max,
+            refresh_idle_timeout: Duration::from_secs(idle_days * 24 * 3600),
             bcrypt_cost,
             hash_threads,
             cors_origins: parse_cors(get("CORS_ORIGINS"))?,
@@ -451,6 +470,14 @@ impl Config {
             (
                 "REFRESH_REUSE_GRACE_SECONDS",
                 secs(self.refresh_reuse_grace),
+            ),
+            (
+                "SESSIONS_PER_USER_MAX",
+                self.sessions_per_user_max.to_string(),
+            ),
+            (
+                "REFRESH_IDLE_TIMEOUT_DAYS",
+                (self.refresh_idle_timeout.as_secs() / 86_400).to_string(),
             ),
             ("DB_STARTUP_TIMEOUT_SECONDS", secs(self.db_startup_timeout)),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),

@@ -11,6 +11,7 @@ mod contract;
 mod credentials;
 mod docs;
 mod events;
+mod growth;
 mod guard;
 mod hostile;
 mod http;

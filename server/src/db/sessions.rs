@@ -23,9 +23,9 @@ use super::events;
 use crate::call::Call;
 use crate::errors::ApiError;
 
-/// Taken first by every transaction that ends sessions or changes the password. A login
-/// takes a share lock on the same row, so it waits for a password change in progress and
-/// then sees the new credential version.
+/// Taken first by every transaction that starts or ends sessions or changes the password:
+/// a login waits for a password change in progress and then sees the new credential
+/// version, and concurrent logins count the user's sessions against the cap one at a time.
 const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
 /// What a password change found.
@@ -46,6 +46,12 @@ pub enum Revocation {
     /// The caller's own session ended first.
     CallerEnded,
 }
+
+/// Spent refresh tokens kept per session for reuse detection; older ones are deleted at
+/// each rotation. A token spent longer ago is then merely unknown (refused, without ending
+/// the session): it is also useless to a thief, and the rows of a long-lived session no
+/// longer grow with every refresh.
+const SPENT_KEPT: i64 = 8;
 
 pub struct NewSession {
     pub id: Uuid,
@@ -113,21 +119,33 @@ pub struct SessionInfo {
 /// Starts a session with its first refresh token (stored as `refresh_hash`), recording
 /// where it was started from (`call`) for the session list and the credential version the
 /// login verified. `None` if that version is no longer the user's: the password changed
-/// while the login was verifying the old one.
+/// while the login was verifying the old one. Beyond `cap` live sessions, the least
+/// recently used ones are ended (`evicted`) in the same statement.
 pub async fn start(
     db: &Database,
     user_id: Uuid,
     credential_version: i64,
     ttl: Duration,
+    cap: u32,
     refresh_hash: &[u8],
     call: &Call,
 ) -> Result<Option<NewSession>, ApiError> {
     db.run(async |client| {
-        // The share lock waits for a password change that holds the row, and the version
-        // is then compared with the committed one.
+        let tx = client.transaction().await?;
+        tx.execute(LOCK_USER, &[&user_id]).await?;
+        // After the lock, this statement's snapshot holds every committed change: the
+        // version compared is the current one, and so is the count of live sessions.
         let sql = format!(
             "WITH u AS (
-                 SELECT id FROM users WHERE id = $1 AND credential_version = $7 FOR SHARE
+                 SELECT id FROM users WHERE id = $1 AND credential_version = $7
+             ), evicted AS (
+                 UPDATE sessions SET ended_at = now(), end_reason = 'evicted'
+                  WHERE id IN (
+                        SELECT id FROM sessions
+                         WHERE user_id = $1 AND ended_at IS NULL AND expires_at > now()
+                           AND EXISTS (SELECT 1 FROM u)
+                         ORDER BY last_used_at DESC, created_at DESC
+                        OFFSET $8)
              ), s AS (
                  INSERT INTO sessions (user_id, expires_at, user_agent, ip, credential_version)
                  SELECT id, now() + make_interval(secs => $2), $3, $4, $7 FROM u
@@ -140,8 +158,8 @@ pub async fn start(
              SELECT id, expires_at FROM s",
             events::INSERT
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        let row = client
+        let stmt = tx.prepare_cached(&sql).await?;
+        let row = tx
             .query_opt(
                 &stmt,
                 &[
@@ -152,9 +170,12 @@ pub async fn start(
                     &refresh_hash,
                     &call.request_id(),
                     &credential_version,
+                    // The new session is one of the cap.
+                    &(i64::from(cap) - 1),
                 ],
             )
             .await?;
+        tx.commit().await?;
         Ok(row.map(|row| NewSession {
             id: row.get(0),
             expires_at: row.get(1),
@@ -173,6 +194,7 @@ pub async fn rotate(
     presented: &[u8],
     successor: impl Fn(&[u8]) -> (String, Vec<u8>),
     grace: Duration,
+    idle_timeout: Duration,
     call: &Call,
 ) -> Result<Rotation, ApiError> {
     db.run(async |client| {
@@ -183,14 +205,19 @@ pub async fn rotate(
                         rt.spent_at IS NOT NULL,
                         rt.spent_at > now() - make_interval(secs => $2),
                         s.ended_at IS NULL AND s.expires_at > now() AND u.is_active
-                            AND s.credential_version = u.credential_version,
+                            AND s.credential_version = u.credential_version
+                            AND ($3::float8 = 0 OR s.last_used_at > now() - make_interval(secs => $3)),
                         s.refresh_secret
                    FROM refresh_tokens rt
                    JOIN sessions s ON s.id = rt.session_id
                    JOIN users u ON u.id = s.user_id
                   WHERE rt.token_hash = $1
                     FOR UPDATE OF rt, s",
-                &[&presented, &grace.as_secs_f64()],
+                &[
+                    &presented,
+                    &grace.as_secs_f64(),
+                    &idle_timeout.as_secs_f64(),
+                ],
             )
             .await?;
         let Some(row) = row else {
@@ -248,6 +275,16 @@ pub async fn rotate(
             tx.execute(
                 "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
                 &[&successor, &session_id],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM refresh_tokens
+                  WHERE session_id = $1 AND spent_at IS NOT NULL
+                    AND token_hash NOT IN (
+                        SELECT token_hash FROM refresh_tokens
+                         WHERE session_id = $1 AND spent_at IS NOT NULL
+                         ORDER BY spent_at DESC, created_at DESC LIMIT $2)",
+                &[&session_id, &SPENT_KEPT],
             )
             .await?;
         }

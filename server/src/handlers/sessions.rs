@@ -77,6 +77,7 @@ pub async fn login(
         user.id,
         user.credential_version,
         state.config.refresh_token_ttl,
+        state.config.sessions_per_user_max,
         &refresh_token::hash(&refresh),
         call,
     )
@@ -146,6 +147,7 @@ pub async fn refresh(
             (successor, hash)
         },
         state.config.refresh_reuse_grace,
+        state.config.refresh_idle_timeout,
         call,
     )
     .await?;
