@@ -29,3 +29,9 @@ ALTER TABLE sessions ADD CONSTRAINT sessions_end_reason CHECK (
                    'refresh_reuse', 'evicted')
 );
 CREATE INDEX sessions_user_live_idx ON sessions (user_id, last_used_at) WHERE ended_at IS NULL;
+
+-- When the session's user last proved the password (its login; refresh does not renew
+-- it). Ending other sessions requires it to be within REAUTH_WINDOW_MINUTES. Existing
+-- sessions count as authenticated when they were created.
+ALTER TABLE sessions ADD COLUMN authenticated_at timestamptz NOT NULL DEFAULT now();
+UPDATE sessions SET authenticated_at = created_at;

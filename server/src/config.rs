@@ -112,6 +112,8 @@ pub struct Config {
     /// A session not refreshed for this long can no longer be refreshed; zero turns the
     /// idle timeout off.
     pub refresh_idle_timeout: Duration,
+    /// How recent the caller's login must be to end other sessions (`REAUTH_WINDOW_MINUTES`).
+    pub reauth_window: Duration,
     // --- end sessions: growth ---
     pub bcrypt_cost: u32,
     pub hash_threads: usize,
@@ -278,6 +280,10 @@ impl Config {
         if idle_days > 365 {
             bail!("REFRESH_IDLE_TIMEOUT_DAYS must be between 0 and 365, got {idle_days}");
         }
+        let reauth_minutes: u64 = parse_or(&get, "REAUTH_WINDOW_MINUTES", 10, from_str)?;
+        if !(1..=1440).contains(&reauth_minutes) {
+            bail!("REAUTH_WINDOW_MINUTES must be between 1 and 1440, got {reauth_minutes}");
+        }
         // --- end sessions: growth ---
         let bcrypt_cost: u32 = parse_or(&get, "BCRYPT_ROUNDS", 12, from_str)?;
         if !(4..=31).contains(&bcrypt_cost) {
@@ -385,6 +391,7 @@ impl Config {
             refresh_reuse_grace: Duration::from_secs(grace_secs),
             sessions_per_user_max,
             refresh_idle_timeout: Duration::from_secs(idle_days * 24 * 3600),
+            reauth_window: Duration::from_secs(reauth_minutes * 60),
             bcrypt_cost,
             hash_threads,
             cors_origins: parse_cors(get("CORS_ORIGINS"))?,
@@ -478,6 +485,10 @@ impl Config {
             (
                 "REFRESH_IDLE_TIMEOUT_DAYS",
                 (self.refresh_idle_timeout.as_secs() / 86_400).to_string(),
+            ),
+            (
+                "REAUTH_WINDOW_MINUTES",
+                (self.reauth_window.as_secs() / 60).to_string(),
             ),
             ("DB_STARTUP_TIMEOUT_SECONDS", secs(self.db_startup_timeout)),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),

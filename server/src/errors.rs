@@ -58,6 +58,9 @@ pub enum ApiError {
         retry_after: u64,
         reason: &'static str,
     },
+    /// Ending other sessions needs a login within the re-authentication window.
+    #[error("reauthentication required")]
+    ReauthenticationRequired,
     #[error("not found")]
     NotFound,
     /// The change lost a race with another change of the same state (`reason` names it,
@@ -95,6 +98,7 @@ impl ApiError {
             | ApiError::MissingToken
             | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ReauthenticationRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -117,6 +121,7 @@ impl ApiError {
             ApiError::MissingToken => "missing_token",
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::ReauthenticationRequired => "reauthentication_required",
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -146,6 +151,9 @@ impl ApiError {
             ApiError::InvalidToken(_) => "The access token is invalid, expired or revoked".into(),
             ApiError::TooManyRequests { retry_after, .. } => {
                 Cow::Owned(format!("Too many attempts; retry in {retry_after} seconds"))
+            }
+            ApiError::ReauthenticationRequired => {
+                "Ending other sessions needs a recent login; log in again and retry".into()
             }
             ApiError::NotFound => "No such resource".into(),
             ApiError::Conflict(_) => {
@@ -318,6 +326,7 @@ mod tests {
                 reason: "login",
             },
             ApiError::NotFound,
+            ApiError::ReauthenticationRequired,
             ApiError::Conflict("password changed concurrently"),
             ApiError::MethodNotAllowed {
                 allow: "GET".into(),

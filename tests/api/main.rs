@@ -23,6 +23,7 @@ mod logout;
 mod me;
 mod metrics;
 mod policy;
+mod reauth;
 mod reliability;
 mod sessions;
 mod signup;

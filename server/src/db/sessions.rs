@@ -38,9 +38,20 @@ pub enum PasswordChange {
     Conflict,
 }
 
+/// What a logout found.
+pub enum Ending {
+    Ended,
+    /// The caller's session is live but logged in too long ago to end other sessions.
+    ReauthenticationRequired,
+    /// The caller's session (or user) was no longer live.
+    CallerEnded,
+}
+
 /// What a revocation found.
 pub enum Revocation {
     Revoked,
+    /// Another session, from a session logged in too long ago.
+    ReauthenticationRequired,
     /// No such live session of the user.
     NotFound,
     /// The caller's own session ended first.
@@ -313,8 +324,9 @@ pub async fn end(
     user_id: Uuid,
     session_id: Uuid,
     scope: LogoutScope,
+    reauth_window: Duration,
     call: &Call,
-) -> Result<bool, ApiError> {
+) -> Result<Ending, ApiError> {
     db.run(async |client| {
         let tx = client.transaction().await?;
         tx.execute(LOCK_USER, &[&user_id]).await?;
@@ -323,6 +335,8 @@ pub async fn end(
                      SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
                       WHERE s.id = $1 AND s.user_id = $2 AND u.is_active
                         AND s.ended_at IS NULL AND s.expires_at > now()
+                        AND ($3::text = 'logout'
+                             OR s.authenticated_at > now() - make_interval(secs => $7))
                         FOR UPDATE OF s
                  ), ended AS (
                      UPDATE sessions SET ended_at = now(), end_reason = $3
@@ -334,7 +348,10 @@ pub async fn end(
                  ), e AS (
                      {} SELECT 'logout', $3, $2, $1, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM me)
                  )
-                 SELECT EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM ended)",
+                 SELECT EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM ended),
+                        EXISTS (SELECT 1 FROM sessions
+                                 WHERE id = $1 AND user_id = $2 AND ended_at IS NULL
+                                   AND expires_at > now())",
             events::INSERT
         );
         let stmt = tx.prepare_cached(&sql).await?;
@@ -348,11 +365,16 @@ pub async fn end(
                     &call.ip(),
                     &call.user_agent,
                     &call.request_id(),
+                    &reauth_window.as_secs_f64(),
                 ],
             )
             .await?;
         tx.commit().await?;
-        Ok(row.get(0))
+        Ok(match (row.get::<_, bool>(0), row.get::<_, bool>(2)) {
+            (true, _) => Ending::Ended,
+            (false, true) => Ending::ReauthenticationRequired,
+            (false, false) => Ending::CallerEnded,
+        })
     })
     .await
 }
@@ -364,6 +386,7 @@ pub async fn revoke(
     user_id: Uuid,
     session_id: Uuid,
     by: Uuid,
+    reauth_window: Duration,
     call: &Call,
 ) -> Result<Revocation, ApiError> {
     db.run(async |client| {
@@ -371,17 +394,20 @@ pub async fn revoke(
         tx.execute(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "WITH me AS (
-                 SELECT id FROM sessions
+                 SELECT id, $1::uuid = $6::uuid
+                            OR authenticated_at > now() - make_interval(secs => $7) AS fresh
+                   FROM sessions
                   WHERE id = $6 AND user_id = $2 AND ended_at IS NULL AND expires_at > now()
              ), r AS (
                  UPDATE sessions SET ended_at = now(), end_reason = 'revoked'
                   WHERE id = $1 AND user_id = $2 AND ended_at IS NULL AND expires_at > now()
-                    AND EXISTS (SELECT 1 FROM me)
+                    AND EXISTS (SELECT 1 FROM me WHERE fresh)
                  RETURNING id
              ), e AS (
                  {} SELECT 'session_revoked', NULL, $2, id, $3, $4, $5 FROM r
              )
-             SELECT EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM r)",
+             SELECT EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM r),
+                    coalesce((SELECT fresh FROM me), false)",
             events::INSERT
         );
         let stmt = tx.prepare_cached(&sql).await?;
@@ -395,15 +421,19 @@ pub async fn revoke(
                     &call.user_agent,
                     &call.request_id(),
                     &by,
+                    &reauth_window.as_secs_f64(),
                 ],
             )
             .await?;
         tx.commit().await?;
-        Ok(match (row.get::<_, bool>(0), row.get::<_, i64>(1)) {
-            (false, _) => Revocation::CallerEnded,
-            (true, 1) => Revocation::Revoked,
-            (true, _) => Revocation::NotFound,
-        })
+        Ok(
+            match (row.get::<_, bool>(0), row.get::<_, i64>(1), row.get(2)) {
+                (false, _, _) => Revocation::CallerEnded,
+                (true, 1, _) => Revocation::Revoked,
+                (true, _, false) => Revocation::ReauthenticationRequired,
+                (true, _, true) => Revocation::NotFound,
+            },
+        )
     })
     .await
 }

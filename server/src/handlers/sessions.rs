@@ -14,7 +14,7 @@ use crate::auth::guard::CurrentUser;
 use crate::auth::{login as login_decision, refresh as refresh_token};
 use crate::call::Call;
 use crate::db;
-use crate::db::sessions::{LogoutScope, Revocation, Rotation};
+use crate::db::sessions::{Ending, LogoutScope, Revocation, Rotation};
 use crate::errors::ApiError;
 use crate::http::body;
 use crate::http::response::{self, Response};
@@ -189,10 +189,23 @@ pub async fn logout(
     };
     // The guard found the session live; ending it checks again in the same statement, so
     // of two concurrent logouts with one token only one succeeds.
-    if !db::sessions::end(&state.db, user.id, user.session_id, scope, call).await? {
-        return Err(ApiError::InvalidToken(
-            "session already ended, or user gone",
-        ));
+    match db::sessions::end(
+        &state.db,
+        user.id,
+        user.session_id,
+        scope,
+        state.config.reauth_window,
+        call,
+    )
+    .await?
+    {
+        Ending::Ended => {}
+        Ending::ReauthenticationRequired => return Err(ApiError::ReauthenticationRequired),
+        Ending::CallerEnded => {
+            return Err(ApiError::InvalidToken(
+                "session already ended, or user gone",
+            ));
+        }
     }
     tracing::info!(user_id = %user.id, session_id = %user.session_id, ?scope, "logged out");
     state.metrics.token_revoked();
@@ -232,8 +245,18 @@ pub async fn revoke(
         .and_then(|raw| Uuid::parse_str(raw).ok())
         .ok_or_else(|| ApiError::validation("session_id", "session_id must be a UUID"))?;
     // Another user's session is indistinguishable from an unknown one.
-    match db::sessions::revoke(&state.db, user.id, id, user.session_id, call).await? {
+    match db::sessions::revoke(
+        &state.db,
+        user.id,
+        id,
+        user.session_id,
+        state.config.reauth_window,
+        call,
+    )
+    .await?
+    {
         Revocation::Revoked => {}
+        Revocation::ReauthenticationRequired => return Err(ApiError::ReauthenticationRequired),
         Revocation::NotFound => return Err(ApiError::NotFound),
         Revocation::CallerEnded => return Err(ApiError::InvalidToken("session ended")),
     }
