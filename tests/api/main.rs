@@ -8,10 +8,8 @@ mod helpers;
 mod spec_check;
 
 mod contract;
-mod credentials;
 mod docs;
 mod events;
-mod growth;
 mod guard;
 mod hostile;
 mod http;
@@ -24,7 +22,6 @@ mod me;
 mod metrics;
 mod origin;
 mod policy;
-mod reauth;
 mod reliability;
 mod sessions;
 mod signup;
