@@ -82,10 +82,10 @@ pub const VARIABLES: &[&str] = &[
     "RATE_LIMIT_LOGIN_PER_IP",
     "RATE_LIMIT_REFRESH_PER_IP",
     "RATE_LIMIT_PASSWORD_CHANGE_PER_IP",
+    "RATE_LIMIT_IPV6_PREFIX",
     "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
     "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
     "RATE_LIMIT_LOGIN_ACCOUNT_CEILING",
-    "RATE_LIMIT_IPV6_PREFIX",
     "TRUSTED_PROXIES",
     "TRUSTED_PROXY_HEADER",
     "EVENT_RETENTION_DAYS",
@@ -468,6 +468,10 @@ impl Config {
                 limits.password_change_per_ip.to_string(),
             ),
             (
+                "RATE_LIMIT_IPV6_PREFIX",
+                self.rate_limits.ipv6_prefix.to_string(),
+            ),
+            (
                 "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
                 limits.login_failures_per_account.to_string(),
             ),
@@ -478,10 +482,6 @@ impl Config {
             (
                 "RATE_LIMIT_LOGIN_ACCOUNT_CEILING",
                 self.rate_limits.login_account_ceiling.to_string(),
-            ),
-            (
-                "RATE_LIMIT_IPV6_PREFIX",
-                self.rate_limits.ipv6_prefix.to_string(),
             ),
             (
                 "TRUSTED_PROXIES",
