@@ -652,3 +652,18 @@ async fn an_account_wide_ceiling_stops_guesses_spread_over_networks_but_not_a_kn
     .await
     .expect("a known device is held to its own allowance, not the account's");
 }
+
+#[tokio::test]
+async fn concurrent_correct_logins_of_one_account_all_succeed() {
+    // Each login charges the account's throttle rows and a success deletes them again; a
+    // refund racing another attempt's charge once deadlocked (answered 503).
+    let app = spawn_app_with(|_| {}).await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    for round in 0..12 {
+        let burst = (0..8).map(|_| app.try_login(&email, PASSWORD));
+        let results = futures::future::join_all(burst).await;
+        let statuses = statuses(&results);
+        assert_eq!(statuses, [200; 8], "round {round}");
+    }
+}

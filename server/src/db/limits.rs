@@ -107,9 +107,7 @@ pub async fn charge(db: &Database, t: &Throttle<'_>) -> Result<Charge, ApiError>
 /// A success forgets the failures of the rows its attempt was charged to.
 pub async fn refund(db: &Database, account: &str, keys: &[String]) -> Result<(), ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached("DELETE FROM login_throttle WHERE email = $1 AND key = ANY ($2)")
-            .await?;
+        let stmt = client.prepare_cached("SELECT login_refund($1, $2)").await?;
         client.execute(&stmt, &[&account, &keys]).await?;
         Ok(())
     })
@@ -171,9 +169,14 @@ pub async fn prune(db: &Database, longest_window: Duration) -> Result<u64, ApiEr
             .await?;
         let throttles = client
             .execute(
-                "DELETE FROM login_throttle
-                  WHERE last_failure_at < now() - interval '1 day'
-                    AND (blocked_until IS NULL OR blocked_until < now())",
+                // Rows a login holds are skipped, not waited for: locking in scan order
+                // while it locks in key order could deadlock, and they are not quiet anyway.
+                "DELETE FROM login_throttle t
+                  USING (SELECT email, key FROM login_throttle
+                          WHERE last_failure_at < now() - interval '1 day'
+                            AND (blocked_until IS NULL OR blocked_until < now())
+                            FOR UPDATE SKIP LOCKED) AS quiet
+                  WHERE t.email = quiet.email AND t.key = quiet.key",
                 &[],
             )
             .await?;
