@@ -58,8 +58,15 @@ pub enum ApiError {
         retry_after: u64,
         reason: &'static str,
     },
+    /// Ending other sessions needs a login within the re-authentication window.
+    #[error("reauthentication required")]
+    ReauthenticationRequired,
     #[error("not found")]
     NotFound,
+    /// The change lost a race with another change of the same state (`reason` names it,
+    /// for the log); the client may re-read and retry.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed { allow: String },
     /// A dependency (database, hashing pool) could not serve in time; worth retrying.
@@ -91,7 +98,9 @@ impl ApiError {
             | ApiError::MissingToken
             | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ReauthenticationRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,7 +121,9 @@ impl ApiError {
             ApiError::MissingToken => "missing_token",
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::ReauthenticationRequired => "reauthentication_required",
             ApiError::NotFound => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -141,7 +152,13 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after, .. } => {
                 Cow::Owned(format!("Too many attempts; retry in {retry_after} seconds"))
             }
+            ApiError::ReauthenticationRequired => {
+                "Ending other sessions needs a recent login; log in again and retry".into()
+            }
             ApiError::NotFound => "No such resource".into(),
+            ApiError::Conflict(_) => {
+                "A concurrent request changed this first; nothing was changed".into()
+            }
             ApiError::MethodNotAllowed { allow } => {
                 Cow::Owned(format!("Method not allowed; allowed: {allow}"))
             }
@@ -167,9 +184,9 @@ impl ApiError {
                     Cow::Owned(_) => Cow::Owned(format!("{field}: does not match the schema")),
                 }
             }
-            ApiError::InvalidCredentials(reason) | ApiError::InvalidToken(reason) => {
-                Cow::Borrowed(reason)
-            }
+            ApiError::InvalidCredentials(reason)
+            | ApiError::InvalidToken(reason)
+            | ApiError::Conflict(reason) => Cow::Borrowed(reason),
             ApiError::WeakPassword(reason) => Cow::Borrowed(reason),
             ApiError::TooManyRequests { reason, .. } => Cow::Borrowed(reason),
             ApiError::Internal(cause) | ApiError::Unavailable(cause) => {
@@ -333,6 +350,8 @@ mod tests {
                 reason: "login",
             },
             ApiError::NotFound,
+            ApiError::ReauthenticationRequired,
+            ApiError::Conflict("password changed concurrently"),
             ApiError::MethodNotAllowed {
                 allow: "GET".into(),
             },

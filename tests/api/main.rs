@@ -8,8 +8,10 @@ mod helpers;
 mod spec_check;
 
 mod contract;
+mod credentials;
 mod docs;
 mod events;
+mod growth;
 mod guard;
 mod hostile;
 mod http;
@@ -22,6 +24,7 @@ mod me;
 mod metrics;
 mod origin;
 mod policy;
+mod reauth;
 mod reliability;
 mod sessions;
 mod signup;

@@ -179,6 +179,33 @@ async fn a_retry_inside_the_grace_window_gets_the_same_successor_but_one_outside
 }
 
 #[tokio::test]
+async fn a_spent_token_whose_successor_is_spent_too_is_reuse_even_inside_the_grace_window() {
+    let app = spawn_app().await; // default grace: 10 s
+    let (email, _) = app.user_with_token().await;
+    let a = app.session(&email, PASSWORD).await;
+    let b = app.refresh(&a.refresh_token).await;
+    let c = app.refresh(&b.refresh_token).await;
+    // A thief holding A must not walk forward to C: B is spent, so A is reuse.
+    expect_error(
+        app.try_refresh(&a.refresh_token).await,
+        401,
+        "invalid_token",
+    );
+    assert_ended(&app, &c).await;
+    let reuse = format!(
+        "SELECT count(*) FROM auth_events WHERE kind = 'refresh_reuse_detected' AND session_id = '{}'",
+        a.session_id
+    );
+    assert_eq!(app.db.count(&reuse).await, 1);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM sessions WHERE end_reason = 'refresh_reuse'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
 async fn unknown_and_malformed_refresh_tokens_are_refused_and_write_nothing() {
     let app = spawn_app().await;
     let (email, _) = app.user_with_token().await;

@@ -26,6 +26,8 @@ use crate::state::AppState;
 pub struct Verified {
     pub id: Uuid,
     pub email: String,
+    /// The credential version the verified hash belongs to; the session records it.
+    pub credential_version: i64,
 }
 
 /// Decides a login attempt; see the module documentation.
@@ -70,6 +72,7 @@ pub async fn verify(
     Ok(Verified {
         id: user.id,
         email: user.email,
+        credential_version: user.credential_version,
     })
 }
 

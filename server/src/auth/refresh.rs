@@ -1,11 +1,13 @@
 //! Refresh tokens: opaque, single-use, rotated on every refresh.
 //!
 //! A session's first refresh token is 256 random bits. Each successor is derived from its
-//! predecessor with HMAC-SHA256 under a key derived from the JWT secret, so a client that
+//! predecessor and the session's own secret (`sessions.refresh_secret`, random, never sent
+//! to anyone) with HMAC-SHA256 under a key derived from the JWT secret, so a client that
 //! refreshes twice in a race (two tabs, a retried request) is given the *same* successor —
 //! the server recomputes it — without any token ever being stored in plaintext. The
 //! database keeps only SHA-256 hashes: the tokens are high-entropy, so a fast hash is
-//! enough and look-ups stay one index probe.
+//! enough and look-ups stay one index probe. The session secret means that the key and a
+//! token alone do not give the next token: the database row is needed too.
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -39,9 +41,11 @@ impl RefreshKeys {
         encode(&bytes)
     }
 
-    /// The token that replaces `token` when it is spent.
-    pub fn successor(&self, token: &str) -> String {
+    /// The token that replaces `token` when it is spent, in the session whose secret is
+    /// `session_secret` (fixed-length, so the concatenation is unambiguous).
+    pub fn successor(&self, session_secret: &[u8], token: &str) -> String {
         let mut mac = HmacSha256::new_from_slice(&self.successor_key).expect("32-byte key");
+        mac.update(session_secret);
         mac.update(token.as_bytes());
         encode(&mac.finalize().into_bytes())
     }
@@ -65,16 +69,22 @@ mod tests {
         let keys = RefreshKeys::new(b"secret one, long enough for a test");
         let first = keys.fresh();
         assert_ne!(first, keys.fresh(), "fresh tokens are random");
-        let next = keys.successor(&first);
+        let secret = [7u8; 32];
+        let next = keys.successor(&secret, &first);
         assert_eq!(
             next,
-            keys.successor(&first),
+            keys.successor(&secret, &first),
             "a race gets the same successor"
         );
         assert_ne!(next, first);
-        assert_ne!(keys.successor(&next), next);
+        assert_ne!(keys.successor(&secret, &next), next);
         let other = RefreshKeys::new(b"secret two, long enough for a test");
-        assert_ne!(other.successor(&first), next, "the key matters");
+        assert_ne!(other.successor(&secret, &first), next, "the key matters");
+        assert_ne!(
+            keys.successor(&[8u8; 32], &first),
+            next,
+            "the session's secret matters"
+        );
         assert_eq!(hash(&first).len(), 32);
         assert_eq!(first.len(), 43);
     }

@@ -64,6 +64,9 @@ pub const VARIABLES: &[&str] = &[
     "ACCESS_TOKEN_EXPIRE_MINUTES",
     "REFRESH_TOKEN_EXPIRE_DAYS",
     "REFRESH_REUSE_GRACE_SECONDS",
+    "SESSIONS_PER_USER_MAX",
+    "REFRESH_IDLE_TIMEOUT_DAYS",
+    "REAUTH_WINDOW_MINUTES",
     "BCRYPT_ROUNDS",
     "HASH_THREADS",
     "CORS_ORIGINS",
@@ -160,6 +163,14 @@ pub struct Config {
     /// How long after a rotation the spent refresh token still yields the same successor
     /// instead of counting as theft (`REFRESH_REUSE_GRACE_SECONDS`).
     pub refresh_reuse_grace: Duration,
+    // --- sessions: growth (SESSIONS_PER_USER_MAX, REFRESH_IDLE_TIMEOUT_DAYS) ---
+    /// Live sessions a user may hold; a login beyond it ends the least recently used one.
+    pub sessions_per_user_max: u32,
+    /// A session not refreshed for this long can no longer be refreshed; zero turns the
+    /// idle timeout off.
+    pub refresh_idle_timeout: Duration,
+    /// How recent the caller's login must be to end other sessions (`REAUTH_WINDOW_MINUTES`).
+    pub reauth_window: Duration,
     pub bcrypt_cost: u32,
     pub hash_threads: usize,
     pub cors_origins: CorsOrigins,
@@ -343,6 +354,13 @@ impl Config {
                 10,
                 0..=300,
             )?),
+            sessions_per_user_max: vars.range("SESSIONS_PER_USER_MAX", 50, 1..=1000)?,
+            refresh_idle_timeout: Duration::from_secs(
+                DAY * vars.range("REFRESH_IDLE_TIMEOUT_DAYS", 14, 0..=365)?,
+            ),
+            reauth_window: Duration::from_secs(
+                MINUTE * vars.range("REAUTH_WINDOW_MINUTES", 10, 1..=DAY / MINUTE)?,
+            ),
             bcrypt_cost,
             hash_threads: vars.range("HASH_THREADS", cores, 1..)?,
             cors_origins: CorsOrigins::parse(vars.get("CORS_ORIGINS"))?,
@@ -436,6 +454,15 @@ impl Config {
             (
                 "REFRESH_REUSE_GRACE_SECONDS",
                 secs(self.refresh_reuse_grace),
+            ),
+            (
+                "SESSIONS_PER_USER_MAX",
+                self.sessions_per_user_max.to_string(),
+            ),
+            ("REFRESH_IDLE_TIMEOUT_DAYS", days(self.refresh_idle_timeout)),
+            (
+                "REAUTH_WINDOW_MINUTES",
+                (self.reauth_window.as_secs() / MINUTE).to_string(),
             ),
             ("BCRYPT_ROUNDS", self.bcrypt_cost.to_string()),
             ("HASH_THREADS", self.hash_threads.to_string()),

@@ -42,14 +42,18 @@ const QUEUE: usize = 4096;
 /// batch gathers.
 const IN_FLIGHT: usize = SHARED_CONNECTIONS;
 
-/// One statement for a whole batch. `LIMIT 1` keeps the inner query from being flattened
+/// One statement for a whole batch. A session opened on a password that has since changed
+/// (its credential version behind the user's) is not live: the comparison reads rows the
+/// lookup reads anyway.
+/// `LIMIT 1` keeps the inner query from being flattened
 /// into a join, so each lookup stays two primary-key probes, whatever the planner thinks of
 /// the arrays' length.
 const LOOKUP: &str = "SELECT t.i, o.id, o.email, o.is_active, o.created_at, o.live
   FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS t(user_id, session_id, i)
   CROSS JOIN LATERAL (
        SELECT u.id, u.email, u.is_active, u.created_at,
-              s.ended_at IS NULL AND s.expires_at > now() AS live
+              s.ended_at IS NULL AND s.expires_at > now()
+                AND s.credential_version = u.credential_version AS live
          FROM users u JOIN sessions s ON s.user_id = u.id
         WHERE u.id = t.user_id AND s.id = t.session_id
         LIMIT 1) o";

@@ -5,6 +5,13 @@
 //! of one token are serialised and the second sees it spent), and ending sessions locks the
 //! caller's session first (two logouts with one token give one success). Each change
 //! writes its security event (`db::events`) in the same statement or transaction.
+//!
+//! Logout, revocation and password change each run in a transaction that first locks the
+//! user's row ([`LOCK_USER`]), so the changes of one user's sessions are serialised (and
+//! cannot deadlock on each other's session rows), and each then requires the caller's own
+//! session to be live in the statement that acts. A session records the credential
+//! version its login verified (`sql/0008_session_credentials.sql`): a session opened on a
+//! password that has changed since is refused by the token check and by refresh.
 
 use std::time::Duration;
 
@@ -16,6 +23,47 @@ use super::events;
 use crate::call::Call;
 use crate::errors::ApiError;
 
+/// Taken first by every transaction that starts or ends sessions or changes the password:
+/// a login waits for a password change in progress and then sees the new credential
+/// version, and concurrent logins count the user's sessions against the cap one at a time.
+const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE";
+
+/// What a password change found.
+pub enum PasswordChange {
+    /// Stored; this many other sessions were ended.
+    Changed { other_sessions_ended: u64 },
+    /// The caller's session ended (revoked, logged out) before the change could commit.
+    CallerEnded,
+    /// Another change committed after this one verified the current password.
+    Conflict,
+}
+
+/// What a logout found.
+pub enum Ending {
+    Ended,
+    /// The caller's session is live but logged in too long ago to end other sessions.
+    ReauthenticationRequired,
+    /// The caller's session (or user) was no longer live.
+    CallerEnded,
+}
+
+/// What a revocation found.
+pub enum Revocation {
+    Revoked,
+    /// Another session, from a session logged in too long ago.
+    ReauthenticationRequired,
+    /// No such live session of the user.
+    NotFound,
+    /// The caller's own session ended first.
+    CallerEnded,
+}
+
+/// Spent refresh tokens kept per session for reuse detection; older ones are deleted at
+/// each rotation. A token spent longer ago is then merely unknown (refused, without ending
+/// the session): it is also useless to a thief, and the rows of a long-lived session no
+/// longer grow with every refresh.
+const SPENT_KEPT: i64 = 8;
+
 pub struct NewSession {
     pub id: Uuid,
     pub expires_at: DateTime<Utc>,
@@ -23,8 +71,10 @@ pub struct NewSession {
 
 /// The result of presenting a refresh token.
 pub enum Rotation {
-    /// Spent now (or spent moments ago, within the grace window): the successor is live.
+    /// Spent now (or spent moments ago, within the grace window, and its successor still
+    /// unspent): `successor` is the live refresh token.
     Rotated {
+        successor: String,
         session_id: Uuid,
         user_id: Uuid,
         email: String,
@@ -32,7 +82,8 @@ pub enum Rotation {
     },
     /// Unknown token, or its session has ended or expired, or its user is gone/inactive.
     Refused,
-    /// A token spent longer ago than the grace window: the session has now been ended.
+    /// A token spent longer ago than the grace window, or one whose successor has been
+    /// spent in turn: the session has now been ended.
     ReuseDetected { session_id: Uuid, user_id: Uuid },
 }
 
@@ -77,19 +128,38 @@ pub struct SessionInfo {
 }
 
 /// Starts a session with its first refresh token (stored as `refresh_hash`), recording
-/// where it was started from (`call`) for the session list.
+/// where it was started from (`call`) for the session list and the credential version the
+/// login verified. `None` if that version is no longer the user's: the password changed
+/// while the login was verifying the old one. Beyond `cap` live sessions, the least
+/// recently used ones are ended (`evicted`) in the same statement.
 pub async fn start(
     db: &Database,
     user_id: Uuid,
+    credential_version: i64,
     ttl: Duration,
+    cap: u32,
     refresh_hash: &[u8],
     call: &Call,
-) -> Result<NewSession, ApiError> {
+) -> Result<Option<NewSession>, ApiError> {
     db.run(async |client| {
+        let tx = client.transaction().await?;
+        tx.execute(LOCK_USER, &[&user_id]).await?;
+        // After the lock, this statement's snapshot holds every committed change: the
+        // version compared is the current one, and so is the count of live sessions.
         let sql = format!(
-            "WITH s AS (
-                 INSERT INTO sessions (user_id, expires_at, user_agent, ip)
-                 VALUES ($1, now() + make_interval(secs => $2), $3, $4)
+            "WITH u AS (
+                 SELECT id FROM users WHERE id = $1 AND credential_version = $7
+             ), evicted AS (
+                 UPDATE sessions SET ended_at = now(), end_reason = 'evicted'
+                  WHERE id IN (
+                        SELECT id FROM sessions
+                         WHERE user_id = $1 AND ended_at IS NULL AND expires_at > now()
+                           AND EXISTS (SELECT 1 FROM u)
+                         ORDER BY last_used_at DESC, created_at DESC
+                        OFFSET $8)
+             ), s AS (
+                 INSERT INTO sessions (user_id, expires_at, user_agent, ip, credential_version)
+                 SELECT id, now() + make_interval(secs => $2), $3, $4, $7 FROM u
                  RETURNING id, expires_at
              ), t AS (
                  INSERT INTO refresh_tokens (token_hash, session_id) SELECT $5, id FROM s
@@ -99,9 +169,9 @@ pub async fn start(
              SELECT id, expires_at FROM s",
             events::INSERT
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        let row = client
-            .query_one(
+        let stmt = tx.prepare_cached(&sql).await?;
+        let row = tx
+            .query_opt(
                 &stmt,
                 &[
                     &user_id,
@@ -110,24 +180,32 @@ pub async fn start(
                     &call.ip(),
                     &refresh_hash,
                     &call.request_id(),
+                    &credential_version,
+                    // The new session is one of the cap.
+                    &(i64::from(cap) - 1),
                 ],
             )
             .await?;
-        Ok(NewSession {
+        tx.commit().await?;
+        Ok(row.map(|row| NewSession {
             id: row.get(0),
             expires_at: row.get(1),
-        })
+        }))
     })
     .await
 }
 
-/// Spends the refresh token whose hash is `presented` and records `successor` as the
-/// session's live one — or recognises a retry within `grace`, or a reuse.
+/// Spends the refresh token whose hash is `presented` and records its successor (made by
+/// `successor` from the session's secret: the token and its hash) as the session's live one
+/// — or recognises a retry within `grace`, or a reuse. A retry is given the successor again
+/// only while that successor is unspent: once it has been spent, presenting its
+/// predecessor is reuse, so a thief holding a recently spent token cannot walk forward.
 pub async fn rotate(
     db: &Database,
     presented: &[u8],
-    successor: &[u8],
+    successor: impl Fn(&[u8]) -> (String, Vec<u8>),
     grace: Duration,
+    idle_timeout: Duration,
     call: &Call,
 ) -> Result<Rotation, ApiError> {
     db.run(async |client| {
@@ -138,12 +216,19 @@ pub async fn rotate(
                         rt.spent_at IS NOT NULL,
                         rt.spent_at > now() - make_interval(secs => $2),
                         s.ended_at IS NULL AND s.expires_at > now() AND u.is_active
+                            AND s.credential_version = u.credential_version
+                            AND ($3::float8 = 0 OR s.last_used_at > now() - make_interval(secs => $3)),
+                        s.refresh_secret
                    FROM refresh_tokens rt
                    JOIN sessions s ON s.id = rt.session_id
                    JOIN users u ON u.id = s.user_id
                   WHERE rt.token_hash = $1
                     FOR UPDATE OF rt, s",
-                &[&presented, &grace.as_secs_f64()],
+                &[
+                    &presented,
+                    &grace.as_secs_f64(),
+                    &idle_timeout.as_secs_f64(),
+                ],
             )
             .await?;
         let Some(row) = row else {
@@ -157,7 +242,21 @@ pub async fn rotate(
         if !live {
             return Ok(Rotation::Refused);
         }
-        if spent && within_grace != Some(true) {
+        let (successor_token, successor) = successor(row.get::<_, &[u8]>(7));
+        // A retry within the grace window is one only if nothing has spent the successor
+        // since; its row is locked so that the answer holds until commit.
+        let successor_unspent = match spent && within_grace == Some(true) {
+            true => tx
+                .query_opt(
+                    "SELECT spent_at IS NULL FROM refresh_tokens
+                      WHERE token_hash = $1 AND session_id = $2 FOR UPDATE",
+                    &[&successor, &session_id],
+                )
+                .await?
+                .is_some_and(|r| r.get::<_, bool>(0)),
+            false => false,
+        };
+        if spent && !successor_unspent {
             tx.execute(
                 "UPDATE sessions SET ended_at = now(), end_reason = 'refresh_reuse' WHERE id = $1",
                 &[&session_id],
@@ -189,6 +288,16 @@ pub async fn rotate(
                 &[&successor, &session_id],
             )
             .await?;
+            tx.execute(
+                "DELETE FROM refresh_tokens
+                  WHERE session_id = $1 AND spent_at IS NOT NULL
+                    AND token_hash NOT IN (
+                        SELECT token_hash FROM refresh_tokens
+                         WHERE session_id = $1 AND spent_at IS NOT NULL
+                         ORDER BY spent_at DESC, created_at DESC LIMIT $2)",
+                &[&session_id, &SPENT_KEPT],
+            )
+            .await?;
         }
         tx.execute(
             "UPDATE sessions SET last_used_at = now() WHERE id = $1",
@@ -198,6 +307,7 @@ pub async fn rotate(
         record_in(&tx, call, "refresh", None, user_id, session_id).await?;
         tx.commit().await?;
         Ok(Rotation::Rotated {
+            successor: successor_token,
             session_id,
             user_id,
             email: row.get(2),
@@ -214,14 +324,19 @@ pub async fn end(
     user_id: Uuid,
     session_id: Uuid,
     scope: LogoutScope,
+    reauth_window: Duration,
     call: &Call,
-) -> Result<bool, ApiError> {
+) -> Result<Ending, ApiError> {
     db.run(async |client| {
+        let tx = client.transaction().await?;
+        tx.execute(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "WITH me AS (
                      SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
                       WHERE s.id = $1 AND s.user_id = $2 AND u.is_active
                         AND s.ended_at IS NULL AND s.expires_at > now()
+                        AND ($3::text = 'logout'
+                             OR s.authenticated_at > now() - make_interval(secs => $7))
                         FOR UPDATE OF s
                  ), ended AS (
                      UPDATE sessions SET ended_at = now(), end_reason = $3
@@ -233,11 +348,14 @@ pub async fn end(
                  ), e AS (
                      {} SELECT 'logout', $3, $2, $1, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM me)
                  )
-                 SELECT EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM ended)",
+                 SELECT EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM ended),
+                        EXISTS (SELECT 1 FROM sessions
+                                 WHERE id = $1 AND user_id = $2 AND ended_at IS NULL
+                                   AND expires_at > now())",
             events::INSERT
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        let row = client
+        let stmt = tx.prepare_cached(&sql).await?;
+        let row = tx
             .query_one(
                 &stmt,
                 &[
@@ -247,35 +365,53 @@ pub async fn end(
                     &call.ip(),
                     &call.user_agent,
                     &call.request_id(),
+                    &reauth_window.as_secs_f64(),
                 ],
             )
             .await?;
-        Ok(row.get(0))
+        tx.commit().await?;
+        Ok(match (row.get::<_, bool>(0), row.get::<_, bool>(2)) {
+            (true, _) => Ending::Ended,
+            (false, true) => Ending::ReauthenticationRequired,
+            (false, false) => Ending::CallerEnded,
+        })
     })
     .await
 }
 
-/// Ends one of the user's live sessions. False if there is no such live session.
+/// Ends one of the user's live sessions, through the caller's session `by`, which must
+/// still be live.
 pub async fn revoke(
     db: &Database,
     user_id: Uuid,
     session_id: Uuid,
+    by: Uuid,
+    reauth_window: Duration,
     call: &Call,
-) -> Result<bool, ApiError> {
+) -> Result<Revocation, ApiError> {
     db.run(async |client| {
+        let tx = client.transaction().await?;
+        tx.execute(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
-            "WITH r AS (
+            "WITH me AS (
+                 SELECT id, $1::uuid = $6::uuid
+                            OR authenticated_at > now() - make_interval(secs => $7) AS fresh
+                   FROM sessions
+                  WHERE id = $6 AND user_id = $2 AND ended_at IS NULL AND expires_at > now()
+             ), r AS (
                  UPDATE sessions SET ended_at = now(), end_reason = 'revoked'
                   WHERE id = $1 AND user_id = $2 AND ended_at IS NULL AND expires_at > now()
+                    AND EXISTS (SELECT 1 FROM me WHERE fresh)
                  RETURNING id
              ), e AS (
                  {} SELECT 'session_revoked', NULL, $2, id, $3, $4, $5 FROM r
              )
-             SELECT count(*) FROM r",
+             SELECT EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM r),
+                    coalesce((SELECT fresh FROM me), false)",
             events::INSERT
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        let row = client
+        let stmt = tx.prepare_cached(&sql).await?;
+        let row = tx
             .query_one(
                 &stmt,
                 &[
@@ -284,10 +420,20 @@ pub async fn revoke(
                     &call.ip(),
                     &call.user_agent,
                     &call.request_id(),
+                    &by,
+                    &reauth_window.as_secs_f64(),
                 ],
             )
             .await?;
-        Ok(row.get::<_, i64>(0) == 1)
+        tx.commit().await?;
+        Ok(
+            match (row.get::<_, bool>(0), row.get::<_, i64>(1), row.get(2)) {
+                (false, _, _) => Revocation::CallerEnded,
+                (true, 1, _) => Revocation::Revoked,
+                (true, _, false) => Revocation::ReauthenticationRequired,
+                (true, _, true) => Revocation::NotFound,
+            },
+        )
     })
     .await
 }
@@ -319,28 +465,49 @@ pub async fn list(db: &Database, user_id: Uuid) -> Result<Vec<SessionInfo>, ApiE
     .await
 }
 
-/// Stores a new password hash and ends every other session of the user, atomically.
+/// Stores a new password hash and ends every other session of the user, atomically —
+/// provided the caller's session `keep_session` is still live and the credential version
+/// is still `verified`, the one read with the hash the current password was checked
+/// against. The caller's session moves to the new version; every other one is ended.
 pub async fn change_password(
     db: &Database,
     user_id: Uuid,
     keep_session: Uuid,
+    verified: i64,
     new_hash: &str,
     call: &Call,
-) -> Result<u64, ApiError> {
+) -> Result<PasswordChange, ApiError> {
     db.run(async |client| {
+        let tx = client.transaction().await?;
+        tx.execute(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
-            "WITH u AS (
-                 UPDATE users SET password_hash = $3, updated_at = now() WHERE id = $1 RETURNING id
+            "WITH me AS (
+                 SELECT id FROM sessions
+                  WHERE id = $2 AND user_id = $1 AND ended_at IS NULL AND expires_at > now()
+             ), u AS (
+                 UPDATE users
+                    SET password_hash = $3, credential_version = credential_version + 1,
+                        updated_at = now()
+                  WHERE id = $1 AND credential_version = $7 AND EXISTS (SELECT 1 FROM me)
+                 RETURNING id, credential_version
+             ), kept AS (
+                 UPDATE sessions SET credential_version = u.credential_version
+                   FROM u WHERE sessions.id = $2
+             ), ended AS (
+                 UPDATE sessions SET ended_at = now(), end_reason = 'password_changed'
+                  WHERE user_id = $1 AND id <> $2 AND ended_at IS NULL
+                    AND EXISTS (SELECT 1 FROM u)
+                 RETURNING id
              ), e AS (
                  {} SELECT 'password_changed', NULL, id, $2, $4, $5, $6 FROM u
              )
-             UPDATE sessions SET ended_at = now(), end_reason = 'password_changed'
-              WHERE user_id = $1 AND id <> $2 AND ended_at IS NULL AND EXISTS (SELECT 1 FROM u)",
+             SELECT EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM u),
+                    (SELECT count(*) FROM ended)",
             events::INSERT
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        Ok(client
-            .execute(
+        let stmt = tx.prepare_cached(&sql).await?;
+        let row = tx
+            .query_one(
                 &stmt,
                 &[
                     &user_id,
@@ -349,9 +516,18 @@ pub async fn change_password(
                     &call.ip(),
                     &call.user_agent,
                     &call.request_id(),
+                    &verified,
                 ],
             )
-            .await?)
+            .await?;
+        tx.commit().await?;
+        Ok(match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
+            (false, _) => PasswordChange::CallerEnded,
+            (true, false) => PasswordChange::Conflict,
+            (true, true) => PasswordChange::Changed {
+                other_sessions_ended: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+            },
+        })
     })
     .await
 }

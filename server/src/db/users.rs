@@ -26,6 +26,8 @@ pub struct LoginRecord {
     pub email: String,
     pub password_hash: Arc<str>,
     pub is_active: bool,
+    /// Read with the hash: what a session or a password change compares-and-sets on.
+    pub credential_version: i64,
 }
 
 /// Inserts an account and its `signup` event; the unique index on `lower(email)` decides
@@ -75,7 +77,8 @@ pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<Login
     db.run(async |client| {
         let stmt = client
             .prepare_cached(
-                "SELECT id, email, password_hash, is_active FROM users WHERE lower(email) = $1",
+                "SELECT id, email, password_hash, is_active, credential_version
+                   FROM users WHERE lower(email) = $1",
             )
             .await?;
         let row = client.query_opt(&stmt, &[&email.as_str()]).await?;
@@ -84,6 +87,7 @@ pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<Login
             email: r.get(1),
             password_hash: Arc::from(r.get::<_, &str>(2)),
             is_active: r.get(3),
+            credential_version: r.get(4),
         }))
     })
     .await

@@ -11,6 +11,7 @@ use crate::auth::credentials::{Email, Password};
 use crate::auth::guard::CurrentUser;
 use crate::call::Call;
 use crate::db;
+use crate::db::sessions::PasswordChange;
 use crate::errors::ApiError;
 use crate::http::body;
 use crate::http::response::{self, Response};
@@ -125,8 +126,30 @@ pub async fn change_password(
     }
     limits::refund(state, attempt).await?;
     let hash = state.hasher.hash(new).await?;
-    let ended =
-        db::sessions::change_password(&state.db, user.id, user.session_id, &hash, call).await?;
+    let ended = match db::sessions::change_password(
+        &state.db,
+        user.id,
+        user.session_id,
+        stored.credential_version,
+        &hash,
+        call,
+    )
+    .await?
+    {
+        PasswordChange::Changed {
+            other_sessions_ended,
+        } => other_sessions_ended,
+        PasswordChange::CallerEnded => {
+            return Err(ApiError::InvalidToken(
+                "session ended during the password change",
+            ));
+        }
+        PasswordChange::Conflict => {
+            return Err(ApiError::Conflict(
+                "password changed concurrently after verification",
+            ));
+        }
+    };
     tracing::info!(user_id = %user.id, other_sessions_ended = ended, "password changed");
     response::json(
         StatusCode::OK,

@@ -13,7 +13,7 @@ use crate::auth::guard::CurrentUser;
 use crate::auth::{device, login as login_decision, refresh as refresh_token};
 use crate::call::Call;
 use crate::db;
-use crate::db::sessions::{LogoutScope, Rotation};
+use crate::db::sessions::{Ending, LogoutScope, Revocation, Rotation};
 use crate::errors::ApiError;
 use crate::http::body;
 use crate::http::response::{self, Response};
@@ -98,11 +98,16 @@ pub async fn login(
     let session = db::sessions::start(
         &state.db,
         user.id,
+        user.credential_version,
         state.config.refresh_token_ttl,
+        state.config.sessions_per_user_max,
         &refresh_token::hash(&refresh),
         call,
     )
-    .await?;
+    .await?
+    .ok_or(ApiError::InvalidCredentials(
+        "password changed during the login",
+    ))?;
     tracing::info!(user_id = %user.id, session_id = %session.id, "login succeeded");
     tokens_response(
         state,
@@ -179,17 +184,22 @@ pub async fn refresh(
         ));
     }
     limits::check(state, limits::Action::Refresh, call, None, None).await?;
-    let successor = state.refresh.successor(&presented);
     let rotation = db::sessions::rotate(
         &state.db,
         &refresh_token::hash(&presented),
-        &refresh_token::hash(&successor),
+        |session_secret| {
+            let successor = state.refresh.successor(session_secret, &presented);
+            let hash = refresh_token::hash(&successor);
+            (successor, hash)
+        },
         state.config.refresh_reuse_grace,
+        state.config.refresh_idle_timeout,
         call,
     )
     .await?;
     match rotation {
         Rotation::Rotated {
+            successor,
             session_id,
             user_id,
             email,
@@ -227,10 +237,23 @@ pub async fn logout(
     };
     // The guard found the session live; ending it checks again in the same statement, so
     // of two concurrent logouts with one token only one succeeds.
-    if !db::sessions::end(&state.db, user.id, user.session_id, scope, call).await? {
-        return Err(ApiError::InvalidToken(
-            "session already ended, or user gone",
-        ));
+    match db::sessions::end(
+        &state.db,
+        user.id,
+        user.session_id,
+        scope,
+        state.config.reauth_window,
+        call,
+    )
+    .await?
+    {
+        Ending::Ended => {}
+        Ending::ReauthenticationRequired => return Err(ApiError::ReauthenticationRequired),
+        Ending::CallerEnded => {
+            return Err(ApiError::InvalidToken(
+                "session already ended, or user gone",
+            ));
+        }
     }
     tracing::info!(user_id = %user.id, session_id = %user.session_id, ?scope, "logged out");
     state.metrics.token_revoked();
@@ -270,8 +293,20 @@ pub async fn revoke(
         .and_then(|raw| Uuid::parse_str(raw).ok())
         .ok_or_else(|| ApiError::validation("session_id", "session_id must be a UUID"))?;
     // Another user's session is indistinguishable from an unknown one.
-    if !db::sessions::revoke(&state.db, user.id, id, call).await? {
-        return Err(ApiError::NotFound);
+    match db::sessions::revoke(
+        &state.db,
+        user.id,
+        id,
+        user.session_id,
+        state.config.reauth_window,
+        call,
+    )
+    .await?
+    {
+        Revocation::Revoked => {}
+        Revocation::ReauthenticationRequired => return Err(ApiError::ReauthenticationRequired),
+        Revocation::NotFound => return Err(ApiError::NotFound),
+        Revocation::CallerEnded => return Err(ApiError::InvalidToken("session ended")),
     }
     tracing::info!(user_id = %user.id, session_id = %id, "session revoked");
     Ok(response::empty(StatusCode::NO_CONTENT))
