@@ -210,6 +210,16 @@ pub async fn rotate(
 ) -> Result<Rotation, ApiError> {
     db.run(async |client| {
         let tx = client.transaction().await?;
+        // The session's row first: every rotation within one session queues here before it
+        // locks any token, so a retry (which also locks its successor's row) and the
+        // successor's own rotation cannot each hold a token the other waits for.
+        tx.execute(
+            "SELECT 1 FROM sessions
+              WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
+                FOR UPDATE",
+            &[&presented],
+        )
+        .await?;
         let row = tx
             .query_opt(
                 "SELECT rt.session_id, s.user_id, u.email, s.expires_at,
