@@ -20,8 +20,8 @@ RUN groupadd --system --gid 10001 jobpath \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin jobpath
 COPY --from=build /src/target/release/jobpath-server /usr/local/bin/jobpath-server
 USER 10001:10001
-# Production by default: the server refuses to start without a real JWT_SECRET_KEY and a
-# DATABASE_URL. The metrics listener binds every interface of the container, since a published
+# Production by default: the server refuses to start without a real JWT_SECRET_KEY and
+# PASSWORD_PEPPER, and a DATABASE_URL. The metrics listener binds every interface of the container, since a published
 # port reaches it on the container's own address, not its loopback; who reaches it from
 # outside is the port publishing's business (compose.yaml publishes it on the host's loopback).
 ENV APP_ENV=production \

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use jobpath_server::auth::credentials::Password;
-use jobpath_server::auth::hasher::{hash_now, verify_now};
+use jobpath_server::auth::hasher::{Pepper, hash_now, verify_now};
 use jobpath_server::auth::token::TokenKeys;
 
 const USAGE: &str = "usage: jobpath-bench hash COST | verify-cost COST SAMPLES | tokens \
@@ -50,6 +50,13 @@ fn number<T: std::str::FromStr>(raw: Option<&str>) -> anyhow::Result<T> {
         .with_context(|| format!("expected a number\n{USAGE}"))
 }
 
+/// The pepper the benchmarked server uses: `PASSWORD_PEPPER`, or development's.
+fn pepper() -> Pepper {
+    let secret = std::env::var("PASSWORD_PEPPER")
+        .unwrap_or_else(|_| jobpath_server::config::secret::DEVELOPMENT_PEPPER.to_owned());
+    Pepper::new(secret.as_bytes())
+}
+
 fn password() -> anyhow::Result<Password> {
     let raw = std::env::var("BENCH_PASSWORD").context("BENCH_PASSWORD is not set")?;
     // Seeded straight into the database: the signup policy does not apply, only the type.
@@ -57,17 +64,18 @@ fn password() -> anyhow::Result<Password> {
 }
 
 fn hash(cost: u32) -> anyhow::Result<()> {
-    println!("hash={}", hash_now(&password()?, cost)?);
+    println!("hash={}", hash_now(&password()?, cost, &pepper())?);
     Ok(())
 }
 
 fn verify_cost(cost: u32, samples: usize) -> anyhow::Result<()> {
     let password = password()?;
-    let stored = hash_now(&password, cost)?;
+    let pepper = pepper();
+    let stored = hash_now(&password, cost, &pepper)?;
     let mut times: Vec<f64> = (0..samples.max(1))
         .map(|_| {
             let started = Instant::now();
-            let ok = verify_now(&password, &stored)?;
+            let ok = verify_now(&password, &stored, &pepper)?;
             anyhow::ensure!(ok, "a fresh hash did not verify");
             Ok(started.elapsed().as_secs_f64())
         })

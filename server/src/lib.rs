@@ -86,6 +86,7 @@ impl App {
         let hasher = Hasher::start(
             config.hash_threads,
             config.bcrypt_cost,
+            auth::hasher::Pepper::new(config.password_pepper.expose().as_bytes()),
             config.db_pool_timeout,
             metrics.hash(),
         )?;

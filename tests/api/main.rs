@@ -13,6 +13,7 @@ mod docs;
 mod events;
 mod growth;
 mod guard;
+mod hashes;
 mod hostile;
 mod http;
 mod instances;

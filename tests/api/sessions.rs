@@ -534,15 +534,15 @@ async fn a_login_after_bcrypt_rounds_change_upgrades_the_stored_hash() {
             .await
             .unwrap()
             .get(0);
-        if stored.starts_with("$2b$05$") {
+        if stored.starts_with("v2$$2b$05$") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(
-        stored.starts_with("$2b$05$"),
+        stored.starts_with("v2$$2b$05$"),
         "hash not upgraded: {}",
-        &stored[..7]
+        &stored[..10]
     );
     new.login(&email, PASSWORD).await;
     expect_error(

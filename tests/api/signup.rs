@@ -36,7 +36,10 @@ async fn signup_returns_201_with_the_normalised_email_id_and_creation_time() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "ada.lovelace@example.com");
     let hash: String = row.get(1);
-    assert!(hash.starts_with("$2"), "stored as a bcrypt hash");
+    assert!(
+        hash.starts_with("v2$$2b$04$"),
+        "stored as a version-2 bcrypt hash"
+    );
     assert!(!hash.contains(PASSWORD));
 }
 

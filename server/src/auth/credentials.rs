@@ -152,9 +152,17 @@ fn is_invisible(c: char) -> bool {
         )
 }
 
-/// A password that satisfies the policy. `Debug` never shows it.
+/// A password that satisfies the policy, NFKC-normalised (NIST SP 800-63B 5.1.1.2): the
+/// same passphrase typed on another keyboard or input method (a precomposed `é` or `e` +
+/// combining accent, fullwidth letters) is the same password. Lengths and the policy see
+/// the normalised value, which is also what is hashed; the text as typed is kept only to
+/// verify hashes made before normalisation ([`as_typed`](Password::as_typed)). `Debug`
+/// never shows either.
 #[derive(Clone)]
-pub struct Password(String);
+pub struct Password {
+    typed: String,
+    normalised: String,
+}
 
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -163,6 +171,11 @@ impl std::fmt::Debug for Password {
 }
 
 impl Password {
+    fn new(typed: String) -> Password {
+        let normalised = typed.nfkc().collect();
+        Password { typed, normalised }
+    }
+
     /// Validates a new password (signup, password change) for the account `email`: the
     /// length rules, then the policy ([`weakness`]). The field named in a length error is
     /// `field`; a policy refusal is [`ApiError::WeakPassword`].
@@ -171,7 +184,8 @@ impl Password {
         email: &Email,
         field: &'static str,
     ) -> Result<Password, ApiError> {
-        let chars = raw.chars().count();
+        let password = Password::new(raw);
+        let chars = password.normalised.chars().count();
         if chars < PASSWORD_MIN_CHARS {
             return Err(ApiError::validation(
                 field,
@@ -184,10 +198,10 @@ impl Password {
                 "Password must be at most 256 characters",
             ));
         }
-        if let Some(reason) = weakness(&raw, email) {
+        if let Some(reason) = weakness(&password.normalised, email) {
             return Err(ApiError::WeakPassword(reason));
         }
-        Ok(Password(raw))
+        Ok(password)
     }
 
     /// Accepts any non-empty password of bounded length (login): the policy applies to new
@@ -199,22 +213,25 @@ impl Password {
                 "Password must not be empty",
             ));
         }
-        let chars = raw.chars().count();
-        Password::within_max_length(raw, chars)
-    }
-
-    fn within_max_length(raw: String, chars: usize) -> Result<Password, ApiError> {
-        if chars > PASSWORD_MAX_CHARS {
+        let password = Password::new(raw);
+        if password.normalised.chars().count() > PASSWORD_MAX_CHARS {
             return Err(ApiError::validation(
                 "password",
                 "Password must be at most 256 characters",
             ));
         }
-        Ok(Password(raw))
+        Ok(password)
     }
 
+    /// The password, normalised: what new hashes are made of.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.normalised
+    }
+
+    /// The password exactly as the client sent it: hashes made before passwords were
+    /// normalised are of this.
+    pub fn as_typed(&self) -> &str {
+        &self.typed
     }
 }
 

@@ -19,14 +19,28 @@
 //!
 //! bcrypt reads only the first 72 bytes of its input. Rather than truncating (two passwords
 //! sharing a 72-byte prefix would both log in) or refusing long passphrases, the password is
-//! first reduced with SHA-256 and base64-encoded: 44 ASCII bytes, no NUL, all of the
+//! first reduced to 32 bytes and base64-encoded: 44 ASCII bytes, no NUL, all of the
 //! password's entropy.
+//!
+//! Stored hashes carry a version ([`PREFIX_V2`]):
+//!
+//! - `v2$<bcrypt>`: bcrypt of HMAC-SHA256 under the pepper (`PASSWORD_PEPPER`, a secret
+//!   kept outside the database) of the NFKC-normalised password. Without the pepper a
+//!   leaked table cannot be tested at all, neither by guessing nor against unsalted
+//!   SHA-256 dumps of other breaches ("hash shucking").
+//! - a bare `$2b$…` (version 1, before the pepper): bcrypt of SHA-256 of the password as
+//!   typed. Still verified; a successful login re-hashes it as version 2
+//!   ([`needs_rehash`], `auth::login`).
+//!
+//! Changing the pepper makes every version-2 hash unverifiable: it is not derived from the
+//! JWT secret, which can then be rotated freely.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,6 +50,20 @@ use crate::metrics::HashMetrics;
 
 /// Jobs that may wait per hashing thread before callers are made to wait for a queue slot.
 const QUEUE_PER_THREAD: usize = 16;
+
+/// The prefix of a version-2 hash (see the module documentation).
+pub const PREFIX_V2: &str = "v2$";
+
+/// The pepper, ready to key an HMAC: each use clones this state instead of re-deriving the
+/// key's pads.
+#[derive(Clone)]
+pub struct Pepper(Hmac<Sha256>);
+
+impl Pepper {
+    pub fn new(secret: &[u8]) -> Pepper {
+        Pepper(Hmac::new_from_slice(secret).expect("HMAC takes any key length"))
+    }
+}
 
 enum Job {
     Hash {
@@ -65,6 +93,7 @@ impl Hasher {
     pub fn start(
         threads: usize,
         cost: u32,
+        pepper: Pepper,
         enqueue_timeout: Duration,
         metrics: HashMetrics,
     ) -> anyhow::Result<Hasher> {
@@ -73,11 +102,12 @@ impl Hasher {
         for i in 0..threads {
             let rx = Arc::clone(&rx);
             let metrics = metrics.clone();
+            let pepper = pepper.clone();
             std::thread::Builder::new()
                 .name(format!("jobpath-hash-{i}"))
                 .spawn(move || {
                     yield_to_request_serving();
-                    worker(&rx, cost, &metrics);
+                    worker(&rx, cost, &pepper, &metrics);
                 })
                 .context("spawning a password-hashing thread")?;
         }
@@ -92,6 +122,15 @@ impl Hasher {
 
     pub fn cost(&self) -> u32 {
         self.cost
+    }
+
+    /// Whether `stored` should be replaced after a successful verification: it is of an
+    /// older version, or made at another cost than the configured one.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        match stored.strip_prefix(PREFIX_V2) {
+            Some(bcrypt) => bcrypt_cost(bcrypt) != Some(self.cost),
+            None => true,
+        }
     }
 
     /// Hashes a new password for storage.
@@ -180,7 +219,7 @@ fn yield_to_request_serving() {
 #[cfg(not(target_os = "linux"))]
 fn yield_to_request_serving() {}
 
-fn worker(rx: &Mutex<mpsc::Receiver<Job>>, cost: u32, metrics: &HashMetrics) {
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, cost: u32, pepper: &Pepper, metrics: &HashMetrics) {
     loop {
         // Holding the lock while blocking is intended: exactly one idle thread waits on the
         // queue, the others wait for the lock, and each job goes to one thread.
@@ -195,7 +234,7 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, cost: u32, metrics: &HashMetrics) {
         match job {
             Job::Hash { password, reply } if !reply.is_closed() => {
                 let started = Instant::now();
-                let hash = hash_now(&password, cost);
+                let hash = hash_now(&password, cost, pepper);
                 metrics.observe("hash", started.elapsed().as_secs_f64());
                 let _ = reply.send(hash);
             }
@@ -205,7 +244,7 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, cost: u32, metrics: &HashMetrics) {
                 reply,
             } if !reply.is_closed() => {
                 let started = Instant::now();
-                let ok = verify_now(&password, &hash);
+                let ok = verify_now(&password, &hash, pepper);
                 metrics.observe("verify", started.elapsed().as_secs_f64());
                 let _ = reply.send(ok);
             }
@@ -214,22 +253,42 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, cost: u32, metrics: &HashMetrics) {
     }
 }
 
-/// SHA-256 then base64: a fixed 44-byte bcrypt input that keeps all of a long password.
-fn prehash(password: &Password) -> String {
-    let digest = Sha256::digest(password.expose().as_bytes());
+/// Version 2's bcrypt input: HMAC-SHA256 under the pepper of the normalised password,
+/// base64 (44 bytes).
+fn prehash_v2(password: &Password, pepper: &Pepper) -> String {
+    let mut mac = pepper.0.clone();
+    mac.update(password.expose().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Version 1's: SHA-256 of the password as typed, base64.
+fn prehash_v1(password: &Password) -> String {
+    let digest = Sha256::digest(password.as_typed().as_bytes());
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
-/// The work one hashing thread does for a `hash` job, on the calling thread. Public so that
-/// the benchmark (`bench/`) times exactly what the server runs, pre-hash included.
-pub fn hash_now(password: &Password, cost: u32) -> anyhow::Result<String> {
-    bcrypt::non_truncating_hash(prehash(password), cost).context("bcrypt hash")
+/// The work one hashing thread does for a `hash` job, on the calling thread: a version-2
+/// hash. Public so that the benchmark (`bench/`) times exactly what the server runs,
+/// pre-hash included.
+pub fn hash_now(password: &Password, cost: u32, pepper: &Pepper) -> anyhow::Result<String> {
+    let bcrypt =
+        bcrypt::non_truncating_hash(prehash_v2(password, pepper), cost).context("bcrypt hash")?;
+    Ok(format!("{PREFIX_V2}{bcrypt}"))
 }
 
 /// The work one hashing thread does for a `verify` job, on the calling thread (see
-/// [`hash_now`]).
-pub fn verify_now(password: &Password, hash: &str) -> anyhow::Result<bool> {
-    bcrypt::non_truncating_verify(prehash(password), hash).context("bcrypt verify")
+/// [`hash_now`]), for a hash of either version.
+pub fn verify_now(password: &Password, hash: &str, pepper: &Pepper) -> anyhow::Result<bool> {
+    let (input, bcrypt) = match hash.strip_prefix(PREFIX_V2) {
+        Some(bcrypt) => (prehash_v2(password, pepper), bcrypt),
+        None => (prehash_v1(password), hash),
+    };
+    bcrypt::non_truncating_verify(input, bcrypt).context("bcrypt verify")
+}
+
+/// The cost a bcrypt hash was made with (`$2b$12$…` → 12).
+fn bcrypt_cost(bcrypt: &str) -> Option<u32> {
+    bcrypt.split('$').nth(2)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -240,9 +299,60 @@ mod tests {
         Password::for_login(s.to_owned()).unwrap()
     }
 
+    fn pepper() -> Pepper {
+        Pepper::new(b"a test pepper of thirty-two bytes")
+    }
+
+    #[tokio::test]
+    async fn a_hash_is_versioned_and_keyed_with_the_pepper() {
+        let h = Hasher::start(1, 4, pepper(), Duration::from_secs(5), HashMetrics::new()).unwrap();
+        let stored = h.hash(pw("correct horse")).await.unwrap();
+        assert!(stored.starts_with("v2$$2b$04$"), "{stored}");
+        let other = Pepper::new(b"another pepper, also long enough");
+        assert!(!verify_now(&pw("correct horse"), &stored, &other).unwrap());
+        // Not the unkeyed pre-hash of version 1 either.
+        let bcrypt = stored.strip_prefix(PREFIX_V2).unwrap();
+        assert!(!bcrypt::non_truncating_verify(prehash_v1(&pw("correct horse")), bcrypt).unwrap());
+        assert!(!h.needs_rehash(&stored));
+    }
+
+    #[tokio::test]
+    async fn a_version_1_hash_still_verifies_and_asks_to_be_replaced() {
+        let h = Hasher::start(1, 4, pepper(), Duration::from_secs(5), HashMetrics::new()).unwrap();
+        let v1 = bcrypt::non_truncating_hash(prehash_v1(&pw("correct horse")), 4).unwrap();
+        assert!(
+            h.verify(pw("correct horse"), v1.clone().into())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify(pw("correct horsE"), v1.clone().into())
+                .await
+                .unwrap()
+        );
+        assert!(h.needs_rehash(&v1));
+        let other_cost = format!(
+            "{PREFIX_V2}{}",
+            bcrypt::non_truncating_hash("x", 5).unwrap()
+        );
+        assert!(h.needs_rehash(&other_cost));
+    }
+
+    #[tokio::test]
+    async fn a_password_verifies_however_its_characters_were_composed() {
+        let h = Hasher::start(1, 4, pepper(), Duration::from_secs(5), HashMetrics::new()).unwrap();
+        // "café ｐａｓｓ" precomposed and fullwidth, then decomposed and plain.
+        let stored: Arc<str> = h
+            .hash(pw("caf\u{e9} \u{ff50}\u{ff41}\u{ff53}\u{ff53}"))
+            .await
+            .unwrap()
+            .into();
+        assert!(h.verify(pw("cafe\u{301} pass"), stored).await.unwrap());
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_nothing_else() {
-        let h = Hasher::start(1, 4, Duration::from_secs(5), HashMetrics::new()).unwrap();
+        let h = Hasher::start(1, 4, pepper(), Duration::from_secs(5), HashMetrics::new()).unwrap();
         let stored: Arc<str> = h.hash(pw("correct horse")).await.unwrap().into();
         assert!(h.verify(pw("correct horse"), stored.clone()).await.unwrap());
         assert!(!h.verify(pw("correct horsE"), stored).await.unwrap());
@@ -250,7 +360,7 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_sharing_the_first_72_bytes_are_different_passwords() {
-        let h = Hasher::start(1, 4, Duration::from_secs(5), HashMetrics::new()).unwrap();
+        let h = Hasher::start(1, 4, pepper(), Duration::from_secs(5), HashMetrics::new()).unwrap();
         let prefix = "p".repeat(72);
         let stored: Arc<str> = h.hash(pw(&format!("{prefix}-one"))).await.unwrap().into();
         assert!(
@@ -270,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn the_queue_depth_counts_jobs_waiting_for_a_thread() {
         let metrics = HashMetrics::new();
-        let h = Hasher::start(1, 12, Duration::from_secs(30), metrics.clone()).unwrap();
+        let h = Hasher::start(1, 12, pepper(), Duration::from_secs(30), metrics.clone()).unwrap();
         let first = tokio::spawn({
             let h = h.clone();
             async move { h.hash(pw("first password")).await }
@@ -295,7 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_user_costs_a_verification_and_never_matches() {
-        let h = Hasher::start(1, 4, Duration::from_secs(5), HashMetrics::new()).unwrap();
+        let h = Hasher::start(1, 4, pepper(), Duration::from_secs(5), HashMetrics::new()).unwrap();
         assert!(!h.verify_dummy(pw("anything")).await.unwrap());
     }
 }

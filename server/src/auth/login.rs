@@ -7,7 +7,8 @@
 //! whether an account exists. Unknown email, wrong password and inactive account all end in
 //! the same [`ApiError::InvalidCredentials`]; the internal reason goes to the log and to the
 //! `login_failed` event. A success refunds the attempt's charge and, when the stored hash
-//! was made at another bcrypt cost, re-hashes the password in the background.
+//! is of an older version or was made at another bcrypt cost (`auth::hasher`), re-hashes
+//! the password in the background.
 //!
 //! Opening the session and minting the tokens is the handler's part (`handlers::sessions`).
 
@@ -51,8 +52,10 @@ pub async fn verify(
         state.hasher.verify_dummy(password).await?;
         return Err(refused(state, call, None, "unknown_email").await);
     };
-    let rehash_candidate =
-        (bcrypt_cost(&user.password_hash) != Some(state.hasher.cost())).then(|| password.clone());
+    let rehash_candidate = state
+        .hasher
+        .needs_rehash(&user.password_hash)
+        .then(|| password.clone());
     if !state
         .hasher
         .verify(password, Arc::clone(&user.password_hash))
@@ -92,8 +95,8 @@ async fn refused(
     }
 }
 
-/// Re-hashes a password at the configured bcrypt cost after a successful login with an
-/// older cost, in the background so the login is not slowed. Skipped if the password has
+/// Re-hashes a password as a current hash (version, pepper, cost) after a successful login
+/// against an older one, in the background so the login is not slowed. Skipped if the password has
 /// changed meanwhile.
 fn upgrade_hash(state: &AppState, user_id: Uuid, old: Arc<str>, password: Password) {
     let hasher = state.hasher.clone();
@@ -109,21 +112,4 @@ fn upgrade_hash(state: &AppState, user_id: Uuid, old: Arc<str>, password: Passwo
             Err(e) => tracing::warn!(%user_id, error = %e, "password hash upgrade failed"),
         }
     });
-}
-
-/// The cost a bcrypt hash was made with (`$2b$12$…` → 12).
-fn bcrypt_cost(hash: &str) -> Option<u32> {
-    hash.split('$').nth(2)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_cost_is_read_from_a_bcrypt_hash() {
-        assert_eq!(
-            super::bcrypt_cost("$2b$12$abcdefghijklmnopqrstuv"),
-            Some(12)
-        );
-        assert_eq!(super::bcrypt_cost("not a hash"), None);
-    }
 }

@@ -7,7 +7,8 @@
 //! Production (`APP_ENV=production`) is stricter, so that a development default can never
 //! reach a deployment unnoticed: the JWT secret must be set, at least 32 bytes, and not a
 //! placeholder (in development a missing one is replaced by a random secret with a loud
-//! warning); `DATABASE_URL` must be set (no zero-configuration fallback); `BCRYPT_ROUNDS` is
+//! warning), and so must the password pepper, which must differ from it (development
+//! falls back to a public one); `DATABASE_URL` must be set (no zero-configuration fallback); `BCRYPT_ROUNDS` is
 //! at least [`MIN_PRODUCTION_BCRYPT_COST`]; the documentation pages are off unless
 //! `DOCS_ENABLED=true`; and no `.env` file is read ([`dotenv`]).
 //!
@@ -67,6 +68,7 @@ pub const VARIABLES: &[&str] = &[
     "SESSIONS_PER_USER_MAX",
     "REFRESH_IDLE_TIMEOUT_DAYS",
     "REAUTH_WINDOW_MINUTES",
+    "PASSWORD_PEPPER",
     "BCRYPT_ROUNDS",
     "HASH_THREADS",
     "CORS_ORIGINS",
@@ -154,6 +156,10 @@ pub struct Config {
     pub jwt_secret: Secret,
     /// True when no secret was configured and a random one was generated for this process.
     pub jwt_secret_generated: bool,
+    /// The key of the password pre-hash (`auth::hasher`), never derived from the JWT secret.
+    pub password_pepper: Secret,
+    /// True when `PASSWORD_PEPPER` is unset and development's public pepper is used.
+    pub password_pepper_default: bool,
     /// Problems worth a warning at start-up (most accepted only because this is
     /// development); `main` logs them loudly and `check-config` prints them.
     pub warnings: Vec<String>,
@@ -262,6 +268,12 @@ impl Config {
         let mut warnings = Vec::new();
         let (jwt_secret, jwt_secret_generated) =
             secret::jwt_secret(vars.get("JWT_SECRET_KEY"), environment, &mut warnings)?;
+        let (password_pepper, password_pepper_default) = secret::password_pepper(
+            vars.get("PASSWORD_PEPPER"),
+            environment,
+            &jwt_secret,
+            &mut warnings,
+        )?;
 
         let database_url = vars
             .get("DATABASE_URL")
@@ -342,6 +354,8 @@ impl Config {
             db_migrations,
             jwt_secret,
             jwt_secret_generated,
+            password_pepper,
+            password_pepper_default,
             warnings,
             access_token_ttl: Duration::from_secs(
                 MINUTE * vars.range("ACCESS_TOKEN_EXPIRE_MINUTES", 30, 1..=DAY / MINUTE)?,
@@ -463,6 +477,13 @@ impl Config {
             (
                 "REAUTH_WINDOW_MINUTES",
                 (self.reauth_window.as_secs() / MINUTE).to_string(),
+            ),
+            (
+                "PASSWORD_PEPPER",
+                match self.password_pepper_default {
+                    true => "<unset: development's public pepper>".to_owned(),
+                    false => "<set, redacted>".to_owned(),
+                },
             ),
             ("BCRYPT_ROUNDS", self.bcrypt_cost.to_string()),
             ("HASH_THREADS", self.hash_threads.to_string()),
@@ -625,20 +646,49 @@ mod tests {
             let err = config(&vars).unwrap_err();
             assert!(format!("{err:#}").contains("JWT_SECRET_KEY"), "{err:#}");
         }
-        let ok = config(&[
-            prod,
-            ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
-            ("DATABASE_URL", "postgres://app@db/jobs"),
-        ])
-        .unwrap();
+        let ok = config(&PRODUCTION).unwrap();
         assert!(!ok.jwt_secret_generated);
     }
 
-    const PRODUCTION: [(&str, &str); 3] = [
+    const PRODUCTION: [(&str, &str); 4] = [
         ("APP_ENV", "production"),
         ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
+        ("PASSWORD_PEPPER", "Qm7rT2vX9kL4pW8nZ1cF6hJ3sD5gB0yE"),
         ("DATABASE_URL", "postgres://app@db/jobs"),
     ];
+
+    #[test]
+    fn production_refuses_a_missing_weak_or_reused_pepper_and_development_has_a_fixed_one() {
+        for pepper in [
+            None,
+            Some("replace-with-a-long-random-pepper-value"),
+            Some("short"),
+            // The JWT secret itself: rotating it would then break every password.
+            Some("k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
+        ] {
+            let mut vars: Vec<_> = PRODUCTION
+                .into_iter()
+                .filter(|(k, _)| *k != "PASSWORD_PEPPER")
+                .collect();
+            if let Some(p) = pepper {
+                vars.push(("PASSWORD_PEPPER", p));
+            }
+            let err = format!("{:#}", config(&vars).unwrap_err());
+            assert!(err.starts_with("PASSWORD_PEPPER"), "{err}");
+        }
+        let dev = config(&[]).unwrap();
+        assert!(dev.password_pepper_default);
+        assert_eq!(dev.password_pepper.expose(), secret::DEVELOPMENT_PEPPER);
+        let weak = config(&[("PASSWORD_PEPPER", "short")]).unwrap();
+        assert_eq!(weak.password_pepper.expose(), "short");
+        assert!(
+            weak.warnings
+                .iter()
+                .any(|w| w.starts_with("PASSWORD_PEPPER"))
+        );
+        let shown = format!("{:?}", config(&PRODUCTION).unwrap());
+        assert!(!shown.contains("Qm7rT2"), "{shown}");
+    }
 
     #[test]
     fn production_defaults_turn_the_docs_off_and_keep_metrics_on_loopback() {

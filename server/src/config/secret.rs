@@ -1,5 +1,6 @@
 //! Secrets in the configuration: [`Secret`], which never shows itself in `Debug`, and the
-//! rules for the JWT signing key (`JWT_SECRET_KEY`).
+//! rules for the JWT signing key (`JWT_SECRET_KEY`) and the password pepper
+//! (`PASSWORD_PEPPER`).
 //!
 //! Outside development the key must be set, at least [`MIN_SECRET_BYTES`] long, and not a
 //! placeholder copied from documentation; in development a missing one is replaced by a
@@ -76,5 +77,48 @@ pub fn jwt_secret(
             let secret = base64::engine::general_purpose::STANDARD.encode(bytes);
             Ok((Secret(secret), true))
         }
+    }
+}
+
+/// The pepper of development when `PASSWORD_PEPPER` is unset. It is public, so it protects
+/// nothing; it is fixed (not random like the development JWT secret) so that accounts made
+/// in development still log in after a restart.
+pub const DEVELOPMENT_PEPPER: &str = "jobpath development pepper: public, not a secret";
+
+/// The pepper from `raw` (`PASSWORD_PEPPER`), and whether it is the development one. The
+/// rules are the JWT secret's, and it must differ from that secret: the two are kept apart
+/// so that rotating the JWT secret leaves every password hash valid.
+pub fn password_pepper(
+    raw: Option<String>,
+    env: Environment,
+    jwt_secret: &Secret,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Secret, bool)> {
+    let problem = match &raw {
+        None => Some("is not set"),
+        Some(s) if s == jwt_secret.expose() => Some("is the same as JWT_SECRET_KEY"),
+        Some(s)
+            if PLACEHOLDERS
+                .iter()
+                .any(|p| s.to_ascii_lowercase().contains(p)) =>
+        {
+            Some("is a placeholder")
+        }
+        Some(s) if s.len() < MIN_SECRET_BYTES => Some("is shorter than 32 bytes"),
+        Some(_) => None,
+    };
+    match (raw, problem) {
+        (Some(s), None) => Ok((Secret(s), false)),
+        (_, Some(problem)) if env == Environment::Production => bail!(
+            "PASSWORD_PEPPER {problem}; in production it must be a random value of at least \
+             {MIN_SECRET_BYTES} bytes, other than JWT_SECRET_KEY (e.g. `openssl rand -base64 48`)"
+        ),
+        (Some(s), Some(problem)) => {
+            warnings.push(format!(
+                "PASSWORD_PEPPER {problem}; accepted only because APP_ENV=development"
+            ));
+            Ok((Secret(s), false))
+        }
+        (None, _) => Ok((Secret(DEVELOPMENT_PEPPER.to_owned()), true)),
     }
 }

@@ -38,7 +38,14 @@ fn state() -> Arc<AppState> {
             1,
         )),
         db: pool,
-        hasher: Hasher::start(1, 4, Duration::from_secs(1), metrics.hash()).unwrap(),
+        hasher: Hasher::start(
+            1,
+            4,
+            crate::auth::hasher::Pepper::new(b"panic test pepper"),
+            Duration::from_secs(1),
+            metrics.hash(),
+        )
+        .unwrap(),
         tokens: TokenKeys::new(
             config.jwt_secret.expose().as_bytes(),
             Duration::from_secs(60),

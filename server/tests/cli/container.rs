@@ -207,13 +207,15 @@ fn compose_runs_the_image_against_postgresql_with_the_secret_required() {
         "{url}"
     );
     // `${VAR:?message}`: compose refuses to start without it; no default secret exists.
-    assert!(
-        env["JWT_SECRET_KEY"]
-            .as_str()
-            .unwrap()
-            .starts_with("${JWT_SECRET_KEY:?"),
-        "{env:?}"
-    );
+    for secret in ["JWT_SECRET_KEY", "PASSWORD_PEPPER"] {
+        assert!(
+            env[secret]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("${{{secret}:?")),
+            "{env:?}"
+        );
+    }
     assert!(
         db["environment"]["POSTGRES_PASSWORD"]
             .as_str()

@@ -26,6 +26,7 @@ use common::TempDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobpath-server");
 const JWT_SECRET: &str = "cli-test-secret-5Qm9Xw2Lp8Rt4Zk7Nv3Bh6Jd";
+const PEPPER: &str = "cli-test-pepper-8Hs2Kd7Wq4Lm9Zx3Cv6Bn1Tr";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -109,6 +110,7 @@ impl Server {
             ("DATABASE_URL", db.url.as_str()),
             ("APP_ENV", "production"),
             ("JWT_SECRET_KEY", JWT_SECRET),
+            ("PASSWORD_PEPPER", PEPPER),
             ("HOST", "127.0.0.1"),
             ("PORT", "0"),
             ("METRICS_PORT", "0"),
@@ -308,6 +310,7 @@ fn check_config_prints_the_effective_configuration_with_secrets_redacted() {
             ("APP_ENV", "production"),
             ("DATABASE_URL", &url),
             ("JWT_SECRET_KEY", JWT_SECRET),
+            ("PASSWORD_PEPPER", PEPPER),
             ("BCRYPT_ROUNDS", "11"),
             ("METRICS_PORT", "9200"),
         ],
@@ -317,6 +320,7 @@ fn check_config_prints_the_effective_configuration_with_secrets_redacted() {
         "APP_ENV=production",
         "DATABASE_URL=postgres://app:<redacted>@db.internal:5433/jobs",
         "JWT_SECRET_KEY=<set, redacted>",
+        "PASSWORD_PEPPER=<set, redacted>",
         "BCRYPT_ROUNDS=11",
         "METRICS_PUBLIC=false",
         "METRICS_PORT=9200",
@@ -324,7 +328,7 @@ fn check_config_prints_the_effective_configuration_with_secrets_redacted() {
     ] {
         assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
     }
-    for secret in [db_password, JWT_SECRET] {
+    for secret in [db_password, JWT_SECRET, PEPPER] {
         assert!(!stdout.contains(secret) && !stderr.contains(secret));
     }
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::common::connect;
-use super::{Database, JWT_SECRET, Server, get, jobpath_in, json_line, output, request};
+use super::{Database, JWT_SECRET, PEPPER, Server, get, jobpath_in, json_line, output, request};
 
 /// A fresh directory with a `child` directory in it; removed on drop.
 struct Dirs(PathBuf);
@@ -53,9 +53,10 @@ fn app_name_in(dir: &Path, vars: &[(&str, &str)]) -> String {
         .to_owned()
 }
 
-const PRODUCTION: [(&str, &str); 3] = [
+const PRODUCTION: [(&str, &str); 4] = [
     ("APP_ENV", "production"),
     ("JWT_SECRET_KEY", JWT_SECRET),
+    ("PASSWORD_PEPPER", PEPPER),
     ("DATABASE_URL", "postgres://app@db.internal/jobs"),
 ];
 
@@ -114,6 +115,7 @@ fn production_refuses_to_start_without_a_database_url() {
             &[
                 ("APP_ENV", "production"),
                 ("JWT_SECRET_KEY", JWT_SECRET),
+                ("PASSWORD_PEPPER", PEPPER),
                 ("PORT", "0"),
                 ("METRICS_PORT", "0"),
                 ("PGPORT", &pgport),

@@ -1,0 +1,120 @@
+//! Stored password hashes: keyed with the pepper (`PASSWORD_PEPPER`), versioned, made of
+//! the normalised password; hashes of before the pepper still log in and are replaced at
+//! that login.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use jobpath_server::config::Secret;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{
+    PASSWORD, TestDb, TestServer, expect_error, spawn_app, test_config, unique_email,
+};
+
+const PEPPER: &str = "the pepper of this test, thirty-two bytes or more";
+
+#[tokio::test]
+async fn a_password_is_the_same_password_in_any_unicode_form() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    // Precomposed "é" and fullwidth "ｓ" at signup; "e" + combining acute and a plain "s"
+    // at login: what two keyboards or input methods send for the same passphrase.
+    let typed_at_signup = "cr\u{e8}me br\u{fb}l\u{e9}e \u{ff53}ept";
+    let typed_at_login = "cre\u{300}me bru\u{302}le\u{301}e sept";
+    app.signup(&email, typed_at_signup).await;
+    app.login(&email, typed_at_login).await;
+    app.login(&email, typed_at_signup).await;
+    expect_error(
+        app.try_login(&email, "creme brulee sept").await,
+        401,
+        "invalid_credentials",
+    );
+}
+
+#[tokio::test]
+async fn a_stored_hash_is_useless_without_the_pepper() {
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    config.password_pepper = Secret::new(PEPPER);
+    let peppered = TestServer::start(config).await;
+    let email = unique_email();
+    peppered.signup(&email, PASSWORD).await;
+    let stored = stored_hash(&db).await;
+    assert!(stored.starts_with("v2$$2b$04$"), "{}", &stored[..10]);
+    // Not bcrypt of the unkeyed SHA-256 of the password, which other breaches' dumps hold.
+    let unkeyed = bcrypt::verify(
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(PASSWORD)),
+        &stored["v2$".len()..],
+    )
+    .unwrap();
+    assert!(!unkeyed, "the hash is of the unkeyed pre-hash");
+
+    // An instance with another pepper cannot verify it; one with the same pepper can.
+    let mut other = test_config(&db);
+    other.password_pepper = Secret::new("another pepper, also thirty-two bytes long");
+    let other = TestServer::start(other).await;
+    expect_error(
+        other.try_login(&email, PASSWORD).await,
+        401,
+        "invalid_credentials",
+    );
+    peppered.login(&email, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn a_hash_from_before_the_pepper_logs_in_once_and_is_replaced() {
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    config.password_pepper = Secret::new(PEPPER);
+    let app = TestServer::start(config).await;
+    let email = unique_email();
+    app.signup(&email, "placeholder passphrase").await;
+    // The format of before the pepper: bcrypt of base64(SHA-256(password as typed)).
+    let legacy = bcrypt::hash(
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(PASSWORD)),
+        4,
+    )
+    .unwrap();
+    db.client()
+        .await
+        .execute("UPDATE users SET password_hash = $1", &[&legacy])
+        .await
+        .unwrap();
+
+    expect_error(
+        app.try_login(&email, "wrong password").await,
+        401,
+        "invalid_credentials",
+    );
+    app.login(&email, PASSWORD).await;
+    // The replacement runs after the answer.
+    let mut stored = stored_hash(&db).await;
+    for _ in 0..100 {
+        if stored.starts_with("v2$") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stored = stored_hash(&db).await;
+    }
+    assert!(
+        stored.starts_with("v2$$2b$04$"),
+        "not replaced: {}",
+        &stored[..10]
+    );
+    app.login(&email, PASSWORD).await;
+    expect_error(
+        app.try_login(&email, "wrong password").await,
+        401,
+        "invalid_credentials",
+    );
+}
+
+async fn stored_hash(db: &TestDb) -> String {
+    db.client()
+        .await
+        .query_one("SELECT password_hash FROM users", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
