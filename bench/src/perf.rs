@@ -88,8 +88,18 @@ fn verify_cost(cost: u32, samples: usize) -> anyhow::Result<()> {
 
 fn tokens() -> anyhow::Result<()> {
     let secret = std::env::var("JWT_SECRET_KEY").context("JWT_SECRET_KEY is not set")?;
-    // Longer than any run: a token that expires mid-run would turn into 401s.
-    let keys = TokenKeys::new(secret.as_bytes(), Duration::from_secs(3600));
+    // The server's lifetime (it refuses longer ones); bench/run sets one longer than any
+    // run, since a token that expires mid-run would turn into 401s.
+    let minutes: u64 = std::env::var("ACCESS_TOKEN_EXPIRE_MINUTES")
+        .context("ACCESS_TOKEN_EXPIRE_MINUTES is not set")?
+        .parse()
+        .context("ACCESS_TOKEN_EXPIRE_MINUTES")?;
+    let keys = TokenKeys::new(
+        secret.as_bytes(),
+        jobpath_server::config::DEFAULT_JWT_ISSUER,
+        jobpath_server::config::DEFAULT_JWT_AUDIENCE,
+        Duration::from_secs(60 * minutes),
+    );
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for line in std::io::stdin().lock().lines() {
         let line = line?;

@@ -93,6 +93,8 @@ impl App {
         hasher.warm_up();
         let tokens = TokenKeys::new(
             config.jwt_secret.expose().as_bytes(),
+            &config.jwt_issuer,
+            &config.jwt_audience,
             config.access_token_ttl,
         );
         let refresh = RefreshKeys::new(config.jwt_secret.expose().as_bytes());

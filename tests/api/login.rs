@@ -25,7 +25,12 @@ async fn login_returns_a_bearer_token_that_is_never_cached() {
     assert_eq!(body.refresh_token.len(), 43);
 
     // The token carries the documented claims, signed with the configured secret.
-    let keys = TokenKeys::new(TEST_SECRET.as_bytes(), std::time::Duration::from_secs(1800));
+    let keys = TokenKeys::new(
+        TEST_SECRET.as_bytes(),
+        jobpath_server::config::DEFAULT_JWT_ISSUER,
+        jobpath_server::config::DEFAULT_JWT_AUDIENCE,
+        std::time::Duration::from_secs(1800),
+    );
     let claims = keys.verify(&body.access_token).unwrap();
     assert_eq!(claims.user_id, account.id);
     assert_eq!(claims.sub, account.id.to_string());

@@ -3,12 +3,18 @@
 
 use base64::Engine as _;
 use jobpath_server::auth::token::{Claims, TokenKeys};
+use jobpath_server::config::{DEFAULT_JWT_AUDIENCE, DEFAULT_JWT_ISSUER};
 use uuid::Uuid;
 
 use crate::helpers::{PASSWORD, TEST_SECRET, TestApp, expect_error, spawn_app, unique_email};
 
 fn keys(secret: &str) -> TokenKeys {
-    TokenKeys::new(secret.as_bytes(), std::time::Duration::from_secs(1800))
+    TokenKeys::new(
+        secret.as_bytes(),
+        DEFAULT_JWT_ISSUER,
+        DEFAULT_JWT_AUDIENCE,
+        std::time::Duration::from_secs(1800),
+    )
 }
 
 fn b64(s: &str) -> String {
@@ -151,10 +157,11 @@ async fn a_token_not_yet_valid_is_401_invalid_token() {
     let app = spawn_app().await;
     let (_, claims) = token_and_claims(&app).await;
     let now = chrono::Utc::now().timestamp();
+    // Lifetimes within the configured 30 minutes, so only the time claims are wrong.
     let early = Claims {
         iat: now,
-        nbf: now + 3600,
-        exp: now + 7200,
+        nbf: now + 600,
+        exp: now + 1200,
         jti: Uuid::new_v4(),
         ..claims.clone()
     };
@@ -162,7 +169,7 @@ async fn a_token_not_yet_valid_is_401_invalid_token() {
     let from_the_future = Claims {
         iat: now + 3600,
         nbf: now,
-        exp: now + 7200,
+        exp: now + 4200,
         jti: Uuid::new_v4(),
         ..claims
     };
@@ -316,4 +323,68 @@ async fn lookups_answered_in_one_batch_each_get_their_own_account() {
         after.largest >= 8 && after.batches - before.batches <= 8,
         "no batch formed: {before:?} → {after:?}"
     );
+}
+
+/// HS256 over `claims` with `key` as given and header type `typ`.
+fn signed_with(claims: &Claims, key: &[u8], typ: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some(typ.to_owned());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_signed_with_the_configured_secret_itself_is_401_invalid_token() {
+    // The secret is only the input of key derivation: a token it signs directly (as one
+    // made for another purpose with the same secret would be) is no access token.
+    let app = spawn_app().await;
+    let (token, claims) = token_and_claims(&app).await;
+    app.authed(&token).get_me().send().await.unwrap();
+    refused(
+        &app,
+        &signed_with(&claims, TEST_SECRET.as_bytes(), "at+jwt"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn another_issuer_audience_or_type_or_a_longer_lifetime_is_401_invalid_token() {
+    let app = spawn_app().await;
+    let (_, claims) = token_and_claims(&app).await;
+    let k = keys(TEST_SECRET);
+    for (iss, aud) in [
+        ("another-issuer", DEFAULT_JWT_AUDIENCE),
+        (DEFAULT_JWT_ISSUER, "another-service"),
+    ] {
+        let forged = Claims {
+            iss: iss.to_owned(),
+            aud: aud.to_owned(),
+            jti: Uuid::new_v4(),
+            ..claims.clone()
+        };
+        refused(&app, &k.sign(&forged).unwrap()).await;
+    }
+    // A correctly signed token of another JWT type.
+    let key = jobpath_server::auth::keys::derive(
+        TEST_SECRET.as_bytes(),
+        jobpath_server::auth::keys::Purpose::AccessToken,
+    );
+    app.authed(&signed_with(&claims, &key, "at+jwt"))
+        .get_me()
+        .send()
+        .await
+        .expect("the derived key and type make an access token");
+    refused(&app, &signed_with(&claims, &key, "JWT")).await;
+    // A year-long token, as a forger with the key would make, outlives the 30 minutes
+    // this server issues.
+    let long = Claims {
+        exp: claims.iat + 365 * 24 * 3600,
+        jti: Uuid::new_v4(),
+        ..claims
+    };
+    refused(&app, &k.sign(&long).unwrap()).await;
 }

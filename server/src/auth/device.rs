@@ -3,7 +3,8 @@
 //! (possibly attacked) client network's (OWASP's "device cookies").
 //!
 //! A token is 256 random bits. The database keeps only an HMAC-SHA256 of it under a key
-//! derived from the JWT secret, so a copy of the `login_devices` table proves nothing.
+//! derived from the JWT secret (`auth::keys`), so a copy of the `login_devices` table
+//! proves nothing.
 
 use std::time::Duration;
 
@@ -23,11 +24,8 @@ pub struct DeviceKeys {
 
 impl DeviceKeys {
     pub fn new(jwt_secret: &[u8]) -> DeviceKeys {
-        // Its own key: a device token's hash can be confused with no other MAC or signature.
-        let mut mac = HmacSha256::new_from_slice(jwt_secret).expect("HMAC takes any key length");
-        mac.update(b"jobpath device-token v1");
         DeviceKeys {
-            key: mac.finalize().into_bytes().into(),
+            key: super::keys::derive(jwt_secret, super::keys::Purpose::DeviceToken),
         }
     }
 

@@ -9,11 +9,13 @@
 //! - [`token`]: HS256 JWTs with the algorithm pinned and every claim required.
 //! - [`refresh`]: single-use refresh tokens and their derived successors.
 //! - [`device`]: device tokens, a successful login's proof for the login throttle.
+//! - [`keys`]: the keys of the three above, each derived from the JWT secret with HKDF.
 
 pub mod credentials;
 pub mod device;
 pub mod guard;
 pub mod hasher;
+pub mod keys;
 pub mod login;
 pub mod refresh;
 pub mod token;

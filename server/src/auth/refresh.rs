@@ -2,10 +2,10 @@
 //!
 //! A session's first refresh token is 256 random bits. Each successor is derived from its
 //! predecessor and the session's own secret (`sessions.refresh_secret`, random, never sent
-//! to anyone) with HMAC-SHA256 under a key derived from the JWT secret, so a client that
-//! refreshes twice in a race (two tabs, a retried request) is given the *same* successor —
-//! the server recomputes it — without any token ever being stored in plaintext. The
-//! database keeps only SHA-256 hashes: the tokens are high-entropy, so a fast hash is
+//! to anyone) with HMAC-SHA256 under a key derived from the JWT secret (`auth::keys`), so a
+//! client that refreshes twice in a race (two tabs, a retried request) is given the *same*
+//! successor — the server recomputes it — without any token ever being stored in plaintext.
+//! The database keeps only SHA-256 hashes: the tokens are high-entropy, so a fast hash is
 //! enough and look-ups stay one index probe. The session secret means that the key and a
 //! token alone do not give the next token: the database row is needed too.
 
@@ -25,12 +25,8 @@ pub struct RefreshKeys {
 
 impl RefreshKeys {
     pub fn new(jwt_secret: &[u8]) -> RefreshKeys {
-        // A separate key for a separate purpose: a refresh successor can never be confused
-        // with a signature made with the JWT secret itself.
-        let mut mac = HmacSha256::new_from_slice(jwt_secret).expect("HMAC takes any key length");
-        mac.update(b"jobpath refresh-token successor v1");
         RefreshKeys {
-            successor_key: mac.finalize().into_bytes().into(),
+            successor_key: super::keys::derive(jwt_secret, super::keys::Purpose::RefreshSuccessor),
         }
     }
 

@@ -1,10 +1,14 @@
 //! Access tokens: HS256 JWTs, algorithm pinned, every claim required.
 //!
 //! Keys and the validation rules are built once at start-up ([`TokenKeys::new`]) and shared.
+//! The signing key is derived from the JWT secret for this purpose alone (`auth::keys`).
 //! A token is accepted only if its header says HS256 (so `none`, in any casing, and other
-//! HMAC algorithms are refused), its signature matches, and `exp`, `nbf`, `iat`, `jti`,
-//! `sid`, `sub`, `user_id` and `email` are all present and consistent. Whether its session
-//! is still live is checked against the database by the caller.
+//! HMAC algorithms are refused) and `typ` `at+jwt` (RFC 9068, so no other kind of JWT made
+//! with the key passes for an access token), its signature matches, `iss` and `aud` are
+//! this deployment's (`JWT_ISSUER`, `JWT_AUDIENCE`), `exp`, `nbf`, `iat`, `jti`, `sid`,
+//! `sub`, `user_id` and `email` are all present and consistent, and its lifetime
+//! (`exp - iat`) is no longer than the configured one. Whether its session is still live
+//! is checked against the database by the caller.
 
 use std::time::Duration;
 
@@ -18,9 +22,16 @@ use crate::errors::ApiError;
 /// Clock skew tolerated between instances, for `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 30;
 
+/// The JOSE `typ` of an access token (RFC 9068 section 2.1).
+pub const TYPE: &str = "at+jwt";
+
 /// The claims of an access token. Non-optional fields make their absence a decode error.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
+    /// Who issued it (`JWT_ISSUER`).
+    pub iss: String,
+    /// Who it is for (`JWT_AUDIENCE`).
+    pub aud: String,
     /// The user id, as a string (the registered JWT subject).
     pub sub: String,
     pub user_id: Uuid,
@@ -39,20 +50,30 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     header: Header,
     validation: Validation,
+    issuer: String,
+    audience: String,
     ttl: Duration,
 }
 
 impl TokenKeys {
-    pub fn new(secret: &[u8], ttl: Duration) -> TokenKeys {
+    /// Keys from the JWT secret, for tokens of `issuer` for `audience` that live `ttl`.
+    pub fn new(jwt_secret: &[u8], issuer: &str, audience: &str, ttl: Duration) -> TokenKeys {
+        let key = super::keys::derive(jwt_secret, super::keys::Purpose::AccessToken);
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
+        validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some(TYPE.to_owned());
         TokenKeys {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            header: Header::new(Algorithm::HS256),
+            encoding: EncodingKey::from_secret(&key),
+            decoding: DecodingKey::from_secret(&key),
+            header,
             validation,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
             ttl,
         }
     }
@@ -70,6 +91,8 @@ impl TokenKeys {
     ) -> Result<(String, Claims), ApiError> {
         let now = Utc::now().timestamp();
         let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
             sub: user_id.to_string(),
             user_id,
             email: email.to_owned(),
@@ -82,7 +105,8 @@ impl TokenKeys {
         self.sign(&claims).map(|token| (token, claims))
     }
 
-    /// Signs arbitrary claims with the server's key (tests use it to forge edge cases).
+    /// Signs arbitrary claims with the server's key and header (tests use it to forge edge
+    /// cases).
     pub fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
         jsonwebtoken::encode(&self.header, claims, &self.encoding)
             .map_err(|e| ApiError::Internal(e.into()))
@@ -101,15 +125,30 @@ impl TokenKeys {
                         "algorithm not allowed"
                     }
                     ErrorKind::MissingRequiredClaim(_) => "missing claim",
+                    ErrorKind::InvalidIssuer => "another issuer",
+                    ErrorKind::InvalidAudience => "another audience",
                     _ => "malformed",
                 })
             })?;
+        if !data
+            .header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(TYPE))
+        {
+            return Err(ApiError::InvalidToken("not an access token (typ)"));
+        }
         let claims = data.claims;
         if claims.sub != claims.user_id.to_string() {
             return Err(ApiError::InvalidToken("sub and user_id disagree"));
         }
         if claims.iat > Utc::now().timestamp() + LEEWAY_SECS as i64 {
             return Err(ApiError::InvalidToken("issued in the future"));
+        }
+        // A token signed to live longer than this server issues them (a leaked key's
+        // forgery, or a configuration that has since been shortened) is not honoured.
+        if claims.exp.saturating_sub(claims.iat) > self.ttl.as_secs() as i64 + LEEWAY_SECS as i64 {
+            return Err(ApiError::InvalidToken("lifetime longer than configured"));
         }
         Ok(claims)
     }
@@ -124,7 +163,7 @@ mod tests {
     const SECRET: &[u8] = b"an-adequately-long-test-secret-of-32+-bytes";
 
     fn keys() -> TokenKeys {
-        TokenKeys::new(SECRET, Duration::from_secs(1800))
+        TokenKeys::new(SECRET, "jobpath-api", "jobpath", Duration::from_secs(1800))
     }
 
     fn b64(bytes: &[u8]) -> String {
@@ -163,6 +202,8 @@ mod tests {
         let now = Utc::now().timestamp();
         let id = Uuid::new_v4();
         let claims = Claims {
+            iss: "jobpath-api".into(),
+            aud: "jobpath".into(),
             sub: id.to_string(),
             user_id: id,
             email: "a@b.co".into(),
@@ -172,18 +213,82 @@ mod tests {
             jti: Uuid::new_v4(),
             sid: Uuid::new_v4(),
         };
-        let hs512 = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS512),
-            &claims,
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
+        let key = crate::auth::keys::derive(SECRET, crate::auth::keys::Purpose::AccessToken);
+        let mut hs512 = Header::new(Algorithm::HS512);
+        hs512.typ = Some(TYPE.into());
+        let hs512 = jsonwebtoken::encode(&hs512, &claims, &EncodingKey::from_secret(&key)).unwrap();
         assert!(k.verify(&hs512).is_err());
         let other = TokenKeys::new(
             b"another-secret-that-is-long-enough-xx",
+            "jobpath-api",
+            "jobpath",
             Duration::from_secs(60),
         );
         assert!(k.verify(&other.sign(&claims).unwrap()).is_err());
+    }
+
+    /// HS256 over `claims` with `key` and header type `typ`, bypassing `TokenKeys`.
+    fn raw(claims: &Claims, key: &[u8], typ: Option<&str>) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(key)).unwrap()
+    }
+
+    #[test]
+    fn the_raw_secret_signs_nothing_and_the_derived_key_only_access_tokens() {
+        let k = keys();
+        let (token, claims) = k.issue(Uuid::new_v4(), "a@b.co", Uuid::new_v4()).unwrap();
+        assert!(k.verify(&token).is_ok());
+        assert!(k.verify(&raw(&claims, SECRET, Some(TYPE))).is_err());
+        let key = crate::auth::keys::derive(SECRET, crate::auth::keys::Purpose::AccessToken);
+        assert!(k.verify(&raw(&claims, &key, Some(TYPE))).is_ok());
+        for typ in [None, Some("JWT"), Some("refresh+jwt")] {
+            assert!(k.verify(&raw(&claims, &key, typ)).is_err(), "typ {typ:?}");
+        }
+    }
+
+    #[test]
+    fn another_issuer_or_audience_and_missing_ones_are_refused() {
+        let k = keys();
+        let (_, claims) = k.issue(Uuid::new_v4(), "a@b.co", Uuid::new_v4()).unwrap();
+        for (iss, aud) in [
+            ("someone-else", "jobpath"),
+            ("jobpath-api", "another-service"),
+        ] {
+            let forged = Claims {
+                iss: iss.into(),
+                aud: aud.into(),
+                ..claims.clone()
+            };
+            assert!(k.verify(&k.sign(&forged).unwrap()).is_err(), "{iss} {aud}");
+        }
+        let key = crate::auth::keys::derive(SECRET, crate::auth::keys::Purpose::AccessToken);
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some(TYPE.into());
+        let mut value = serde_json::to_value(&claims).unwrap();
+        for claim in ["iss", "aud"] {
+            let mut without = value.clone();
+            without.as_object_mut().unwrap().remove(claim);
+            let token =
+                jsonwebtoken::encode(&header, &without, &EncodingKey::from_secret(&key)).unwrap();
+            assert!(k.verify(&token).is_err(), "accepted without {claim}");
+        }
+        value["aud"] = serde_json::json!(["jobpath"]);
+        let listed =
+            jsonwebtoken::encode(&header, &value, &EncodingKey::from_secret(&key)).unwrap();
+        assert!(k.verify(&listed).is_err(), "aud is a string, not a list");
+    }
+
+    #[test]
+    fn a_token_living_longer_than_configured_is_refused() {
+        let k = keys();
+        let (_, mut claims) = k.issue(Uuid::new_v4(), "a@b.co", Uuid::new_v4()).unwrap();
+        claims.exp = claims.iat + 1800 + LEEWAY_SECS as i64;
+        assert!(k.verify(&k.sign(&claims).unwrap()).is_ok());
+        claims.exp += 1;
+        assert!(k.verify(&k.sign(&claims).unwrap()).is_err());
+        claims.exp = claims.iat + 365 * 24 * 3600;
+        assert!(k.verify(&k.sign(&claims).unwrap()).is_err());
     }
 
     #[test]

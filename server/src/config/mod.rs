@@ -47,6 +47,21 @@ pub const MIN_PRODUCTION_BCRYPT_COST: u32 = 10;
 /// that expects one finds it.
 pub const DEFAULT_METRICS_PORT: u16 = 9100;
 
+/// `iss` of access tokens unless `JWT_ISSUER` says otherwise.
+pub const DEFAULT_JWT_ISSUER: &str = "jobpath-api";
+/// `aud` of access tokens unless `JWT_AUDIENCE` says otherwise.
+pub const DEFAULT_JWT_AUDIENCE: &str = "jobpath";
+
+/// `JWT_ISSUER` or `JWT_AUDIENCE`: 1–256 printable ASCII characters, no spaces (a URL or
+/// a name), so that it compares exactly and shows plainly in a decoded token.
+fn token_name(value: Option<String>, key: &str, default: &str) -> anyhow::Result<String> {
+    let value = value.unwrap_or_else(|| default.to_owned());
+    if value.is_empty() || value.len() > 256 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("{key} must be 1-256 printable ASCII characters without spaces, got '{value}'");
+    }
+    Ok(value)
+}
+
 /// Every variable the configuration reads, in the order `check-config` prints them and the
 /// documentation lists them.
 pub const VARIABLES: &[&str] = &[
@@ -62,6 +77,8 @@ pub const VARIABLES: &[&str] = &[
     "DB_MIGRATIONS",
     "JWT_SECRET_KEY",
     "JWT_ALGORITHM",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
     "ACCESS_TOKEN_EXPIRE_MINUTES",
     "REFRESH_TOKEN_EXPIRE_DAYS",
     "REFRESH_REUSE_GRACE_SECONDS",
@@ -154,6 +171,10 @@ pub struct Config {
     /// Whether `serve` applies pending migrations or only verifies them (`DB_MIGRATIONS`).
     pub db_migrations: Migrations,
     pub jwt_secret: Secret,
+    /// `iss` of every access token, required on verification (`JWT_ISSUER`).
+    pub jwt_issuer: String,
+    /// `aud` of every access token, required on verification (`JWT_AUDIENCE`).
+    pub jwt_audience: String,
     /// True when no secret was configured and a random one was generated for this process.
     pub jwt_secret_generated: bool,
     /// The key of the password pre-hash (`auth::hasher`), never derived from the JWT secret.
@@ -265,6 +286,12 @@ impl Config {
             Some(alg) if alg.eq_ignore_ascii_case("HS256") => {}
             Some(other) => bail!("JWT_ALGORITHM: only HS256 is supported, got '{other}'"),
         }
+        let jwt_issuer = token_name(vars.get("JWT_ISSUER"), "JWT_ISSUER", DEFAULT_JWT_ISSUER)?;
+        let jwt_audience = token_name(
+            vars.get("JWT_AUDIENCE"),
+            "JWT_AUDIENCE",
+            DEFAULT_JWT_AUDIENCE,
+        )?;
         let mut warnings = Vec::new();
         let (jwt_secret, jwt_secret_generated) =
             secret::jwt_secret(vars.get("JWT_SECRET_KEY"), environment, &mut warnings)?;
@@ -353,6 +380,8 @@ impl Config {
             db_ssl_root_cert: vars.get("DB_SSL_ROOT_CERT").map(std::path::PathBuf::from),
             db_migrations,
             jwt_secret,
+            jwt_issuer,
+            jwt_audience,
             jwt_secret_generated,
             password_pepper,
             password_pepper_default,
@@ -460,6 +489,8 @@ impl Config {
             ),
             ("JWT_SECRET_KEY", jwt),
             ("JWT_ALGORITHM", "HS256".to_owned()),
+            ("JWT_ISSUER", self.jwt_issuer.clone()),
+            ("JWT_AUDIENCE", self.jwt_audience.clone()),
             (
                 "ACCESS_TOKEN_EXPIRE_MINUTES",
                 (self.access_token_ttl.as_secs() / MINUTE).to_string(),
@@ -609,6 +640,13 @@ mod tests {
         assert!(format!("{err:#}").contains("CORS_ORIGINS"), "{err:#}");
         let err = config(&[("JWT_ALGORITHM", "none")]).unwrap_err();
         assert!(format!("{err:#}").contains("JWT_ALGORITHM"), "{err:#}");
+        for (var, bad) in [("JWT_ISSUER", "two words"), ("JWT_AUDIENCE", "caf\u{e9}")] {
+            let err = config(&[(var, bad)]).unwrap_err();
+            assert!(format!("{err:#}").starts_with(var), "{err:#}");
+        }
+        let c = config(&[("JWT_ISSUER", "https://auth.example.com")]).unwrap();
+        assert_eq!(c.jwt_issuer, "https://auth.example.com");
+        assert_eq!(c.jwt_audience, DEFAULT_JWT_AUDIENCE);
         let err = config(&[("MAX_CONNECTIONS", "0")]).unwrap_err();
         assert!(format!("{err:#}").contains("MAX_CONNECTIONS"), "{err:#}");
         for (var, bad) in [

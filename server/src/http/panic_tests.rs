@@ -48,6 +48,8 @@ fn state() -> Arc<AppState> {
         .unwrap(),
         tokens: TokenKeys::new(
             config.jwt_secret.expose().as_bytes(),
+            &config.jwt_issuer,
+            &config.jwt_audience,
             Duration::from_secs(60),
         ),
         refresh: crate::auth::refresh::RefreshKeys::new(config.jwt_secret.expose().as_bytes()),
