@@ -14,8 +14,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-mod common;
-use common::TempDb;
+use jobpath_tests::db::TestDb;
 
 const SECRET: &str = "process-test-secret-0123456789-abcdefghijklmnop";
 const PASSWORD: &str = "correct horse battery staple";
@@ -192,7 +191,7 @@ async fn signup_in_flight(address: &str, email: &str) -> (TcpStream, String) {
 
 #[tokio::test]
 async fn sigterm_stops_accepting_lets_an_in_flight_signup_finish_and_exits_0() {
-    let db = TempDb::create("jobpath_proc").await;
+    let db = TestDb::with_prefix("jobpath_proc").await;
     let url = db.url_via(&db.server(), "db-password-never-logged");
     let mut server = Server::spawn(&[
         ("DATABASE_URL", url.as_str()),
@@ -218,7 +217,7 @@ async fn sigterm_stops_accepting_lets_an_in_flight_signup_finish_and_exits_0() {
     let exit = server.exit_within(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0), "{}", server.output());
     assert_eq!(
-        db.count("SELECT count(*) FROM users WHERE email = $1", &[&email])
+        db.count_with("SELECT count(*) FROM users WHERE email = $1", &[&email])
             .await,
         1
     );
@@ -230,7 +229,7 @@ async fn sigterm_stops_accepting_lets_an_in_flight_signup_finish_and_exits_0() {
 
 #[tokio::test]
 async fn sigterm_exits_0_when_the_grace_period_ends_even_if_a_request_never_completes() {
-    let db = TempDb::create("jobpath_proc").await;
+    let db = TestDb::with_prefix("jobpath_proc").await;
     let url = db.url_via(&db.server(), "x");
     let mut server = Server::spawn(&[
         ("DATABASE_URL", url.as_str()),
@@ -245,7 +244,7 @@ async fn sigterm_exits_0_when_the_grace_period_ends_even_if_a_request_never_comp
     let exit = server.exit_within(Duration::from_secs(1 + 4)).await;
     assert_eq!(exit.code(), Some(0), "{}", server.output());
     assert_eq!(
-        db.count("SELECT count(*) FROM users WHERE email = $1", &[&email])
+        db.count_with("SELECT count(*) FROM users WHERE email = $1", &[&email])
             .await,
         0
     );
@@ -265,7 +264,7 @@ async fn forward(listener: TcpListener, target: String) {
 
 #[tokio::test]
 async fn without_a_database_start_up_retries_saying_why_and_serves_once_it_appears() {
-    let db = TempDb::create("jobpath_proc").await;
+    let db = TestDb::with_prefix("jobpath_proc").await;
     // A port where nothing listens yet; the database "appears" there later.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

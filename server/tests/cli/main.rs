@@ -7,8 +7,6 @@
 //! `.env` or variable of the developer's leaks in. Servers use a fresh database on the local
 //! PostgreSQL (`TEST_DATABASE_URL`, as for the end-to-end suite) and port 0.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod container;
 mod production;
 mod variables;
@@ -20,9 +18,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use jobpath_tests::db::TestDb;
 use serde_json::Value;
-
-use common::TempDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobpath-server");
 const JWT_SECRET: &str = "cli-test-secret-5Qm9Xw2Lp8Rt4Zk7Nv3Bh6Jd";
@@ -67,7 +64,7 @@ fn output(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
 
 /// A fresh database, dropped when the value is dropped, with a URL for it.
 struct Database {
-    db: TempDb,
+    db: TestDb,
     /// Its URL with a password in it. The local PostgreSQL trusts loopback connections and
     /// ignores the password; it is there so the tests can show it is never printed.
     url: String,
@@ -76,8 +73,8 @@ struct Database {
 
 impl Database {
     async fn create() -> Database {
-        let db = TempDb::create("jobpath_cli").await;
-        let password = match db.pg.get_password() {
+        let db = TestDb::with_prefix("jobpath_cli").await;
+        let password = match db.config.get_password() {
             Some(p) => String::from_utf8(p.to_vec()).unwrap(),
             None => format!("db-pw-{}", uuid::Uuid::new_v4().simple()),
         };
@@ -90,7 +87,7 @@ impl Database {
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        self.db.count(sql, &[]).await
+        self.db.count(sql).await
     }
 }
 

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use super::common::connect;
 use super::{Database, JWT_SECRET, Server, get, jobpath_in, json_line, output, request};
 
 /// A fresh directory with a `child` directory in it; removed on drop.
@@ -183,8 +182,8 @@ struct RuntimeRole {
 impl RuntimeRole {
     async fn create() -> RuntimeRole {
         let name = format!("jobpath_rt_{}", uuid::Uuid::new_v4().simple());
-        let admin = connect(&super::common::admin_url().parse().unwrap()).await;
-        admin
+        jobpath_tests::db::admin()
+            .await
             .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
             .await
             .unwrap();
@@ -194,7 +193,8 @@ impl RuntimeRole {
     /// Row rights on every table of `db`, which must already have its tables.
     async fn grant_rows(&self, db: &Database) {
         let name = &self.name;
-        connect(&db.db.pg)
+        db.db
+            .client()
             .await
             .batch_execute(&format!(
                 "REVOKE CREATE ON SCHEMA public FROM PUBLIC;
@@ -213,20 +213,8 @@ impl RuntimeRole {
 
 impl Drop for RuntimeRole {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let admin = connect(&super::common::admin_url().parse().unwrap()).await;
-                    let _ = admin
-                        .batch_execute(&format!("DROP ROLE IF EXISTS {name}"))
-                        .await;
-                })
-        })
-        .join();
+        let _ =
+            jobpath_tests::db::admin_execute_blocking(format!("DROP ROLE IF EXISTS {}", self.name));
     }
 }
 
