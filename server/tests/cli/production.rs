@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Database, JWT_SECRET, Server, get, jobpath_in, json_line, output, request};
+use jobpath_tests::process::ServerProcess;
+
+use super::{Database, JWT_SECRET, get, jobpath_in, json_line, output, request, serve};
 
 /// A fresh directory with a `child` directory in it; removed on drop.
 struct Dirs(PathBuf);
@@ -100,14 +102,14 @@ fn production_refuses_a_bcrypt_cost_below_10() {
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
-#[test]
-fn production_refuses_to_start_without_a_database_url() {
+#[tokio::test]
+async fn production_refuses_to_start_without_a_database_url() {
     let dirs = Dirs::new();
     // Were the fallback tried, it would find nothing on PGPORT and start a private cluster
     // in the working directory, never touch the shared PostgreSQL.
     let pgport = jobpath_tests::cluster::free_port().to_string();
     for command in ["check-config", "serve"] {
-        let server = Server::spawn(jobpath_in(
+        let server = ServerProcess::spawn(jobpath_in(
             &dirs.child(),
             &[command],
             &[
@@ -118,7 +120,7 @@ fn production_refuses_to_start_without_a_database_url() {
                 ("PGPORT", &pgport),
             ],
         ));
-        let (code, output) = server.exit();
+        let (code, output) = server.exit().await;
         assert_eq!(code, Some(1), "{command}: {output}");
         assert!(
             output.contains("DATABASE_URL") && output.contains("production"),
@@ -132,8 +134,8 @@ fn production_refuses_to_start_without_a_database_url() {
 #[tokio::test]
 async fn in_production_the_docs_are_off_unless_enabled_and_metrics_listen_on_loopback() {
     let db = Database::create().await;
-    let mut server = Server::start(&db, &[("HOST", "0.0.0.0"), ("LOG_FORMAT", "json")]);
-    let startup = json_line(&server.wait_for("listening"));
+    let server = serve(&db, &[("HOST", "0.0.0.0"), ("LOG_FORMAT", "json")]);
+    let startup = json_line(&server.wait_for("listening").await);
     let address = startup["address"].as_str().unwrap();
     assert!(address.starts_with("0.0.0.0:"), "{startup}");
     let metrics = startup["metrics"].as_str().unwrap();
@@ -149,9 +151,9 @@ async fn in_production_the_docs_are_off_unless_enabled_and_metrics_listen_on_loo
     for spec in ["/openapi.json", "/openapi.yaml"] {
         assert_eq!(get(&local, spec, None).0, 200, "{spec}");
     }
-    server.stop();
+    server.stop().await;
 
-    let mut server = Server::start(
+    let server = serve(
         &db,
         &[
             ("LOG_FORMAT", "json"),
@@ -159,7 +161,7 @@ async fn in_production_the_docs_are_off_unless_enabled_and_metrics_listen_on_loo
             ("METRICS_HOST", "0.0.0.0"),
         ],
     );
-    let startup = json_line(&server.wait_for("listening"));
+    let startup = json_line(&server.wait_for("listening").await);
     let address = startup["address"].as_str().unwrap();
     assert!(
         startup["metrics"]
@@ -169,7 +171,7 @@ async fn in_production_the_docs_are_off_unless_enabled_and_metrics_listen_on_loo
         "{startup}"
     );
     assert_eq!(get(address, "/docs", None).0, 200);
-    server.stop();
+    server.stop().await;
 }
 
 /// A login role with the rights of a running server (read and write rows) and no right to
@@ -225,7 +227,7 @@ async fn with_db_migrations_verify_serve_refuses_a_database_that_lacks_migration
     let db = Database::create().await;
     let verify = [("DB_MIGRATIONS", "verify"), ("LOG_FORMAT", "json")];
 
-    let (code, logs) = Server::start(&db, &verify).exit();
+    let (code, logs) = serve(&db, &verify).exit().await;
     assert_eq!(code, Some(1), "{logs}");
     assert!(
         logs.contains("DB_MIGRATIONS=verify") && logs.contains("jobpath-server migrate"),
@@ -253,15 +255,15 @@ async fn with_db_migrations_verify_serve_refuses_a_database_that_lacks_migration
     let url = role.url(&db);
     let mut vars = verify.to_vec();
     vars.push(("DATABASE_URL", url.as_str()));
-    let mut server = Server::start(&db, &vars);
-    let startup = json_line(&server.wait_for("listening"));
+    let server = serve(&db, &vars);
+    let startup = json_line(&server.wait_for("listening").await);
     let address = startup["address"].as_str().unwrap();
     assert_eq!(get(address, "/health/ready", None).0, 200);
     let credentials =
         r#"{"email":"verify-mode@example.com","password":"correct horse battery staple"}"#;
     let (status, body) = request(address, "POST /auth/signup", None, Some(credentials));
     assert_eq!(status, 201, "{body}");
-    server.stop();
+    server.stop().await;
     drop(db);
     drop(role);
 }
