@@ -1,6 +1,9 @@
 //! Test support shared by the workspace's test binaries — the end-to-end suite in `api/`
 //! and the binary's own suites in `server/tests/` — so that each thing is made one way:
 //!
+//! - [`db`]: a database of a test's own on the shared PostgreSQL, dropped at the end.
+//! - [`process`]: a `jobpath-server` process a test started, with everything it printed:
+//!   waits for a line, SIGTERM, the exit status.
 //! - [`cluster`]: a PostgreSQL cluster of a test's own (to stop, restart, or give TLS).
 //! - [`certificates`]: CA-signed and self-signed certificates made with `openssl`.
 //! - [`skip`]: what a test does when this machine cannot run it: says why, and under `CI`
@@ -10,4 +13,6 @@
 
 pub mod certificates;
 pub mod cluster;
+pub mod db;
+pub mod process;
 pub mod skip;

@@ -6,131 +6,37 @@
 //! PostgreSQL (`TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! with a database of their own, and raw HTTP, since the server crate has no HTTP client.
 
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use jobpath_tests::db::TestDb;
+use jobpath_tests::process::ServerProcess;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
-
-mod common;
-use common::TempDb;
 
 const SECRET: &str = "process-test-secret-0123456789-abcdefghijklmnop";
 const PASSWORD: &str = "correct horse battery staple";
 
-/// A running `jobpath-server` process and everything it has printed.
-struct Server {
-    child: Child,
-    output: Arc<Mutex<String>>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Server {
-    fn spawn(vars: &[(&str, &str)]) -> Server {
-        // An empty working directory: no developer `.env` may leak into the test.
-        let cwd = std::env::temp_dir().join(format!("jobpath-proc-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&cwd).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobpath-server"));
-        cmd.current_dir(&cwd)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            // Port 0 for metrics too: several of these servers run at once.
-            .env("METRICS_PORT", "0")
-            .env("LOG_FORMAT", "json")
-            .env("JWT_SECRET_KEY", SECRET)
-            .env("BCRYPT_ROUNDS", "4")
-            .env("HASH_THREADS", "1")
-            .env("DB_POOL_SIZE", "2")
-            .env("DB_MAX_OVERFLOW", "0")
-            .envs(vars.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("the server binary starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut readers = Vec::new();
-        for stream in [
-            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(stderr),
-        ] {
-            let output = Arc::clone(&output);
-            readers.push(tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut out = output.lock().unwrap();
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            }));
-        }
-        let _ = std::fs::remove_dir(&cwd);
-        Server {
-            child,
-            output,
-            readers,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Waits, bounded, for a printed line containing `needle`; returns it.
-    async fn wait_for_line(&self, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no line with {needle:?} within {limit:?}; output:\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The address from the start-up line.
-    async fn address(&self) -> String {
-        let line = self
-            .wait_for_line("listening", Duration::from_secs(30))
-            .await;
-        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
-        json["address"].as_str().expect("address field").to_owned()
-    }
-
-    fn sigterm(&self) {
-        let pid = self.child.id().expect("still running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        let status = match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => panic!("still running after {limit:?}; output:\n{}", self.output()),
-        };
-        // The last lines may still be in the pipes: read them to the end.
-        for reader in self.readers.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-        }
-        status
-    }
-
-    fn assert_no_secret_printed(&self, secrets: &[&str]) {
-        let output = self.output();
-        for secret in secrets {
-            assert!(!output.contains(secret), "{secret:?} appears in:\n{output}");
-        }
-    }
+/// Starts the binary as an orchestrator would, with `vars` on top of a small, fast setup.
+fn spawn(vars: &[(&str, &str)]) -> ServerProcess {
+    // An empty working directory: no developer `.env` may leak into the test.
+    let cwd = std::env::temp_dir().join(format!("jobpath-proc-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobpath-server"));
+    cmd.current_dir(&cwd)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        // Port 0 for metrics too: several of these servers run at once.
+        .env("METRICS_PORT", "0")
+        .env("LOG_FORMAT", "json")
+        .env("JWT_SECRET_KEY", SECRET)
+        .env("BCRYPT_ROUNDS", "4")
+        .env("HASH_THREADS", "1")
+        .env("DB_POOL_SIZE", "2")
+        .env("DB_MAX_OVERFLOW", "0")
+        .envs(vars.iter().copied());
+    let server = ServerProcess::spawn(cmd);
+    let _ = std::fs::remove_dir(&cwd);
+    server
 }
 
 /// Sends `GET path` on a keep-alive connection and returns the status code.
@@ -192,9 +98,9 @@ async fn signup_in_flight(address: &str, email: &str) -> (TcpStream, String) {
 
 #[tokio::test]
 async fn sigterm_stops_accepting_lets_an_in_flight_signup_finish_and_exits_0() {
-    let db = TempDb::create("jobpath_proc").await;
+    let db = TestDb::with_prefix("jobpath_proc").await;
     let url = db.url_via(&db.server(), "db-password-never-logged");
-    let mut server = Server::spawn(&[
+    let mut server = spawn(&[
         ("DATABASE_URL", url.as_str()),
         ("SHUTDOWN_GRACE_SECONDS", "10"),
     ]);
@@ -218,21 +124,21 @@ async fn sigterm_stops_accepting_lets_an_in_flight_signup_finish_and_exits_0() {
     let exit = server.exit_within(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0), "{}", server.output());
     assert_eq!(
-        db.count("SELECT count(*) FROM users WHERE email = $1", &[&email])
+        db.count_with("SELECT count(*) FROM users WHERE email = $1", &[&email])
             .await,
         1
     );
     server
-        .wait_for_line("SIGTERM received", Duration::from_secs(1))
+        .wait_for_within("SIGTERM received", Duration::from_secs(1))
         .await;
     server.assert_no_secret_printed(&["db-password-never-logged", SECRET, PASSWORD]);
 }
 
 #[tokio::test]
 async fn sigterm_exits_0_when_the_grace_period_ends_even_if_a_request_never_completes() {
-    let db = TempDb::create("jobpath_proc").await;
+    let db = TestDb::with_prefix("jobpath_proc").await;
     let url = db.url_via(&db.server(), "x");
-    let mut server = Server::spawn(&[
+    let mut server = spawn(&[
         ("DATABASE_URL", url.as_str()),
         ("SHUTDOWN_GRACE_SECONDS", "1"),
     ]);
@@ -245,7 +151,7 @@ async fn sigterm_exits_0_when_the_grace_period_ends_even_if_a_request_never_comp
     let exit = server.exit_within(Duration::from_secs(1 + 4)).await;
     assert_eq!(exit.code(), Some(0), "{}", server.output());
     assert_eq!(
-        db.count("SELECT count(*) FROM users WHERE email = $1", &[&email])
+        db.count_with("SELECT count(*) FROM users WHERE email = $1", &[&email])
             .await,
         0
     );
@@ -265,7 +171,7 @@ async fn forward(listener: TcpListener, target: String) {
 
 #[tokio::test]
 async fn without_a_database_start_up_retries_saying_why_and_serves_once_it_appears() {
-    let db = TempDb::create("jobpath_proc").await;
+    let db = TestDb::with_prefix("jobpath_proc").await;
     // A port where nothing listens yet; the database "appears" there later.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -273,10 +179,10 @@ async fn without_a_database_start_up_retries_saying_why_and_serves_once_it_appea
         .unwrap()
         .port();
     let url = db.url_via(&format!("127.0.0.1:{port}"), "db-password-never-logged");
-    let mut server = Server::spawn(&[("DATABASE_URL", url.as_str())]);
+    let mut server = spawn(&[("DATABASE_URL", url.as_str())]);
 
     let warning = server
-        .wait_for_line("database not reachable yet", Duration::from_secs(10))
+        .wait_for_within("database not reachable yet", Duration::from_secs(10))
         .await;
     assert!(
         warning.contains("refused"),
@@ -307,7 +213,7 @@ async fn start_up_gives_up_after_db_startup_timeout_seconds_with_a_clear_error()
         .unwrap()
         .port();
     let url = format!("postgres://postgres:db-password-never-logged@127.0.0.1:{port}/x");
-    let mut server = Server::spawn(&[
+    let mut server = spawn(&[
         ("DATABASE_URL", url.as_str()),
         ("DB_STARTUP_TIMEOUT_SECONDS", "1"),
     ]);
@@ -324,7 +230,7 @@ async fn start_up_gives_up_after_db_startup_timeout_seconds_with_a_clear_error()
 
 #[tokio::test]
 async fn a_malformed_database_url_is_an_immediate_clear_error_without_the_password() {
-    let mut server = Server::spawn(&[(
+    let mut server = spawn(&[(
         "DATABASE_URL",
         "postgres://app:db-password-never-logged@db.internal:not-a-port/app",
     )]);

@@ -18,95 +18,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+// One test database helper for every suite; re-exported so that the tests here name it as
+// they always have.
+pub use jobpath_tests::db::TestDb;
+
 /// The secret every test server signs with, so tests can forge tokens on purpose.
 pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub type ApiResult<T> = Result<ResponseValue<T>, jobpath_client::Error<types::Error>>;
-
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// `admin_url` with its database name replaced.
-fn url_for(db_name: &str) -> String {
-    let admin = admin_url();
-    let (base, query) = match admin.split_once('?') {
-        Some((b, q)) => (b.to_owned(), format!("?{q}")),
-        None => (admin.clone(), String::new()),
-    };
-    let (server, _) = base
-        .rsplit_once('/')
-        .expect("TEST_DATABASE_URL must be a postgres:// URL");
-    format!("{server}/{db_name}{query}")
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL ({e}); is it running?"));
-    tokio::spawn(conn);
-    client
-}
-
-/// A database that exists for one test.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> TestDb {
-        let name = format!("jobpath_test_{}", Uuid::new_v4().simple());
-        connect(&admin_url())
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("creating the test database");
-        let url = url_for(&name);
-        TestDb { name, url }
-    }
-
-    /// A direct connection, for checking what was (not) written and for arranging states
-    /// the API cannot produce (an inactive or deleted user).
-    pub async fn client(&self) -> tokio_postgres::Client {
-        connect(&self.url).await
-    }
-
-    pub async fn count(&self, sql: &str) -> i64 {
-        self.client()
-            .await
-            .query_one(sql, &[])
-            .await
-            .unwrap()
-            .get(0)
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread with
-        // its own runtime.
-        let result = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    connect(&admin_url())
-                        .await
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await
-                })
-        })
-        .join();
-        if let Ok(Err(e)) = result {
-            eprintln!("warning: could not drop test database {}: {e}", self.name);
-        }
-    }
-}
 
 /// Every test connects from 127.0.0.1: limits far above any test's traffic keep the
 /// counting path exercised without tripping it. `tests/api/limits.rs` sets real ones.

@@ -7,22 +7,18 @@
 //! `.env` or variable of the developer's leaks in. Servers use a fresh database on the local
 //! PostgreSQL (`TEST_DATABASE_URL`, as for the end-to-end suite) and port 0.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod container;
 mod production;
 mod variables;
 mod zero_config;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use jobpath_tests::db::TestDb;
+use jobpath_tests::process::ServerProcess;
 use serde_json::Value;
-
-use common::TempDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobpath-server");
 const JWT_SECRET: &str = "cli-test-secret-5Qm9Xw2Lp8Rt4Zk7Nv3Bh6Jd";
@@ -68,7 +64,7 @@ fn output(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
 
 /// A fresh database, dropped when the value is dropped, with a URL for it.
 struct Database {
-    db: TempDb,
+    db: TestDb,
     /// Its URL with a password in it. The local PostgreSQL trusts loopback connections and
     /// ignores the password; it is there so the tests can show it is never printed.
     url: String,
@@ -77,8 +73,8 @@ struct Database {
 
 impl Database {
     async fn create() -> Database {
-        let db = TempDb::create("jobpath_cli").await;
-        let password = match db.pg.get_password() {
+        let db = TestDb::with_prefix("jobpath_cli").await;
+        let password = match db.config.get_password() {
             Some(p) => String::from_utf8(p.to_vec()).unwrap(),
             None => format!("db-pw-{}", uuid::Uuid::new_v4().simple()),
         };
@@ -91,142 +87,29 @@ impl Database {
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        self.db.count(sql, &[]).await
+        self.db.count(sql).await
     }
 }
 
 // --- a running server ---------------------------------------------------------------------
 
-/// `jobpath-server serve` on port 0, with its output collected line by line.
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Server {
-    fn start(db: &Database, vars: &[(&str, &str)]) -> Server {
-        let mut all = vec![
-            ("DATABASE_URL", db.url.as_str()),
-            ("APP_ENV", "production"),
-            ("JWT_SECRET_KEY", JWT_SECRET),
-            ("PASSWORD_PEPPER", PEPPER),
-            ("HOST", "127.0.0.1"),
-            ("PORT", "0"),
-            ("METRICS_PORT", "0"),
-            // The lowest cost production accepts.
-            ("BCRYPT_ROUNDS", "10"),
-            ("DB_POOL_SIZE", "3"),
-            ("CORS_ORIGINS", "https://app.example.com"),
-        ];
-        all.extend_from_slice(vars);
-        Server::spawn(jobpath(&["serve"], &all))
-    }
-
-    /// Runs `cmd`, collecting its output line by line.
-    fn spawn(mut cmd: Command) -> Server {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Server {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (up to 30 s) for a line containing `needle`; returns it.
-    fn wait_for(&mut self, needle: &str) -> String {
-        self.wait_for_within(needle, Duration::from_secs(30))
-    }
-
-    /// Waits (up to `limit`) for a line containing `needle`; returns it. Fails at once,
-    /// showing the output, if the process ends without printing one.
-    fn wait_for_within(&mut self, needle: &str, limit: Duration) -> String {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "the process ended without a line with {needle:?}; its output:\n{}",
-                    self.seen.join("\n")
-                ),
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "no line with {needle:?} within {limit:?}; output so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits (up to 30 s) for the process to exit by itself; its exit code and everything
-    /// it wrote.
-    fn exit(mut self) -> (Option<i32>, String) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still running after 30 s; output so far:\n{}",
-                self.seen.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        (status.code(), std::mem::take(&mut self.seen).join("\n"))
-    }
-
-    /// SIGTERM, as an orchestrator stops a container; waits for a clean exit and returns
-    /// everything the process wrote.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success(), "kill -TERM {pid}");
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "serve exits cleanly on SIGTERM: {exit}");
-        // The reader threads end with the pipes; collect what is left.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        std::mem::take(&mut self.seen).join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `jobpath-server serve` on port 0 as production runs it, with `vars` on top.
+fn serve(db: &Database, vars: &[(&str, &str)]) -> ServerProcess {
+    let mut all = vec![
+        ("DATABASE_URL", db.url.as_str()),
+        ("APP_ENV", "production"),
+        ("JWT_SECRET_KEY", JWT_SECRET),
+        ("PASSWORD_PEPPER", PEPPER),
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("METRICS_PORT", "0"),
+        // The lowest cost production accepts.
+        ("BCRYPT_ROUNDS", "10"),
+        ("DB_POOL_SIZE", "3"),
+        ("CORS_ORIGINS", "https://app.example.com"),
+    ];
+    all.extend_from_slice(vars);
+    ServerProcess::spawn(jobpath(&["serve"], &all))
 }
 
 /// A bare HTTP/1.1 request (the server crate has no HTTP client, and needs none); returns
@@ -385,7 +268,7 @@ async fn migrate_applies_every_migration_and_exits_and_is_idempotent() {
 #[tokio::test]
 async fn serve_logs_a_complete_start_up_line_and_request_ids_and_healthcheck_follows_it() {
     let db = Database::create().await;
-    let mut server = Server::start(
+    let server = serve(
         &db,
         &[
             // The test's own X-Request-Id is kept only from a trusted proxy.
@@ -393,7 +276,7 @@ async fn serve_logs_a_complete_start_up_line_and_request_ids_and_healthcheck_fol
             ("LOG_FORMAT", "json"),
         ],
     );
-    let startup = json_line(&server.wait_for("listening"));
+    let startup = json_line(&server.wait_for("listening").await);
     assert_eq!(startup["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(startup["database"], format!("127.0.0.1:5432/{}", db.name()));
     assert_eq!(startup["pool_size"], 3);
@@ -415,7 +298,7 @@ async fn serve_logs_a_complete_start_up_line_and_request_ids_and_healthcheck_fol
     assert_eq!(status, 404);
     assert!(body.contains(r#""request_id":"cli-rid-404-02""#), "{body}");
     for (id, status) in [("cli-rid-live-01", 200), ("cli-rid-404-02", 404)] {
-        let line = json_line(&server.wait_for(id));
+        let line = json_line(&server.wait_for(id).await);
         assert_eq!(line["span"]["id"], id, "{line}");
         assert_eq!(line["status"], status, "{line}");
     }
@@ -440,7 +323,7 @@ async fn serve_logs_a_complete_start_up_line_and_request_ids_and_healthcheck_fol
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.starts_with("healthy"), "{stdout}");
 
-    let logs = server.stop();
+    let logs = server.stop().await;
     assert!(logs.contains("stopped"), "{logs}");
     let (code, stdout, stderr) = output(&["healthcheck"], &check);
     assert_eq!(code, 1, "{stdout}{stderr}");
@@ -457,7 +340,7 @@ async fn serve_logs_a_complete_start_up_line_and_request_ids_and_healthcheck_fol
 #[tokio::test]
 async fn text_logs_name_the_setup_and_each_requests_id_but_never_the_password() {
     let db = Database::create().await;
-    let mut server = Server::start(
+    let server = serve(
         &db,
         &[
             // The test's own X-Request-Id is kept only from a trusted proxy.
@@ -466,7 +349,7 @@ async fn text_logs_name_the_setup_and_each_requests_id_but_never_the_password() 
             ("DB_POOL_SIZE", "5"),
         ],
     );
-    let startup = server.wait_for("listening");
+    let startup = server.wait_for("listening").await;
     for field in [
         format!("version={}", env!("CARGO_PKG_VERSION")),
         "address=127.0.0.1:".to_owned(),
@@ -496,11 +379,11 @@ async fn text_logs_name_the_setup_and_each_requests_id_but_never_the_password() 
     );
     assert_eq!(status, 201, "{response}");
     for event in ["account created", "status=201"] {
-        let line = server.wait_for(event);
+        let line = server.wait_for(event).await;
         assert!(line.contains("id=cli-rid-signup-03"), "{line}");
     }
 
-    let logs = server.stop();
+    let logs = server.stop().await;
     for secret in [password, db.password.as_str(), JWT_SECRET] {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
     }

@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::common::connect;
-use super::{Database, JWT_SECRET, PEPPER, Server, get, jobpath_in, json_line, output, request};
+use jobpath_tests::process::ServerProcess;
+
+use super::{Database, JWT_SECRET, PEPPER, get, jobpath_in, json_line, output, request, serve};
 
 /// A fresh directory with a `child` directory in it; removed on drop.
 struct Dirs(PathBuf);
@@ -102,14 +103,14 @@ fn production_refuses_a_bcrypt_cost_below_10() {
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
-#[test]
-fn production_refuses_to_start_without_a_database_url() {
+#[tokio::test]
+async fn production_refuses_to_start_without_a_database_url() {
     let dirs = Dirs::new();
     // Were the fallback tried, it would find nothing on PGPORT and start a private cluster
     // in the working directory, never touch the shared PostgreSQL.
     let pgport = jobpath_tests::cluster::free_port().to_string();
     for command in ["check-config", "serve"] {
-        let server = Server::spawn(jobpath_in(
+        let server = ServerProcess::spawn(jobpath_in(
             &dirs.child(),
             &[command],
             &[
@@ -121,7 +122,7 @@ fn production_refuses_to_start_without_a_database_url() {
                 ("PGPORT", &pgport),
             ],
         ));
-        let (code, output) = server.exit();
+        let (code, output) = server.exit().await;
         assert_eq!(code, Some(1), "{command}: {output}");
         assert!(
             output.contains("DATABASE_URL") && output.contains("production"),
@@ -135,8 +136,8 @@ fn production_refuses_to_start_without_a_database_url() {
 #[tokio::test]
 async fn in_production_the_docs_are_off_unless_enabled_and_metrics_listen_on_loopback() {
     let db = Database::create().await;
-    let mut server = Server::start(&db, &[("HOST", "0.0.0.0"), ("LOG_FORMAT", "json")]);
-    let startup = json_line(&server.wait_for("listening"));
+    let server = serve(&db, &[("HOST", "0.0.0.0"), ("LOG_FORMAT", "json")]);
+    let startup = json_line(&server.wait_for("listening").await);
     let address = startup["address"].as_str().unwrap();
     assert!(address.starts_with("0.0.0.0:"), "{startup}");
     let metrics = startup["metrics"].as_str().unwrap();
@@ -152,9 +153,9 @@ async fn in_production_the_docs_are_off_unless_enabled_and_metrics_listen_on_loo
     for spec in ["/openapi.json", "/openapi.yaml"] {
         assert_eq!(get(&local, spec, None).0, 200, "{spec}");
     }
-    server.stop();
+    server.stop().await;
 
-    let mut server = Server::start(
+    let server = serve(
         &db,
         &[
             ("LOG_FORMAT", "json"),
@@ -162,7 +163,7 @@ async fn in_production_the_docs_are_off_unless_enabled_and_metrics_listen_on_loo
             ("METRICS_HOST", "0.0.0.0"),
         ],
     );
-    let startup = json_line(&server.wait_for("listening"));
+    let startup = json_line(&server.wait_for("listening").await);
     let address = startup["address"].as_str().unwrap();
     assert!(
         startup["metrics"]
@@ -172,7 +173,7 @@ async fn in_production_the_docs_are_off_unless_enabled_and_metrics_listen_on_loo
         "{startup}"
     );
     assert_eq!(get(address, "/docs", None).0, 200);
-    server.stop();
+    server.stop().await;
 }
 
 /// A login role with the rights of a running server (read and write rows) and no right to
@@ -185,8 +186,8 @@ struct RuntimeRole {
 impl RuntimeRole {
     async fn create() -> RuntimeRole {
         let name = format!("jobpath_rt_{}", uuid::Uuid::new_v4().simple());
-        let admin = connect(&super::common::admin_url().parse().unwrap()).await;
-        admin
+        jobpath_tests::db::admin()
+            .await
             .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
             .await
             .unwrap();
@@ -196,7 +197,8 @@ impl RuntimeRole {
     /// Row rights on every table of `db`, which must already have its tables.
     async fn grant_rows(&self, db: &Database) {
         let name = &self.name;
-        connect(&db.db.pg)
+        db.db
+            .client()
             .await
             .batch_execute(&format!(
                 "REVOKE CREATE ON SCHEMA public FROM PUBLIC;
@@ -215,20 +217,8 @@ impl RuntimeRole {
 
 impl Drop for RuntimeRole {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let admin = connect(&super::common::admin_url().parse().unwrap()).await;
-                    let _ = admin
-                        .batch_execute(&format!("DROP ROLE IF EXISTS {name}"))
-                        .await;
-                })
-        })
-        .join();
+        let _ =
+            jobpath_tests::db::admin_execute_blocking(format!("DROP ROLE IF EXISTS {}", self.name));
     }
 }
 
@@ -239,7 +229,7 @@ async fn with_db_migrations_verify_serve_refuses_a_database_that_lacks_migration
     let db = Database::create().await;
     let verify = [("DB_MIGRATIONS", "verify"), ("LOG_FORMAT", "json")];
 
-    let (code, logs) = Server::start(&db, &verify).exit();
+    let (code, logs) = serve(&db, &verify).exit().await;
     assert_eq!(code, Some(1), "{logs}");
     assert!(
         logs.contains("DB_MIGRATIONS=verify") && logs.contains("jobpath-server migrate"),
@@ -267,15 +257,15 @@ async fn with_db_migrations_verify_serve_refuses_a_database_that_lacks_migration
     let url = role.url(&db);
     let mut vars = verify.to_vec();
     vars.push(("DATABASE_URL", url.as_str()));
-    let mut server = Server::start(&db, &vars);
-    let startup = json_line(&server.wait_for("listening"));
+    let server = serve(&db, &vars);
+    let startup = json_line(&server.wait_for("listening").await);
     let address = startup["address"].as_str().unwrap();
     assert_eq!(get(address, "/health/ready", None).0, 200);
     let credentials =
         r#"{"email":"verify-mode@example.com","password":"correct horse battery staple"}"#;
     let (status, body) = request(address, "POST /auth/signup", None, Some(credentials));
     assert_eq!(status, 201, "{body}");
-    server.stop();
+    server.stop().await;
     drop(db);
     drop(role);
 }

@@ -16,7 +16,9 @@ use std::time::Duration;
 use jobpath_tests::certificates::Certificates;
 use jobpath_tests::cluster::{PgCluster, free_port, pg_tools, stop_data_dir};
 
-use super::{Server, get, jobpath_in, json_line, request};
+use jobpath_tests::process::ServerProcess;
+
+use super::{get, jobpath_in, json_line, request};
 
 /// A fresh, empty working directory; on drop, the private cluster the server may have
 /// started in it is stopped, and the directory removed.
@@ -48,9 +50,9 @@ impl Drop for FreshDir {
 }
 
 /// `serve` with no configuration but the listening ports and `PGPORT`.
-fn unconfigured(dir: &FreshDir, pgport: u16) -> Server {
+fn unconfigured(dir: &FreshDir, pgport: u16) -> ServerProcess {
     let pgport = pgport.to_string();
-    Server::spawn(jobpath_in(
+    ServerProcess::spawn(jobpath_in(
         dir.path(),
         &["serve"],
         &[
@@ -66,8 +68,8 @@ fn unconfigured(dir: &FreshDir, pgport: u16) -> Server {
 /// Waits for the start-up line (`limit`: a first start may run initdb), then checks that
 /// the server is ready and that an account can sign up and log in; returns the start-up
 /// line.
-fn serves_signup_and_login(server: &mut Server, limit: Duration) -> serde_json::Value {
-    let startup = json_line(&server.wait_for_within("listening", limit));
+async fn serves_signup_and_login(server: &ServerProcess, limit: Duration) -> serde_json::Value {
+    let startup = json_line(&server.wait_for_within("listening", limit).await);
     let address = startup["address"].as_str().unwrap().to_owned();
     let (status, body) = get(&address, "/health/ready", None);
     assert_eq!(status, 200, "{body}");
@@ -100,14 +102,14 @@ async fn with_no_configuration_it_serves_from_a_local_postgresql_whose_certifica
     )
     .await;
     let dir = FreshDir::new();
-    let mut server = unconfigured(&dir, pg.port);
-    let startup = serves_signup_and_login(&mut server, Duration::from_secs(30));
+    let server = unconfigured(&dir, pg.port);
+    let startup = serves_signup_and_login(&server, Duration::from_secs(30)).await;
     assert_eq!(
         startup["database"],
         format!("127.0.0.1:{}/jobpath", pg.port),
         "{startup}"
     );
-    server.stop();
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -118,10 +120,10 @@ async fn with_no_configuration_and_no_local_postgresql_it_starts_a_private_clust
         return;
     }
     let dir = FreshDir::new();
-    let mut server = unconfigured(&dir, free_port());
+    let server = unconfigured(&dir, free_port());
     // initdb, then the first start of the cluster: allow for a slow machine.
-    let startup = serves_signup_and_login(&mut server, Duration::from_secs(120));
-    server.wait_for("starting a private PostgreSQL");
+    let startup = serves_signup_and_login(&server, Duration::from_secs(120)).await;
+    server.wait_for("starting a private PostgreSQL").await;
     // Reached through its Unix socket in the data directory, which only the owner of the
     // data can open: the cluster trusts whoever connects, so it listens on no TCP address
     // (the sixth line of postmaster.pid is the first one it listens on).
@@ -138,5 +140,5 @@ async fn with_no_configuration_and_no_local_postgresql_it_starts_a_private_clust
         "",
         "the private cluster listens on TCP:\n{pid_file}"
     );
-    server.stop();
+    server.stop().await;
 }
