@@ -80,6 +80,7 @@ pub const VARIABLES: &[&str] = &[
     "BODY_READ_TIMEOUT_SECONDS",
     "DB_STARTUP_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",
+    "WRITE_TIMEOUT_SECONDS",
     "RATE_LIMIT_WINDOW_SECONDS",
     "RATE_LIMIT_SIGNUP_PER_IP",
     "RATE_LIMIT_LOGIN_PER_IP",
@@ -191,6 +192,10 @@ pub struct Config {
     pub body_read_timeout: Duration,
     /// Connections served at once; further ones get a 503 and are closed.
     pub max_connections: usize,
+    /// How long a response may make no progress — the client's socket accepting not one
+    /// byte — before its connection is closed (`WRITE_TIMEOUT_SECONDS`, see
+    /// `http::write_deadline`).
+    pub write_timeout: Duration,
     /// Rate limits and the per-account login throttle (`RATE_LIMIT_*`).
     pub rate_limits: RateLimits,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (`TRUSTED_PROXIES`).
@@ -392,6 +397,9 @@ impl Config {
             // As long as the headers get: 64 KiB in 10 s is a very slow client still.
             body_read_timeout: vars.seconds("BODY_READ_TIMEOUT_SECONDS", 10.0)?,
             max_connections: vars.range("MAX_CONNECTIONS", 1024, 1..=1_000_000)?,
+            // Long enough for a slow mobile link to take a window of data, short enough
+            // that a client that stopped reading gives its slot back soon.
+            write_timeout: vars.seconds("WRITE_TIMEOUT_SECONDS", 30.0)?,
             rate_limits,
             trusted_proxies,
             trusted_proxy_header: vars.parse_with(
@@ -483,6 +491,7 @@ impl Config {
             ("BODY_READ_TIMEOUT_SECONDS", secs(self.body_read_timeout)),
             ("DB_STARTUP_TIMEOUT_SECONDS", secs(self.db_startup_timeout)),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),
+            ("WRITE_TIMEOUT_SECONDS", secs(self.write_timeout)),
             ("RATE_LIMIT_WINDOW_SECONDS", secs(limits.window)),
             ("RATE_LIMIT_SIGNUP_PER_IP", limits.signup_per_ip.to_string()),
             ("RATE_LIMIT_LOGIN_PER_IP", limits.login_per_ip.to_string()),
@@ -565,6 +574,7 @@ mod tests {
         assert_eq!(c.db_pool_timeout, Duration::from_secs(5));
         assert_eq!(c.db_startup_timeout, Duration::from_secs(60));
         assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.write_timeout, Duration::from_secs(30));
         assert_eq!(c.rate_limits.window, Duration::from_secs(60));
         assert_eq!(c.rate_limits.login_per_ip, 60);
         assert_eq!(c.rate_limits.login_failures_per_account, 5);
@@ -599,6 +609,7 @@ mod tests {
             ("RATE_LIMIT_IPV6_PREFIX", "15"),
             ("RATE_LIMIT_IPV6_PREFIX", "129"),
             ("EVENT_RETENTION_DAYS", "0"),
+            ("WRITE_TIMEOUT_SECONDS", "0"),
         ] {
             let err = config(&[(var, bad)]).unwrap_err();
             assert!(format!("{err:#}").contains(var), "{err:#}");

@@ -7,6 +7,7 @@
 //!   declared security.
 //! - [`body`], [`response`], [`cors`]: request bodies in, responses out.
 //! - [`client_ip`]: the client's address, through trusted proxies only.
+//! - [`write_deadline`]: the write timeout.
 //!
 //! Connections are HTTP/1.1 (`http1::Builder`, whose header read timeout works, unlike
 //! `auto::Builder` while it sniffs for HTTP/2). The header read timeout also closes idle
@@ -16,7 +17,9 @@
 //! At most `MAX_CONNECTIONS` connections are served at once. One more is not left waiting in
 //! the kernel's backlog: it gets a 503 `service_unavailable` with `Retry-After` and is
 //! closed. Answering takes reading its request head, so those refusals are themselves
-//! capped ([`MAX_REFUSING`]); past that a connection is closed without an answer.
+//! capped ([`MAX_REFUSING`]); past that a connection is closed without an answer. A slot is
+//! held until the connection ends, so a connection whose client stops reading is closed
+//! after `WRITE_TIMEOUT_SECONDS` without progress.
 
 pub mod body;
 pub mod client_ip;
@@ -24,6 +27,7 @@ pub mod cors;
 pub mod response;
 pub mod router;
 pub mod service;
+pub mod write_deadline;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -42,6 +46,7 @@ use tokio::sync::Semaphore;
 
 use self::response::Response;
 use self::router::{Params, Target};
+use self::write_deadline::{WriteDeadline, WriteStalled};
 use crate::call::Call;
 use crate::errors::ApiError;
 use crate::state::AppState;
@@ -113,6 +118,9 @@ pub async fn serve<D, Fut>(
                     continue;
                 };
                 let header_read_timeout = state.config.header_read_timeout;
+                let write_timeout = state.config.write_timeout;
+                let io = TokioIo::new(WriteDeadline::new(stream, write_timeout));
+                let owner = Arc::clone(&state);
                 let state = Arc::clone(&state);
                 let svc = service_fn(move |req| {
                     let state = Arc::clone(&state);
@@ -129,11 +137,22 @@ pub async fn serve<D, Fut>(
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_read_timeout)
                     .max_buf_size(PARSER_MAX_BUF)
-                    .serve_connection(TokioIo::new(stream), svc);
+                    .serve_connection(io, svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    match conn.await {
+                        Err(e) if WriteStalled::caused(&e) => {
+                            owner.metrics.write_timed_out();
+                            tracing::warn!(
+                                %peer,
+                                timeout = ?write_timeout,
+                                "client accepted no bytes within the write timeout; connection closed"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                        Ok(()) => {}
                     }
                     drop(slot);
                 });
