@@ -1,8 +1,9 @@
-//! Connection slots: a client that stops reading gives its slot back at the write timeout.
+//! Connection slots: a client that stops reading gives its slot back at the write timeout,
+//! and one client address cannot hold more than `MAX_CONNECTIONS_PER_CLIENT` of them.
 //!
 //! Raw sockets throughout: the generated client's pool would keep connections (and so
-//! slots) open behind the test's back, and only a raw socket can refuse to read or shrink
-//! its receive buffer.
+//! slots) open behind the test's back, and only a raw socket can refuse to read, shrink its
+//! receive buffer, or connect from another loopback address.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -14,8 +15,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::faults::eventually;
 use crate::helpers::{TestApp, spawn_app_with};
 
-/// Where the tests' clients connect from.
+/// Where the tests' clients connect from. Linux routes all of 127/8 to the loopback
+/// interface, so a socket bound to 127.0.0.2 is a second client address.
 const HOME: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const NEIGHBOUR: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 fn addr(app: &TestApp) -> SocketAddr {
     app.base_url.trim_start_matches("http://").parse().unwrap()
@@ -176,4 +179,85 @@ async fn a_client_that_never_reads_its_response_loses_its_slot_at_the_write_time
         Some(1.0),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_client_over_its_connection_cap_gets_503_while_other_addresses_are_served() {
+    let app = spawn_app_with(|c| c.max_connections_per_client = 2).await;
+    let to = addr(&app);
+    let mut first = connect_from(HOME, to).await;
+    let mut second = connect_from(HOME, to).await;
+    assert_eq!(
+        status(&exchange(&mut first, "/health/live").await),
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        status(&exchange(&mut second, "/health/live").await),
+        "HTTP/1.1 200 OK"
+    );
+
+    // A third connection from the same address is over its cap.
+    let refused = exchange(&mut connect_from(HOME, to).await, "/health/live").await;
+    assert_refused_503(&refused);
+    // Another address is served meanwhile, and so are the first two connections.
+    let mut neighbour = connect_from(NEIGHBOUR, to).await;
+    assert_eq!(
+        status(&exchange(&mut neighbour, "/health/live").await),
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        status(&exchange(&mut first, "/health/live").await),
+        "HTTP/1.1 200 OK"
+    );
+
+    // Once one of them closes, the address gets a connection again.
+    drop(second);
+    eventually(
+        "a slot freed by the closed connection",
+        Duration::from_secs(10),
+        || async { probe_from(HOME, to).await == "HTTP/1.1 200 OK" },
+    )
+    .await;
+
+    let metrics = scrape(&app).await;
+    let refusals = sample(
+        &metrics,
+        r#"jobpath_connections_refused_total{reason="client_limit"}"#,
+    );
+    assert!(refusals.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"jobpath_connections_refused_total{reason="server_limit"}"#
+        ),
+        None,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_is_not_held_to_the_per_client_cap() {
+    let app = spawn_app_with(|c| {
+        c.max_connections_per_client = 1;
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let to = addr(&app);
+    let mut proxied = Vec::new();
+    for _ in 0..3 {
+        let mut conn = connect_from(HOME, to).await;
+        assert_eq!(
+            status(&exchange(&mut conn, "/health/live").await),
+            "HTTP/1.1 200 OK"
+        );
+        proxied.push(conn);
+    }
+    // Any other address still is.
+    let mut neighbour = connect_from(NEIGHBOUR, to).await;
+    assert_eq!(
+        status(&exchange(&mut neighbour, "/health/live").await),
+        "HTTP/1.1 200 OK"
+    );
+    let refused = exchange(&mut connect_from(NEIGHBOUR, to).await, "/health/live").await;
+    assert_refused_503(&refused);
 }

@@ -5,7 +5,8 @@
 //! It is a deadline on write *progress*, not on the whole response: a slow link that keeps
 //! taking bytes is served to the end however long that takes, and the clock restarts with
 //! every byte the socket accepts. A client that reads a trickle, just enough to beat the
-//! deadline, keeps its slot.
+//! deadline, keeps its slot; the per-client cap (`client_slots`) bounds how many it can
+//! hold that way.
 //!
 //! [`WriteDeadline`] wraps the socket under hyper. A write that completes costs one branch;
 //! the timer exists only once a write has had to wait (allocated then, once per
