@@ -207,14 +207,22 @@ async fn refuse<T>(
 /// is scarce, and a /24 is routinely shared by unrelated customers of one provider), an
 /// IPv6 address cut to its first `v6_prefix` bits (`2001:db8:1:2::/64`).
 pub fn client_key(ip: IpAddr, v6_prefix: u8) -> String {
-    match crate::config::canonical(ip) {
+    match client_network(ip, v6_prefix) {
         IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/{v6_prefix}"),
+    }
+}
+
+/// [`client_key`] as an address, for counting in memory: an IPv4 address whole, an IPv6
+/// address with all but its first `v6_prefix` bits cleared.
+pub fn client_network(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match crate::config::canonical(ip) {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
             let mask = u128::MAX
                 .checked_shl(128 - u32::from(v6_prefix.min(128)))
                 .unwrap_or(0);
-            format!("{}/{}", Ipv6Addr::from(bits & mask), v6_prefix)
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
         }
     }
 }

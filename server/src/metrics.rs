@@ -3,7 +3,8 @@
 //! Each [`App`](crate::App) owns its own [`Metrics`] (a `prometheus_client` registry, not a
 //! process-global recorder), so two servers in one process — as in the test suite — never
 //! count each other's requests. The request wrapper counts requests per operation and status
-//! class; handlers count logins and revocations; the hashing pool reports its queue and
+//! class; the accept loop counts the connections it turns away and those it closes at the
+//! write timeout; handlers count logins and revocations; the hashing pool reports its queue and
 //! timings through [`HashMetrics`]; the database pool is read at scrape time.
 //!
 //! Labels hold only bounded, non-personal values (an `operationId`, a status class, an
@@ -45,6 +46,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HashLabels {
     operation: &'static str,
 }
@@ -56,6 +62,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<RequestLabels>,
     in_flight: Gauge,
+    connections_refused: Family<ReasonLabels, Counter>,
+    write_timeouts: Counter,
     pool_max: Gauge,
     pool_size: Gauge,
     pool_in_use: Gauge,
@@ -72,6 +80,8 @@ impl Metrics {
             requests: Family::default(),
             request_duration: Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS)),
             in_flight: Gauge::default(),
+            connections_refused: Family::default(),
+            write_timeouts: Counter::default(),
             pool_max: Gauge::default(),
             pool_size: Gauge::default(),
             pool_in_use: Gauge::default(),
@@ -103,6 +113,17 @@ impl Metrics {
             "http_requests_in_flight",
             "Requests being handled right now",
             m.in_flight.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections turned away at accept, by the limit they were over \
+             (server_limit: MAX_CONNECTIONS, client_limit: MAX_CONNECTIONS_PER_CLIENT)",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "connection_write_timeouts",
+            "Connections closed because their client accepted no bytes for WRITE_TIMEOUT_SECONDS",
+            m.write_timeouts.clone(),
         );
         registry.register(
             "db_pool_max_connections",
@@ -170,6 +191,17 @@ impl Metrics {
         self.request_duration
             .get_or_create(&labels)
             .observe(seconds);
+    }
+
+    /// A connection turned away; `reason` is `server_limit` or `client_limit`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn write_timed_out(&self) {
+        self.write_timeouts.inc();
     }
 
     pub fn login_succeeded(&self) {
@@ -294,6 +326,8 @@ mod tests {
         m.request_finished("signup", 409, 0.003);
         m.login_failed();
         m.token_revoked();
+        m.connection_refused("client_limit");
+        m.write_timed_out();
         m.hash().observe("hash", 0.3);
         let text = m.render(&pool());
         for line in [
@@ -303,6 +337,8 @@ mod tests {
             r#"jobpath_http_request_duration_seconds_count{operation="signup",status_class="2xx"} 1"#,
             r#"jobpath_http_request_duration_seconds_bucket{le="0.005",operation="signup",status_class="2xx"} 1"#,
             "jobpath_http_requests_in_flight 0",
+            r#"jobpath_connections_refused_total{reason="client_limit"} 1"#,
+            "jobpath_connection_write_timeouts_total 1",
             "jobpath_db_pool_max_connections 3",
             "jobpath_db_pool_connections 0",
             "jobpath_db_pool_connections_in_use 0",

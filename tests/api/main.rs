@@ -7,6 +7,7 @@ mod faults;
 mod helpers;
 mod spec_check;
 
+mod connections;
 mod contract;
 mod credentials;
 mod docs;

@@ -99,6 +99,8 @@ pub const VARIABLES: &[&str] = &[
     "BODY_READ_TIMEOUT_SECONDS",
     "DB_STARTUP_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_CLIENT",
+    "WRITE_TIMEOUT_SECONDS",
     "RATE_LIMIT_WINDOW_SECONDS",
     "RATE_LIMIT_SIGNUP_PER_IP",
     "RATE_LIMIT_LOGIN_PER_IP",
@@ -218,6 +220,13 @@ pub struct Config {
     pub body_read_timeout: Duration,
     /// Connections served at once; further ones get a 503 and are closed.
     pub max_connections: usize,
+    /// Connections served at once to one client address (`MAX_CONNECTIONS_PER_CLIENT`,
+    /// see `http::client_slots`); 0 turns the cap off. Trusted proxies are exempt.
+    pub max_connections_per_client: usize,
+    /// How long a response may make no progress — the client's socket accepting not one
+    /// byte — before its connection is closed (`WRITE_TIMEOUT_SECONDS`, see
+    /// `http::write_deadline`).
+    pub write_timeout: Duration,
     /// Rate limits and the per-account login throttle (`RATE_LIMIT_*`).
     pub rate_limits: RateLimits,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (`TRUSTED_PROXIES`).
@@ -348,6 +357,7 @@ impl Config {
                 .collect::<anyhow::Result<Vec<_>>>()
                 .context("TRUSTED_PROXIES")?,
         };
+        let max_connections = vars.range("MAX_CONNECTIONS", 1024, 1..=1_000_000)?;
         let rate_limits = RateLimits {
             window: Duration::from_secs(vars.range("RATE_LIMIT_WINDOW_SECONDS", 60, 1..=DAY)?),
             signup_per_ip: vars.parse("RATE_LIMIT_SIGNUP_PER_IP", 20)?,
@@ -434,7 +444,18 @@ impl Config {
             header_read_timeout: vars.seconds("HEADER_READ_TIMEOUT_SECONDS", 10.0)?,
             // As long as the headers get: 64 KiB in 10 s is a very slow client still.
             body_read_timeout: vars.seconds("BODY_READ_TIMEOUT_SECONDS", 10.0)?,
-            max_connections: vars.range("MAX_CONNECTIONS", 1024, 1..=1_000_000)?,
+            max_connections,
+            // A quarter of the server by default: one address cannot take it all, and it
+            // takes four to fill it, while a browser's handful of connections, or a load
+            // test's 64, are far below.
+            max_connections_per_client: vars.range(
+                "MAX_CONNECTIONS_PER_CLIENT",
+                (max_connections / 4).max(1),
+                0..=1_000_000,
+            )?,
+            // Long enough for a slow mobile link to take a window of data, short enough
+            // that a client that stopped reading gives its slot back soon.
+            write_timeout: vars.seconds("WRITE_TIMEOUT_SECONDS", 30.0)?,
             rate_limits,
             trusted_proxies,
             trusted_proxy_header: vars.parse_with(
@@ -535,6 +556,11 @@ impl Config {
             ("BODY_READ_TIMEOUT_SECONDS", secs(self.body_read_timeout)),
             ("DB_STARTUP_TIMEOUT_SECONDS", secs(self.db_startup_timeout)),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),
+            (
+                "MAX_CONNECTIONS_PER_CLIENT",
+                self.max_connections_per_client.to_string(),
+            ),
+            ("WRITE_TIMEOUT_SECONDS", secs(self.write_timeout)),
             ("RATE_LIMIT_WINDOW_SECONDS", secs(limits.window)),
             ("RATE_LIMIT_SIGNUP_PER_IP", limits.signup_per_ip.to_string()),
             ("RATE_LIMIT_LOGIN_PER_IP", limits.login_per_ip.to_string()),
@@ -617,6 +643,8 @@ mod tests {
         assert_eq!(c.db_pool_timeout, Duration::from_secs(5));
         assert_eq!(c.db_startup_timeout, Duration::from_secs(60));
         assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.max_connections_per_client, 256);
+        assert_eq!(c.write_timeout, Duration::from_secs(30));
         assert_eq!(c.rate_limits.window, Duration::from_secs(60));
         assert_eq!(c.rate_limits.login_per_ip, 60);
         assert_eq!(c.rate_limits.login_failures_per_account, 5);
@@ -658,6 +686,8 @@ mod tests {
             ("RATE_LIMIT_IPV6_PREFIX", "15"),
             ("RATE_LIMIT_IPV6_PREFIX", "129"),
             ("EVENT_RETENTION_DAYS", "0"),
+            ("MAX_CONNECTIONS_PER_CLIENT", "-1"),
+            ("WRITE_TIMEOUT_SECONDS", "0"),
         ] {
             let err = config(&[(var, bad)]).unwrap_err();
             assert!(format!("{err:#}").contains(var), "{err:#}");
@@ -847,6 +877,16 @@ mod tests {
         assert!(format!("{err:#}").contains("METRICS_PORT"), "{err:#}");
         let c = config(&[("PORT", "9100"), ("METRICS_PUBLIC", "true")]).unwrap();
         assert!(c.metrics_public);
+    }
+
+    #[test]
+    fn the_per_client_connection_cap_defaults_to_a_quarter_of_the_global_one() {
+        let c = config(&[("MAX_CONNECTIONS", "100")]).unwrap();
+        assert_eq!(c.max_connections_per_client, 25);
+        let c = config(&[("MAX_CONNECTIONS", "2")]).unwrap();
+        assert_eq!(c.max_connections_per_client, 1);
+        let c = config(&[("MAX_CONNECTIONS_PER_CLIENT", "0")]).unwrap();
+        assert_eq!(c.max_connections_per_client, 0);
     }
 
     #[test]

@@ -7,23 +7,30 @@
 //!   declared security.
 //! - [`body`], [`response`], [`cors`]: request bodies in, responses out.
 //! - [`client_ip`]: the client's address, through trusted proxies only.
+//! - [`client_slots`]: the per-client connection cap.
+//! - [`write_deadline`]: the write timeout.
 //!
 //! Connections are HTTP/1.1 (`http1::Builder`, whose header read timeout works, unlike
 //! `auto::Builder` while it sniffs for HTTP/2). The header read timeout also closes idle
 //! keep-alive connections. Shutdown stops accepting, lets in-flight requests finish within
 //! the grace period, and closes idle keep-alive connections.
 //!
-//! At most `MAX_CONNECTIONS` connections are served at once. One more is not left waiting in
-//! the kernel's backlog: it gets a 503 `service_unavailable` with `Retry-After` and is
-//! closed. Answering takes reading its request head, so those refusals are themselves
-//! capped ([`MAX_REFUSING`]); past that a connection is closed without an answer.
+//! At most `MAX_CONNECTIONS` connections are served at once, and at most
+//! `MAX_CONNECTIONS_PER_CLIENT` of them to one client address. One more is not left waiting
+//! in the kernel's backlog: it gets a 503 `service_unavailable` with `Retry-After` and is
+//! closed, and the log says which limit it was over. Answering takes reading its request
+//! head, so those refusals are themselves capped ([`MAX_REFUSING`]); past that a connection
+//! is closed without an answer. A slot is held until the connection ends, so a connection
+//! whose client stops reading is closed after `WRITE_TIMEOUT_SECONDS` without progress.
 
 pub mod body;
 pub mod client_ip;
+pub mod client_slots;
 pub mod cors;
 pub mod response;
 pub mod router;
 pub mod service;
+pub mod write_deadline;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -40,8 +47,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use self::client_slots::ClientSlots;
 use self::response::Response;
 use self::router::{Params, Target};
+use self::write_deadline::{WriteDeadline, WriteStalled};
 use crate::call::Call;
 use crate::errors::ApiError;
 use crate::state::AppState;
@@ -57,6 +66,33 @@ const PARSER_MAX_BUF: usize = 256 * 1024;
 const MAX_REFUSING: usize = 64;
 /// How long an over-the-limit connection may take to send the request head we answer.
 const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Which limit a connection turned away at accept was over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `MAX_CONNECTIONS`.
+    ServerLimit,
+    /// `MAX_CONNECTIONS_PER_CLIENT`.
+    ClientLimit,
+}
+
+impl Refusal {
+    /// The reason in the log and in `jobpath_connections_refused_total`.
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::ServerLimit => "server_limit",
+            Refusal::ClientLimit => "client_limit",
+        }
+    }
+
+    /// The internal message of the 503.
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::ServerLimit => "connection limit reached",
+            Refusal::ClientLimit => "connection limit of this client address reached",
+        }
+    }
+}
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +121,7 @@ pub async fn serve<D, Fut>(
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(state.config.max_connections));
+    let client_slots = ClientSlots::new(&state.config);
     let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -100,19 +137,39 @@ pub async fn serve<D, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    match Arc::clone(&refusals).try_acquire_owned() {
-                        Ok(permit) => {
-                            tokio::spawn(async move {
-                                refuse(stream, peer).await;
-                                drop(permit);
-                            });
+                // The client's own cap first: a client over it is told so even when the
+                // server is full as well.
+                let admitted = match client_slots.try_acquire(peer.ip()) {
+                    None => Err(Refusal::ClientLimit),
+                    Some(client_slot) => match Arc::clone(&slots).try_acquire_owned() {
+                        Ok(slot) => Ok((slot, client_slot)),
+                        Err(_) => Err(Refusal::ServerLimit),
+                    },
+                };
+                let held = match admitted {
+                    Ok(held) => held,
+                    Err(refusal) => {
+                        state.metrics.connection_refused(refusal.reason());
+                        match Arc::clone(&refusals).try_acquire_owned() {
+                            Ok(permit) => {
+                                tokio::spawn(async move {
+                                    refuse(stream, peer, refusal).await;
+                                    drop(permit);
+                                });
+                            }
+                            Err(_) => tracing::warn!(
+                                %peer,
+                                reason = refusal.reason(),
+                                "{}; closing", refusal.message()
+                            ),
                         }
-                        Err(_) => tracing::warn!(%peer, "connection limit reached; closing"),
+                        continue;
                     }
-                    continue;
                 };
                 let header_read_timeout = state.config.header_read_timeout;
+                let write_timeout = state.config.write_timeout;
+                let io = TokioIo::new(WriteDeadline::new(stream, write_timeout));
+                let owner = Arc::clone(&state);
                 let state = Arc::clone(&state);
                 let svc = service_fn(move |req| {
                     let state = Arc::clone(&state);
@@ -129,13 +186,24 @@ pub async fn serve<D, Fut>(
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_read_timeout)
                     .max_buf_size(PARSER_MAX_BUF)
-                    .serve_connection(TokioIo::new(stream), svc);
+                    .serve_connection(io, svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    match conn.await {
+                        Err(e) if WriteStalled::caused(&e) => {
+                            owner.metrics.write_timed_out();
+                            tracing::warn!(
+                                %peer,
+                                timeout = ?write_timeout,
+                                "client accepted no bytes within the write timeout; connection closed"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                        Ok(()) => {}
                     }
-                    drop(slot);
+                    drop(held);
                 });
             }
             () = &mut shutdown => break,
@@ -155,12 +223,16 @@ pub async fn serve<D, Fut>(
     }
 }
 
-/// Answers one request on a connection over the limit with the standard 503, then closes.
-async fn refuse(stream: TcpStream, peer: SocketAddr) {
-    tracing::warn!(%peer, "connection limit reached; answering 503");
-    let svc = service_fn(|_req| async {
+/// Answers one request on a connection over a limit with the standard 503, then closes.
+async fn refuse(stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
+    tracing::warn!(
+        %peer,
+        reason = refusal.reason(),
+        "{}; answering 503", refusal.message()
+    );
+    let svc = service_fn(move |_req| async move {
         let request_id = service::new_request_id();
-        let err = ApiError::Unavailable(anyhow::anyhow!("connection limit reached"));
+        let err = ApiError::Unavailable(anyhow::anyhow!(refusal.message()));
         Ok::<_, Infallible>(response::into_hyper(response::finish(
             response::error(&err, &request_id),
             &request_id,
