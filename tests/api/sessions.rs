@@ -579,3 +579,78 @@ async fn two_instances_agree_on_rotation_reuse_and_logout() {
         .unwrap();
     expect_error(b.try_refresh(&t.refresh_token).await, 401, "invalid_token");
 }
+
+#[tokio::test]
+async fn sessions_are_paged_newest_first_and_using_one_between_pages_moves_nothing() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    // Logged in one after another, so their start times are ordered.
+    let mut started = Vec::new();
+    for _ in 0..5 {
+        started.push(app.session(&email, PASSWORD).await);
+    }
+    let newest_first: Vec<_> = started.iter().rev().map(|s| s.session_id).collect();
+    let me = app.authed(&started[4].access_token);
+
+    let mut seen = Vec::new();
+    let mut before = None;
+    for page in 0.. {
+        assert!(page < 5, "paging does not end");
+        let mut request = me
+            .list_sessions()
+            .limit(std::num::NonZeroU32::new(2).unwrap());
+        if let Some(cursor) = before {
+            request = request.before(cursor);
+        }
+        let list = request.send().await.unwrap().into_inner();
+        assert!(list.sessions.len() <= 2);
+        seen.extend(list.sessions.iter().map(|s| s.id));
+        if page == 0 {
+            // The oldest session refreshes: by last use it would now be first, and a page
+            // ordered that way would show it twice or never.
+            app.refresh(&started[0].refresh_token).await;
+        }
+        match list.next_before {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first);
+
+    // The default page holds them all; a cursor of someone else's session matches nothing.
+    let all = me.list_sessions().send().await.unwrap().into_inner();
+    assert_eq!(all.sessions.len(), 5);
+    assert_eq!(all.next_before, None);
+    let (_, stranger) = app.user_with_token().await;
+    let theirs = app
+        .authed(&stranger)
+        .list_sessions()
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let foreign = me
+        .list_sessions()
+        .before(theirs.sessions[0].id)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(foreign.sessions.is_empty() && foreign.next_before.is_none());
+}
+
+#[tokio::test]
+async fn a_bad_sessions_limit_or_cursor_is_422() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token().await;
+    for query in ["limit=0", "limit=101", "limit=two", "before=not-a-uuid"] {
+        let resp = app
+            .raw(reqwest::Method::GET, &format!("/auth/sessions?{query}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::expect_raw_error(resp, 422, "validation_error").await;
+    }
+}

@@ -448,18 +448,30 @@ pub async fn revoke(
     .await
 }
 
-/// The user's live sessions, most recently used first.
-pub async fn list(db: &Database, user_id: Uuid) -> Result<Vec<SessionInfo>, ApiError> {
+/// Up to `limit` of the user's live sessions, newest first (by start, then id: an order
+/// that using a session does not change, so pages neither repeat nor skip one), started
+/// before the session `before` if given. A `before` that is not one of the user's sessions
+/// (ended ones still count, until they are pruned) matches nothing.
+pub async fn list(
+    db: &Database,
+    user_id: Uuid,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<SessionInfo>, ApiError> {
     db.run(async |client| {
         let stmt = client
             .prepare_cached(
                 "SELECT id, created_at, last_used_at, expires_at, user_agent, ip
                    FROM sessions
                   WHERE user_id = $1 AND ended_at IS NULL AND expires_at > now()
-                  ORDER BY last_used_at DESC, created_at DESC",
+                    AND ($2::uuid IS NULL OR (created_at, id) < (
+                            SELECT created_at, id FROM sessions
+                             WHERE id = $2 AND user_id = $1))
+                  ORDER BY created_at DESC, id DESC
+                  LIMIT $3",
             )
             .await?;
-        let rows = client.query(&stmt, &[&user_id]).await?;
+        let rows = client.query(&stmt, &[&user_id, &before, &limit]).await?;
         Ok(rows
             .iter()
             .map(|r| SessionInfo {

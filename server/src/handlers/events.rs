@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::query_param;
+use super::{page_limit, query_param};
 use crate::auth::guard::CurrentUser;
 use crate::db;
 use crate::errors::ApiError;
@@ -33,23 +33,13 @@ struct EventList<'a> {
 }
 
 const DEFAULT_EVENTS_PAGE: i64 = 20;
-const MAX_EVENTS_PAGE: i64 = 100;
 
 pub async fn list(
     state: &AppState,
     user: CurrentUser,
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let limit = match query_param(query, "limit") {
-        None => DEFAULT_EVENTS_PAGE,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_EVENTS_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::validation("limit", "limit must be an integer from 1 to 100")
-            })?,
-    };
+    let limit = page_limit(query, DEFAULT_EVENTS_PAGE)?;
     let before =
         match query_param(query, "before") {
             None => None,

@@ -74,7 +74,7 @@ pub async fn dispatch(
         Route::Login => sessions::login(state, &call, req).await,
         Route::Refresh => sessions::refresh(state, &call, req).await,
         Route::Logout => sessions::logout(state, &call, user()?, query).await,
-        Route::ListSessions => sessions::list(state, user()?).await,
+        Route::ListSessions => sessions::list(state, user()?, query).await,
         Route::RevokeSession => sessions::revoke(state, &call, user()?, &params).await,
         Route::ListEvents => events::list(state, user()?, query).await,
         Route::Liveness => meta::liveness(),
@@ -88,6 +88,21 @@ pub async fn dispatch(
 #[derive(Serialize)]
 struct Message {
     message: &'static str,
+}
+
+/// The largest page a list operation (`list_events`, `list_sessions`) returns.
+const MAX_PAGE: i64 = 100;
+
+/// The `limit` query parameter of a list operation: 1 to [`MAX_PAGE`], `default` if absent.
+fn page_limit(query: Option<&str>, default: i64) -> Result<i64, ApiError> {
+    match query_param(query, "limit") {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::validation("limit", "limit must be an integer from 1 to 100")),
+    }
 }
 
 /// The first value of `name` in a query string. Values are compared raw: the parameters of

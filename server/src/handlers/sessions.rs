@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Message, query_param};
+use super::{Message, page_limit, query_param};
 use crate::auth::credentials::{Email, Password};
 use crate::auth::guard::CurrentUser;
 use crate::auth::{device, login as login_decision, refresh as refresh_token};
@@ -74,7 +74,12 @@ struct SessionView<'a> {
 #[derive(Serialize)]
 struct SessionList<'a> {
     sessions: Vec<SessionView<'a>>,
+    next_before: Option<Uuid>,
 }
+
+/// Sessions per page unless `limit` says otherwise: the default `SESSIONS_PER_USER_MAX`,
+/// so that with the default cap one page holds them all.
+const DEFAULT_SESSIONS_PAGE: i64 = 50;
 
 pub async fn login(
     state: &AppState,
@@ -265,8 +270,27 @@ pub async fn logout(
     )
 }
 
-pub async fn list(state: &AppState, user: CurrentUser) -> Result<Response, ApiError> {
-    let sessions = db::sessions::list(&state.db, user.id).await?;
+pub async fn list(
+    state: &AppState,
+    user: CurrentUser,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
+    let limit = page_limit(query, DEFAULT_SESSIONS_PAGE)?;
+    let before =
+        match query_param(query, "before") {
+            None => None,
+            Some(raw) => Some(Uuid::parse_str(raw).map_err(|_| {
+                ApiError::validation("before", "before must be a session id (a UUID)")
+            })?),
+        };
+    // One more than the page: whether it exists says whether there is a next page.
+    let mut sessions = db::sessions::list(&state.db, user.id, before, limit + 1).await?;
+    let next_before = if sessions.len() as i64 > limit {
+        sessions.truncate(limit as usize);
+        sessions.last().map(|s| s.id)
+    } else {
+        None
+    };
     let views = sessions
         .iter()
         .map(|s| SessionView {
@@ -279,7 +303,13 @@ pub async fn list(state: &AppState, user: CurrentUser) -> Result<Response, ApiEr
             current: s.id == user.session_id,
         })
         .collect();
-    response::json(StatusCode::OK, &SessionList { sessions: views })
+    response::json(
+        StatusCode::OK,
+        &SessionList {
+            sessions: views,
+            next_before,
+        },
+    )
 }
 
 pub async fn revoke(
