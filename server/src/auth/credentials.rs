@@ -184,6 +184,17 @@ impl Password {
         email: &Email,
         field: &'static str,
     ) -> Result<Password, ApiError> {
+        let too_long = || {
+            Err(ApiError::validation(
+                field,
+                "Password must be at most 256 characters",
+            ))
+        };
+        // The typed length first: normalisation can lengthen a character eighteenfold, and
+        // is not worth running on input that is refused anyway.
+        if raw.chars().count() > PASSWORD_MAX_CHARS {
+            return too_long();
+        }
         let password = Password::new(raw);
         let chars = password.normalised.chars().count();
         if chars < PASSWORD_MIN_CHARS {
@@ -193,10 +204,7 @@ impl Password {
             ));
         }
         if chars > PASSWORD_MAX_CHARS {
-            return Err(ApiError::validation(
-                field,
-                "Password must be at most 256 characters",
-            ));
+            return too_long();
         }
         if let Some(reason) = weakness(&password.normalised, email) {
             return Err(ApiError::WeakPassword(reason));
@@ -213,14 +221,15 @@ impl Password {
                 "Password must not be empty",
             ));
         }
-        let password = Password::new(raw);
-        if password.normalised.chars().count() > PASSWORD_MAX_CHARS {
+        // The length as typed, as it was before passwords were normalised: a password
+        // whose normalised form is longer (ligatures such as `ﬁ` expand) still logs in.
+        if raw.chars().count() > PASSWORD_MAX_CHARS {
             return Err(ApiError::validation(
                 "password",
                 "Password must be at most 256 characters",
             ));
         }
-        Ok(password)
+        Ok(Password::new(raw))
     }
 
     /// The password, normalised: what new hashes are made of.
@@ -390,10 +399,38 @@ mod tests {
         // 64 two-byte characters = 128 bytes: far past bcrypt's 72, and accepted.
         assert!(new(&"é".repeat(64)).is_ok());
         assert!(new(&"x".repeat(257)).is_err());
-        // Any character is fine: the SHA-256 pre-hash means bcrypt never sees a NUL.
+        // Any character is fine: the HMAC pre-hash means bcrypt never sees a NUL.
         assert!(new("abc\0defgh").is_ok());
         assert!(Password::for_login("short".into()).is_ok());
         assert!(Password::for_login(String::new()).is_err());
+    }
+
+    #[test]
+    fn lengths_are_of_the_normalised_password_but_a_login_is_never_refused_for_normalising() {
+        let new = |p: &str| Password::parse_new(p.to_owned(), &ada(), "password");
+        // U+FDFA is one character typed and 18 once NFKC-normalised.
+        let ligature = "\u{fdfa}";
+        assert_eq!(
+            Password::for_login(ligature.into())
+                .unwrap()
+                .expose()
+                .chars()
+                .count(),
+            18
+        );
+        assert!(
+            new(&ligature.repeat(15)).is_err(),
+            "270 characters normalised"
+        );
+        // Typed within the limit, longer normalised: such a password may exist from before
+        // normalisation, and must still log in.
+        assert!(Password::for_login(ligature.repeat(200)).is_ok());
+        assert!(Password::for_login("x".repeat(257)).is_err());
+        // Composed and decomposed forms are one password.
+        assert_eq!(
+            Password::for_login("cafe\u{301}".into()).unwrap().expose(),
+            Password::for_login("caf\u{e9}".into()).unwrap().expose()
+        );
     }
 
     #[test]

@@ -331,6 +331,12 @@ mod tests {
                 .unwrap()
         );
         assert!(h.needs_rehash(&v1));
+        // Version 1 hashed the password as typed (computed here without the module's
+        // helpers): a decomposed accent stays decomposed.
+        let typed = "cafe\u{301} cre\u{300}me";
+        let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(typed));
+        let v1 = bcrypt::non_truncating_hash(digest, 4).unwrap();
+        assert!(h.verify(pw(typed), v1.into()).await.unwrap());
         let other_cost = format!(
             "{PREFIX_V2}{}",
             bcrypt::non_truncating_hash("x", 5).unwrap()

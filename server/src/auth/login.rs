@@ -109,7 +109,13 @@ fn upgrade_hash(state: &AppState, user_id: Uuid, old: Arc<str>, password: Passwo
         match result.await {
             Ok(true) => tracing::info!(%user_id, cost = hasher.cost(), "password hash upgraded"),
             Ok(false) => {}
-            Err(e) => tracing::warn!(%user_id, error = %e, "password hash upgrade failed"),
+            // The internal reason, whose database errors are redacted (no DETAIL: it can
+            // quote the row, hash included).
+            Err(e) => tracing::warn!(
+                %user_id,
+                error = %e.internal_reason(),
+                "password hash upgrade failed"
+            ),
         }
     });
 }
