@@ -22,13 +22,20 @@ ALTER TABLE sessions ADD COLUMN refresh_secret bytea NOT NULL
     DEFAULT (uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()));
 
 -- A login beyond SESSIONS_PER_USER_MAX ends the user's least recently used live session,
--- with its own end reason. The other reasons are those of 0003.
+-- with its own end reason ... The other reasons are those of 0003.
 ALTER TABLE sessions DROP CONSTRAINT sessions_end_reason;
 ALTER TABLE sessions ADD CONSTRAINT sessions_end_reason CHECK (
     end_reason IN ('logout', 'logout_global', 'logout_others', 'revoked', 'password_changed',
                    'refresh_reuse', 'evicted')
 );
 CREATE INDEX sessions_user_live_idx ON sessions (user_id, last_used_at) WHERE ended_at IS NULL;
+-- ... and a session_evicted event, so that its owner's event log says where it went.
+ALTER TABLE auth_events DROP CONSTRAINT auth_events_kind;
+ALTER TABLE auth_events ADD CONSTRAINT auth_events_kind CHECK (kind IN (
+    'signup', 'login_succeeded', 'login_failed', 'logout', 'refresh',
+    'refresh_reuse_detected', 'password_changed', 'password_change_failed',
+    'session_revoked', 'session_evicted', 'rate_limited'
+));
 
 -- When the session's user last proved the password (its login; refresh does not renew
 -- it). Ending other sessions requires it to be within REAUTH_WINDOW_MINUTES. Existing

@@ -42,6 +42,12 @@ async fn the_fifty_first_login_evicts_the_least_recently_used_session() {
             .await,
         1
     );
+    // The owner's event log says where it went.
+    let evicted_event = format!(
+        "SELECT count(*) FROM auth_events WHERE kind = 'session_evicted' AND session_id = '{}'",
+        idle.session_id
+    );
+    assert_eq!(app.db.count(&evicted_event).await, 1);
 }
 
 #[tokio::test]
@@ -87,6 +93,15 @@ async fn a_session_unused_for_the_idle_timeout_cannot_be_refreshed() {
         401,
         "invalid_token",
     );
+    let listed = app
+        .authed(&fresh.access_token)
+        .list_sessions()
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = listed.sessions.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [fresh.session_id], "the idle session is not listed");
     app.refresh(&fresh.refresh_token).await;
 }
 

@@ -654,3 +654,31 @@ async fn a_bad_sessions_limit_or_cursor_is_422() {
         crate::helpers::expect_raw_error(resp, 422, "validation_error").await;
     }
 }
+
+#[tokio::test]
+async fn a_retry_reaching_an_instance_with_other_keys_is_refused_without_ending_the_session() {
+    // A rolling deploy that changes how keys are made: the instance that rotated the token
+    // and the one the retry reaches compute different successors. A successor that does
+    // not exist is no sign of theft (a spent one is), so the session survives.
+    let db = TestDb::create().await;
+    let old = TestServer::start(test_config(&db)).await;
+    let mut config = test_config(&db);
+    config.jwt_secret =
+        jobpath_server::config::Secret::new("another secret, thirty-two bytes long");
+    let new = TestServer::start(config).await;
+    let email = unique_email();
+    old.signup(&email, PASSWORD).await;
+    let first = old.session(&email, PASSWORD).await;
+    let second = old.refresh(&first.refresh_token).await;
+    expect_error(
+        new.try_refresh(&first.refresh_token).await,
+        401,
+        "invalid_token",
+    );
+    old.refresh(&second.refresh_token).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM auth_events WHERE kind = 'refresh_reuse_detected'")
+            .await,
+        0
+    );
+}

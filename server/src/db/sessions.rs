@@ -131,7 +131,8 @@ pub struct SessionInfo {
 /// where it was started from (`call`) for the session list and the credential version the
 /// login verified. `None` if that version is no longer the user's: the password changed
 /// while the login was verifying the old one. Beyond `cap` live sessions, the least
-/// recently used ones are ended (`evicted`) in the same statement.
+/// recently used ones are ended (`evicted`, with a `session_evicted` event carrying this
+/// login's origin) in the same statement.
 pub async fn start(
     db: &Database,
     user_id: Uuid,
@@ -157,6 +158,9 @@ pub async fn start(
                            AND EXISTS (SELECT 1 FROM u)
                          ORDER BY last_used_at DESC, created_at DESC
                         OFFSET $8)
+                 RETURNING id
+             ), evicted_events AS (
+                 {insert} SELECT 'session_evicted', NULL, $1, id, $4, $3, $6 FROM evicted
              ), s AS (
                  INSERT INTO sessions (user_id, expires_at, user_agent, ip, credential_version)
                  SELECT id, now() + make_interval(secs => $2), $3, $4, $7 FROM u
@@ -164,10 +168,10 @@ pub async fn start(
              ), t AS (
                  INSERT INTO refresh_tokens (token_hash, session_id) SELECT $5, id FROM s
              ), e AS (
-                 {} SELECT 'login_succeeded', NULL, $1, id, $4, $3, $6 FROM s
+                 {insert} SELECT 'login_succeeded', NULL, $1, id, $4, $3, $6 FROM s
              )
              SELECT id, expires_at FROM s",
-            events::INSERT
+            insert = events::INSERT
         );
         let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
@@ -255,18 +259,26 @@ pub async fn rotate(
         let (successor_token, successor) = successor(row.get::<_, &[u8]>(7));
         // A retry within the grace window is one only if nothing has spent the successor
         // since; its row is locked so that the answer holds until commit.
-        let successor_unspent = match spent && within_grace == Some(true) {
+        let successor_spent = match spent && within_grace == Some(true) {
             true => tx
                 .query_opt(
-                    "SELECT spent_at IS NULL FROM refresh_tokens
+                    "SELECT spent_at IS NOT NULL FROM refresh_tokens
                       WHERE token_hash = $1 AND session_id = $2 FOR UPDATE",
                     &[&successor, &session_id],
                 )
                 .await?
-                .is_some_and(|r| r.get::<_, bool>(0)),
-            false => false,
+                .map(|r| r.get::<_, bool>(0)),
+            false => Some(true),
         };
-        if spent && !successor_unspent {
+        // Within the grace window, a successor that does not exist at all was not made with
+        // this server's key: the predecessor was rotated by an instance with another
+        // JWT_SECRET_KEY or key derivation (a rolling deploy). That is no sign of theft
+        // (a spent successor is; live ones are never deleted), so refuse without ending
+        // the session.
+        if spent && successor_spent.is_none() {
+            return Ok(Rotation::Refused);
+        }
+        if spent && successor_spent == Some(true) {
             tx.execute(
                 "UPDATE sessions SET ended_at = now(), end_reason = 'refresh_reuse' WHERE id = $1",
                 &[&session_id],
@@ -451,12 +463,15 @@ pub async fn revoke(
 /// Up to `limit` of the user's live sessions, newest first (by start, then id: an order
 /// that using a session does not change, so pages neither repeat nor skip one), started
 /// before the session `before` if given. A `before` that is not one of the user's sessions
-/// (ended ones still count, until they are pruned) matches nothing.
+/// (ended ones still count, until they are pruned) matches nothing. A session unused for
+/// `idle_timeout` (if not zero) is not listed: refresh refuses it, and its access tokens
+/// expired long before.
 pub async fn list(
     db: &Database,
     user_id: Uuid,
     before: Option<Uuid>,
     limit: i64,
+    idle_timeout: Duration,
 ) -> Result<Vec<SessionInfo>, ApiError> {
     db.run(async |client| {
         let stmt = client
@@ -464,6 +479,7 @@ pub async fn list(
                 "SELECT id, created_at, last_used_at, expires_at, user_agent, ip
                    FROM sessions
                   WHERE user_id = $1 AND ended_at IS NULL AND expires_at > now()
+                    AND ($4::float8 = 0 OR last_used_at > now() - make_interval(secs => $4))
                     AND ($2::uuid IS NULL OR (created_at, id) < (
                             SELECT created_at, id FROM sessions
                              WHERE id = $2 AND user_id = $1))
@@ -471,7 +487,12 @@ pub async fn list(
                   LIMIT $3",
             )
             .await?;
-        let rows = client.query(&stmt, &[&user_id, &before, &limit]).await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&user_id, &before, &limit, &idle_timeout.as_secs_f64()],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| SessionInfo {

@@ -284,7 +284,14 @@ pub async fn list(
             })?),
         };
     // One more than the page: whether it exists says whether there is a next page.
-    let mut sessions = db::sessions::list(&state.db, user.id, before, limit + 1).await?;
+    let mut sessions = db::sessions::list(
+        &state.db,
+        user.id,
+        before,
+        limit + 1,
+        state.config.refresh_idle_timeout,
+    )
+    .await?;
     let next_before = if sessions.len() as i64 > limit {
         sessions.truncate(limit as usize);
         sessions.last().map(|s| s.id)
