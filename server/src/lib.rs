@@ -68,11 +68,13 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
         let located = db::locate::locate(&config, &tls).await?;
+        let pepper = auth::hasher::Pepper::new(config.password_pepper.expose().as_bytes());
         prepare_schema(
             &located.target,
             &tls,
             config.db_startup_timeout,
             config.db_migrations,
+            Some(&pepper),
         )
         .await?;
         let shared_pool = db::pool_of(
@@ -86,7 +88,7 @@ impl App {
         let hasher = Hasher::start(
             config.hash_threads,
             config.bcrypt_cost,
-            auth::hasher::Pepper::new(config.password_pepper.expose().as_bytes()),
+            pepper,
             config.db_pool_timeout,
             metrics.hash(),
         )?;
@@ -182,20 +184,25 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
         &tls,
         config.db_startup_timeout,
         config::Migrations::Apply,
+        // Migrations may run with a deployment step's own configuration: the pepper is
+        // checked (and first recorded) by the servers that use it.
+        None,
     )
     .await
 }
 
 /// Applies pending migrations, or with [`config::Migrations::Verify`] only checks that none
-/// is pending (changing nothing); returns the versions applied.
+/// is pending (changing nothing); then checks `pepper` against the one recorded
+/// (`db::users::check_pepper`). Returns the versions applied.
 async fn prepare_schema(
     pg: &db::connect::Target,
     tls: &db::tls::Tls,
     wait: Duration,
     mode: config::Migrations,
+    pepper: Option<&auth::hasher::Pepper>,
 ) -> anyhow::Result<Vec<i64>> {
     let mut client = db::connect::with_retry(pg, tls, wait).await?;
-    match mode {
+    let applied = match mode {
         config::Migrations::Apply => {
             let applied = db::migrate::run(&mut client).await?;
             if !applied.is_empty() {
@@ -207,5 +214,9 @@ async fn prepare_schema(
             db::migrate::verify(&client).await?;
             Ok(Vec::new())
         }
+    };
+    if let Some(pepper) = pepper {
+        db::users::check_pepper(&client, &pepper.fingerprint()).await?;
     }
+    applied
 }

@@ -1,7 +1,9 @@
 //! Background chores of a running server, on one timer: closing idle overflow connections
-//! of the pool, and pruning what has outlived its use — ended sessions, security events past
-//! `EVENT_RETENTION_DAYS`, rate-limit counters of ended windows. Every instance runs them;
-//! the deletes are idempotent, so instances sharing a database need no coordination.
+//! of the pool, pruning what has outlived its use — ended sessions, security events past
+//! `EVENT_RETENTION_DAYS`, rate-limit counters of ended windows — and wrapping password
+//! hashes of before the pepper (`auth::hasher`) at start-up and hourly. Every instance runs
+//! them; each change is idempotent or compare-and-set, so instances sharing a database need
+//! no coordination.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,21 @@ pub async fn run(state: Arc<AppState>) {
     for n in 0u64.. {
         tick.tick().await;
         db::trim_overflow(&state.db, state.config.db_pool_size, EVERY);
+        // The first tick is at once: a database of before the pepper is wrapped at the
+        // first start, not at its owners' logins. Then hourly, for hashes that instances
+        // of an older version make during a rolling deploy.
+        if n % 120 == 0 {
+            match db::users::wrap_legacy_hashes(&state.db, |h| state.hasher.wrap_v1(h)).await {
+                Ok(0) => {}
+                Ok(wrapped) => {
+                    tracing::info!(wrapped, "wrapped password hashes of before the pepper")
+                }
+                Err(e) => tracing::warn!(
+                    error = %e.internal_reason(),
+                    "wrapping password hashes of before the pepper failed"
+                ),
+            }
+        }
         if n % 20 == 0 {
             match db::sessions::prune(&state.db).await {
                 Ok(0) => {}

@@ -1,10 +1,12 @@
 //! Stored password hashes: keyed with the pepper (`PASSWORD_PEPPER`), versioned, made of
-//! the normalised password; hashes of before the pepper still log in and are replaced at
-//! that login.
+//! the normalised password; hashes of before the pepper are wrapped under it at start-up,
+//! still log in, and are replaced at that login; a server with another pepper does not
+//! start.
 
 use std::time::Duration;
 
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use jobpath_server::config::Secret;
 use sha2::{Digest, Sha256};
 
@@ -13,6 +15,7 @@ use crate::helpers::{
 };
 
 const PEPPER: &str = "the pepper of this test, thirty-two bytes or more";
+const OTHER_PEPPER: &str = "another pepper, also thirty-two bytes long";
 
 #[tokio::test]
 async fn a_password_is_the_same_password_in_any_unicode_form() {
@@ -50,16 +53,40 @@ async fn a_stored_hash_is_useless_without_the_pepper() {
     .unwrap();
     assert!(!unkeyed, "the hash is of the unkeyed pre-hash");
 
-    // An instance with another pepper cannot verify it; one with the same pepper can.
-    let mut other = test_config(&db);
-    other.password_pepper = Secret::new("another pepper, also thirty-two bytes long");
-    let other = TestServer::start(other).await;
-    expect_error(
-        other.try_login(&email, PASSWORD).await,
-        401,
-        "invalid_credentials",
-    );
+    // It is bcrypt of HMAC-SHA256 under this pepper, and under no other.
+    let keyed = |pepper: &str| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(pepper.as_bytes()).unwrap();
+        mac.update(PASSWORD.as_bytes());
+        let input = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        bcrypt::verify(input, &stored["v2$".len()..]).unwrap()
+    };
+    assert!(keyed(PEPPER));
+    assert!(!keyed(OTHER_PEPPER));
     peppered.login(&email, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn a_server_with_another_pepper_refuses_to_start_instead_of_refusing_every_password() {
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    config.password_pepper = Secret::new(PEPPER);
+    let first = TestServer::start(config.clone()).await;
+    let email = unique_email();
+    first.signup(&email, PASSWORD).await;
+    let mut other = test_config(&db);
+    other.password_pepper = Secret::new(OTHER_PEPPER);
+    let refused = match jobpath_server::App::build(other).await {
+        Ok(_) => panic!("a server with another pepper started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        refused.starts_with("PASSWORD_PEPPER is not the pepper"),
+        "{refused}"
+    );
+    assert!(!refused.contains(OTHER_PEPPER) && !refused.contains(PEPPER));
+    // The recorded pepper still starts, and nothing was changed.
+    let again = TestServer::start(config).await;
+    again.login(&email, PASSWORD).await;
 }
 
 #[tokio::test]
@@ -117,4 +144,64 @@ async fn stored_hash(db: &TestDb) -> String {
         .await
         .unwrap()
         .get(0)
+}
+
+#[tokio::test]
+async fn a_dormant_hash_from_before_the_pepper_is_wrapped_without_a_login() {
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    config.password_pepper = Secret::new(PEPPER);
+    let email = unique_email();
+    let first = TestServer::start(config.clone()).await;
+    first.signup(&email, PASSWORD).await;
+    let legacy = bcrypt::hash(
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(PASSWORD)),
+        4,
+    )
+    .unwrap();
+    db.client()
+        .await
+        .execute("UPDATE users SET password_hash = $1", &[&legacy])
+        .await
+        .unwrap();
+    first.stop().await;
+
+    // An upgraded server wraps it at start-up, before anyone logs in ...
+    let app = TestServer::start(config).await;
+    let mut stored = stored_hash(&db).await;
+    for _ in 0..100 {
+        if !stored.starts_with("$2b$") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stored = stored_hash(&db).await;
+    }
+    assert!(
+        stored.starts_with("v1p$$2b$04$"),
+        "not wrapped: {}",
+        &stored[..10]
+    );
+    // ... keeping bcrypt's salt but not its digest, so the row alone verifies nothing
+    // (`hasher::tests` shows another pepper refused).
+    assert_eq!(&stored[4..33], &legacy[..29]);
+    assert!(!stored.contains(&legacy[29..]));
+
+    expect_error(
+        app.try_login(&email, "wrong password").await,
+        401,
+        "invalid_credentials",
+    );
+    app.login(&email, PASSWORD).await;
+    for _ in 0..100 {
+        if stored.starts_with("v2$") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stored = stored_hash(&db).await;
+    }
+    assert!(
+        stored.starts_with("v2$$2b$04$"),
+        "not replaced: {}",
+        &stored[..10]
+    );
 }

@@ -30,7 +30,14 @@
 //!   SHA-256 dumps of other breaches ("hash shucking").
 //! - a bare `$2b$…` (version 1, before the pepper): bcrypt of SHA-256 of the password as
 //!   typed. Still verified; a successful login re-hashes it as version 2
-//!   ([`needs_rehash`], `auth::login`).
+//!   ([`needs_rehash`](Hasher::needs_rehash), `auth::login`).
+//! - `v1p$<bcrypt setting>$<tag>` (version 1, wrapped): what every server makes of a
+//!   version-1 hash without waiting for its owner ([`Hasher::wrap_v1`], run by
+//!   `maintenance`): the bcrypt hash itself is replaced by an HMAC of it under the pepper,
+//!   keeping only its cost and salt. Verifying recomputes the version-1 hash from the
+//!   password and that salt and compares the HMAC, so a leaked table holds no hash that
+//!   can be tested without the pepper, dormant accounts included. It too is re-hashed as
+//!   version 2 at the next login.
 //!
 //! Changing the pepper makes every version-2 hash unverifiable: it is not derived from the
 //! JWT secret, which can then be rotated freely.
@@ -53,6 +60,10 @@ const QUEUE_PER_THREAD: usize = 16;
 
 /// The prefix of a version-2 hash (see the module documentation).
 pub const PREFIX_V2: &str = "v2$";
+/// The prefix of a wrapped version-1 hash.
+pub const PREFIX_V1_WRAPPED: &str = "v1p$";
+/// `$2b$NN$` and the 22-character salt: the part of a bcrypt hash a wrapped one keeps.
+const BCRYPT_SETTING_LEN: usize = 29;
 
 /// The pepper, ready to key an HMAC: each use clones this state instead of re-deriving the
 /// key's pads.
@@ -62,6 +73,22 @@ pub struct Pepper(Hmac<Sha256>);
 impl Pepper {
     pub fn new(secret: &[u8]) -> Pepper {
         Pepper(Hmac::new_from_slice(secret).expect("HMAC takes any key length"))
+    }
+
+    /// What identifies this pepper without revealing it (`sql/0009_key_fingerprints.sql`).
+    pub fn fingerprint(&self) -> Vec<u8> {
+        let mut mac = self.0.clone();
+        mac.update(b"jobpath pepper fingerprint");
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The tag that stands for the version-1 hash `v1` in a wrapped one. The label keeps
+    /// it apart from version 2's pre-hashes, which are of passwords.
+    fn v1_tag(&self, v1: &str) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(b"jobpath wrapped v1 hash\0");
+        mac.update(v1.as_bytes());
+        mac
     }
 }
 
@@ -84,6 +111,8 @@ pub struct Hasher {
     cost: u32,
     enqueue_timeout: Duration,
     metrics: HashMetrics,
+    /// For wrapping version-1 hashes, which takes no bcrypt and so no hashing thread.
+    pepper: Pepper,
     /// A hash of a random password at the configured cost, verified against when the email
     /// is unknown so that such a login costs the same time as a wrong password.
     dummy: Arc<tokio::sync::OnceCell<Arc<str>>>,
@@ -116,8 +145,26 @@ impl Hasher {
             cost,
             enqueue_timeout,
             metrics,
+            pepper,
             dummy: Arc::default(),
         })
+    }
+
+    /// The wrapped form of a version-1 hash (see the module documentation), or `None` if
+    /// `stored` is not one (only `$2b$` hashes were ever made).
+    pub fn wrap_v1(&self, stored: &str) -> Option<String> {
+        let is_v1 = stored.len() == 60
+            && stored.starts_with("$2b$")
+            && stored.parse::<bcrypt::HashParts>().is_ok();
+        if !is_v1 {
+            return None;
+        }
+        let tag = self.pepper.v1_tag(stored).finalize().into_bytes();
+        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag);
+        Some(format!(
+            "{PREFIX_V1_WRAPPED}{}${tag}",
+            &stored[..BCRYPT_SETTING_LEN]
+        ))
     }
 
     pub fn cost(&self) -> u32 {
@@ -279,11 +326,40 @@ pub fn hash_now(password: &Password, cost: u32, pepper: &Pepper) -> anyhow::Resu
 /// The work one hashing thread does for a `verify` job, on the calling thread (see
 /// [`hash_now`]), for a hash of either version.
 pub fn verify_now(password: &Password, hash: &str, pepper: &Pepper) -> anyhow::Result<bool> {
+    if let Some(wrapped) = hash.strip_prefix(PREFIX_V1_WRAPPED) {
+        return verify_wrapped_v1(password, wrapped, pepper);
+    }
     let (input, bcrypt) = match hash.strip_prefix(PREFIX_V2) {
         Some(bcrypt) => (prehash_v2(password, pepper), bcrypt),
         None => (prehash_v1(password), hash),
     };
     bcrypt::non_truncating_verify(input, bcrypt).context("bcrypt verify")
+}
+
+/// Recomputes the version-1 hash from `password` and the kept cost and salt, and compares
+/// its tag (in constant time).
+fn verify_wrapped_v1(password: &Password, wrapped: &str, pepper: &Pepper) -> anyhow::Result<bool> {
+    let malformed = || anyhow!("malformed wrapped hash");
+    let setting = wrapped.get(..BCRYPT_SETTING_LEN).ok_or_else(malformed)?;
+    let tag = wrapped
+        .get(BCRYPT_SETTING_LEN..)
+        .and_then(|t| t.strip_prefix('$'))
+        .ok_or_else(malformed)?;
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tag)
+        .context("malformed wrapped hash")?;
+    // The setting with a placeholder digest is a hash bcrypt parses for cost and salt.
+    let parts: bcrypt::HashParts = format!("{setting}{}", ".".repeat(31))
+        .parse()
+        .context("malformed wrapped hash")?;
+    let recomputed = bcrypt::non_truncating_hash_with_salt(
+        prehash_v1(password),
+        parts.get_cost(),
+        parts.get_salt_raw(),
+    )
+    .context("bcrypt hash")?
+    .to_string();
+    Ok(pepper.v1_tag(&recomputed).verify_slice(&tag).is_ok())
 }
 
 /// The cost a bcrypt hash was made with (`$2b$12$…` → 12).
@@ -342,6 +418,34 @@ mod tests {
             bcrypt::non_truncating_hash("x", 5).unwrap()
         );
         assert!(h.needs_rehash(&other_cost));
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_version_1_hash_verifies_only_with_the_pepper_and_keeps_no_bcrypt_digest() {
+        let h = Hasher::start(1, 4, pepper(), Duration::from_secs(5), HashMetrics::new()).unwrap();
+        let v1 = bcrypt::non_truncating_hash(prehash_v1(&pw("correct horse")), 4).unwrap();
+        let wrapped = h.wrap_v1(&v1).unwrap();
+        assert!(wrapped.starts_with("v1p$$2b$04$"), "{wrapped}");
+        // The salt is kept, bcrypt's digest (the last 31 characters) is not.
+        assert!(wrapped.contains(&v1[..29]) && !wrapped.contains(&v1[29..]));
+        assert!(
+            h.verify(pw("correct horse"), wrapped.clone().into())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify(pw("correct horsE"), wrapped.clone().into())
+                .await
+                .unwrap()
+        );
+        let other = Pepper::new(b"another pepper, also long enough");
+        assert!(!verify_now(&pw("correct horse"), &wrapped, &other).unwrap());
+        assert!(h.needs_rehash(&wrapped));
+        // Only bare version-1 hashes are wrapped; a malformed wrapped hash is an error.
+        assert_eq!(h.wrap_v1(&wrapped), None);
+        assert_eq!(h.wrap_v1(&h.hash(pw("correct horse")).await.unwrap()), None);
+        assert_eq!(h.wrap_v1("$2b$04$short"), None);
+        assert!(verify_now(&pw("x"), "v1p$$2b$04$", &pepper()).is_err());
     }
 
     #[tokio::test]

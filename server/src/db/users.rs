@@ -112,3 +112,78 @@ pub async fn replace_hash(
     })
     .await
 }
+
+/// Version-1 password hashes looked at per round trip by [`wrap_legacy_hashes`].
+const WRAP_BATCH: i64 = 500;
+
+/// Replaces every version-1 password hash (bare bcrypt, `$2b$…`) by `wrap`'s form of it
+/// (`auth::hasher`), a batch at a time, each only if it is still the one read (a login
+/// may be replacing it with a version-2 hash meanwhile). Returns how many were replaced.
+pub async fn wrap_legacy_hashes(
+    db: &Database,
+    wrap: impl Fn(&str) -> Option<String>,
+) -> Result<u64, ApiError> {
+    let mut total = 0;
+    loop {
+        let (read, replaced) = db
+            .run(async |client| {
+                let rows = client
+                    .query(
+                        "SELECT id, password_hash FROM users
+                          WHERE password_hash LIKE '$2b$%' LIMIT $1",
+                        &[&WRAP_BATCH],
+                    )
+                    .await?;
+                let mut replaced = 0;
+                for row in &rows {
+                    let (id, old): (Uuid, &str) = (row.get(0), row.get(1));
+                    let Some(new) = wrap(old) else { continue };
+                    replaced += client
+                        .execute(
+                            "UPDATE users SET password_hash = $3
+                              WHERE id = $1 AND password_hash = $2",
+                            &[&id, &old, &new],
+                        )
+                        .await?;
+                }
+                Ok((rows.len() as i64, replaced))
+            })
+            .await?;
+        total += replaced;
+        // A short batch was the last; one where nothing could be replaced (malformed
+        // hashes only) would be read again forever.
+        if read < WRAP_BATCH || replaced == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Records `fingerprint` as the password pepper's if none is recorded yet, and fails, naming
+/// the variable, if another one is.
+pub async fn check_pepper(
+    client: &tokio_postgres::Client,
+    fingerprint: &[u8],
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "INSERT INTO key_fingerprints (name, fingerprint) VALUES ('password_pepper', $1)
+             ON CONFLICT (name) DO NOTHING",
+            &[&fingerprint],
+        )
+        .await?;
+    let recorded: Vec<u8> = client
+        .query_one(
+            "SELECT fingerprint FROM key_fingerprints WHERE name = 'password_pepper'",
+            &[],
+        )
+        .await?
+        .get(0);
+    if recorded != fingerprint {
+        anyhow::bail!(
+            "PASSWORD_PEPPER is not the pepper this database's password hashes were made with \
+             (its fingerprint differs from the one recorded in key_fingerprints): every \
+             password would be refused. Set the original PASSWORD_PEPPER"
+        );
+    }
+    Ok(())
+}
