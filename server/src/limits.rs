@@ -110,6 +110,14 @@ pub struct Attempt {
     keys: Vec<String>,
 }
 
+impl Attempt {
+    /// The account and throttle keys to refund, for a refund made inside another
+    /// transaction (`db::sessions::start`, which opens the session of a login).
+    pub fn refund_args(&self) -> (&str, &[String]) {
+        (&self.account, &self.keys)
+    }
+}
+
 /// Charges one attempt at `account`'s password: against the client network's and the
 /// account-wide allowance, or — with the `device_token` of an earlier successful login of
 /// this account — the device's own. Decided and recorded in one statement, so concurrent

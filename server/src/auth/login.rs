@@ -6,11 +6,12 @@
 //! dummy hash when there is no such account — so that the answer's timing does not reveal
 //! whether an account exists. Unknown email, wrong password and inactive account all end in
 //! the same [`ApiError::InvalidCredentials`]; the internal reason goes to the log and to the
-//! `login_failed` event. A success refunds the attempt's charge and, when the stored hash
-//! is of an older version or was made at another bcrypt cost (`auth::hasher`), re-hashes
-//! the password in the background.
+//! `login_failed` event. A success hands the attempt's charge on for refunding and, when
+//! the stored hash is of an older version or was made at another bcrypt cost
+//! (`auth::hasher`), re-hashes the password in the background.
 //!
-//! Opening the session and minting the tokens is the handler's part (`handlers::sessions`).
+//! Opening the session (which refunds the charge and records a new device token in the
+//! same transaction) and minting the tokens is the handler's part (`handlers::sessions`).
 
 use std::sync::Arc;
 
@@ -29,6 +30,9 @@ pub struct Verified {
     pub email: String,
     /// The credential version the verified hash belongs to; the session records it.
     pub credential_version: i64,
+    /// The attempt's charge to the throttle, not yet refunded: the transaction that opens
+    /// the session refunds it (`db::sessions::start`), saving a commit per login.
+    pub attempt: Option<limits::Attempt>,
 }
 
 /// Decides a login attempt; see the module documentation.
@@ -67,7 +71,6 @@ pub async fn verify(
         return Err(refused(state, call, Some(user.id), "inactive").await);
     }
 
-    limits::refund(state, attempt).await?;
     state.metrics.login_succeeded();
     if let Some(password) = rehash_candidate {
         upgrade_hash(state, user.id, Arc::clone(&user.password_hash), password);
@@ -76,6 +79,7 @@ pub async fn verify(
         id: user.id,
         email: user.email,
         credential_version: user.credential_version,
+        attempt,
     })
 }
 

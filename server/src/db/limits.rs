@@ -135,28 +135,6 @@ pub async fn device_known(
     .await
 }
 
-/// Remembers a device token handed to `user_id`, valid for `ttl`.
-pub async fn add_device(
-    db: &Database,
-    user_id: Uuid,
-    token_hash: &[u8],
-    ttl: Duration,
-) -> Result<(), ApiError> {
-    db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO login_devices (token_hash, user_id, expires_at)
-                 VALUES ($1, $2, now() + make_interval(secs => $3::float8))",
-            )
-            .await?;
-        client
-            .execute(&stmt, &[&token_hash, &user_id, &ttl.as_secs_f64()])
-            .await?;
-        Ok(())
-    })
-    .await
-}
-
 /// Deletes counters of windows that have ended (`longest_window` is the longest configured)
 /// throttles quiet for a day, and expired device tokens. Returns how many rows went.
 pub async fn prune(db: &Database, longest_window: Duration) -> Result<u64, ApiError> {

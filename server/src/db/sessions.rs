@@ -127,24 +127,53 @@ pub struct SessionInfo {
     pub ip: Option<String>,
 }
 
-/// Starts a session with its first refresh token (stored as `refresh_hash`), recording
-/// where it was started from (`call`) for the session list and the credential version the
-/// login verified. `None` if that version is no longer the user's: the password changed
-/// while the login was verifying the old one. Beyond `cap` live sessions, the least
-/// recently used ones are ended (`evicted`, with a `session_evicted` event carrying this
-/// login's origin) in the same statement.
+/// What a login's session starts with; see [`start`].
+pub struct Start<'a> {
+    pub user_id: Uuid,
+    /// The credential version the login verified.
+    pub credential_version: i64,
+    pub ttl: Duration,
+    /// `SESSIONS_PER_USER_MAX`.
+    pub cap: u32,
+    /// The hash of the session's first refresh token.
+    pub refresh_hash: &'a [u8],
+    /// The login throttle's charge to refund (account, keys), if it was charged.
+    pub refund: Option<(&'a str, &'a [String])>,
+    /// A device token to record (its keyed hash) and how long it is honoured.
+    pub new_device: Option<(&'a [u8], Duration)>,
+}
+
+/// Starts a session with its first refresh token, recording where it was started from
+/// (`call`) for the session list and the credential version the login verified. `None` if
+/// that version is no longer the user's: the password changed while the login was
+/// verifying the old one. Beyond `cap` live sessions, the least recently used ones are
+/// ended (`evicted`, with a `session_evicted` event carrying this login's origin) in the
+/// same statement. The login's other writes — the throttle refund, a new device token —
+/// are in the same transaction: one commit per login instead of three.
 pub async fn start(
     db: &Database,
-    user_id: Uuid,
-    credential_version: i64,
-    ttl: Duration,
-    cap: u32,
-    refresh_hash: &[u8],
+    start: Start<'_>,
     call: &Call,
 ) -> Result<Option<NewSession>, ApiError> {
+    let Start {
+        user_id,
+        credential_version,
+        ttl,
+        cap,
+        refresh_hash,
+        refund,
+        new_device,
+    } = start;
     db.run(async |client| {
         let tx = client.transaction().await?;
         tx.execute(LOCK_USER, &[&user_id]).await?;
+        // The password was right: the attempt's charge, and the failures before it on the
+        // same rows, go. (Under the account's advisory lock, taken after the user's row
+        // lock; nothing takes them in the other order.)
+        if let Some((account, keys)) = refund {
+            let stmt = tx.prepare_cached("SELECT login_refund($1, $2)").await?;
+            tx.execute(&stmt, &[&account, &keys]).await?;
+        }
         // After the lock, this statement's snapshot holds every committed change: the
         // version compared is the current one, and so is the count of live sessions.
         let sql = format!(
@@ -167,6 +196,10 @@ pub async fn start(
                  RETURNING id, expires_at
              ), t AS (
                  INSERT INTO refresh_tokens (token_hash, session_id) SELECT $5, id FROM s
+             ), d AS (
+                 INSERT INTO login_devices (token_hash, user_id, expires_at)
+                 SELECT $9, id, now() + make_interval(secs => $10::float8) FROM u
+                  WHERE $9::bytea IS NOT NULL
              ), e AS (
                  {insert} SELECT 'login_succeeded', NULL, $1, id, $4, $3, $6 FROM s
              )
@@ -187,6 +220,8 @@ pub async fn start(
                     &credential_version,
                     // The new session is one of the cap.
                     &(i64::from(cap) - 1),
+                    &new_device.map(|(hash, _)| hash),
+                    &new_device.map_or(0.0, |(_, ttl)| ttl.as_secs_f64()),
                 ],
             )
             .await?;

@@ -97,16 +97,20 @@ pub async fn login(
         ));
     }
     let user = login_decision::verify(state, call, &email, password, presented).await?;
-    let device_token = device_token(state, user.id, presented).await?;
+    let (device_token, new_device) = device_token(state, user.id, presented).await?;
 
     let refresh = state.refresh.fresh();
     let session = db::sessions::start(
         &state.db,
-        user.id,
-        user.credential_version,
-        state.config.refresh_token_ttl,
-        state.config.sessions_per_user_max,
-        &refresh_token::hash(&refresh),
+        db::sessions::Start {
+            user_id: user.id,
+            credential_version: user.credential_version,
+            ttl: state.config.refresh_token_ttl,
+            cap: state.config.sessions_per_user_max,
+            refresh_hash: &refresh_token::hash(&refresh),
+            refund: user.attempt.as_ref().map(|a| a.refund_args()),
+            new_device: new_device.as_deref().map(|hash| (hash, device::TTL)),
+        },
         call,
     )
     .await?
@@ -129,20 +133,21 @@ pub async fn login(
 const MAX_DEVICE_TOKEN_CHARS: usize = 512;
 
 /// The device token a successful login answers with: the one presented, if it is a live
-/// token of this account, or else a new one.
+/// token of this account, or else a new one, with the hash the session's transaction
+/// records for it.
 async fn device_token(
     state: &AppState,
     user_id: Uuid,
     presented: Option<&str>,
-) -> Result<String, ApiError> {
+) -> Result<(String, Option<Vec<u8>>), ApiError> {
     if let Some(token) = presented
         && db::limits::device_known(&state.db, user_id, &state.devices.hash(token)).await?
     {
-        return Ok(token.to_owned());
+        return Ok((token.to_owned(), None));
     }
     let token = state.devices.fresh();
-    db::limits::add_device(&state.db, user_id, &state.devices.hash(&token), device::TTL).await?;
-    Ok(token)
+    let hash = state.devices.hash(&token);
+    Ok((token, Some(hash)))
 }
 
 /// The login and refresh answer: a new access token for `session_id`, and its refresh token.
