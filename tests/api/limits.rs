@@ -667,3 +667,27 @@ async fn concurrent_correct_logins_of_one_account_all_succeed() {
         assert_eq!(statuses, [200; 8], "round {round}");
     }
 }
+
+#[tokio::test]
+async fn a_user_keeps_the_newest_20_device_tokens_and_the_newest_still_works() {
+    let app = spawn_app_with(|_| {}).await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    let mut newest = None;
+    for _ in 0..25 {
+        newest = app
+            .try_login(&email, PASSWORD)
+            .await
+            .unwrap()
+            .into_inner()
+            .device_token;
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM login_devices").await, 20);
+    let newest = newest.unwrap();
+    let again = login_from(&app.api, &email, PASSWORD, Some(&newest))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.device_token.as_deref(), Some(newest.as_str()));
+    assert_eq!(app.db.count("SELECT count(*) FROM login_devices").await, 20);
+}

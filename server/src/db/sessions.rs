@@ -127,6 +127,10 @@ pub struct SessionInfo {
     pub ip: Option<String>,
 }
 
+/// Device tokens kept per user: a new one beyond them forgets the oldest, so a client that
+/// never keeps its token cannot grow `login_devices` by a row per login for 180 days.
+const DEVICES_KEPT: i64 = 20;
+
 /// What a login's session starts with; see [`start`].
 pub struct Start<'a> {
     pub user_id: Uuid,
@@ -200,6 +204,13 @@ pub async fn start(
                  INSERT INTO login_devices (token_hash, user_id, expires_at)
                  SELECT $9, id, now() + make_interval(secs => $10::float8) FROM u
                   WHERE $9::bytea IS NOT NULL
+             ), forgotten_devices AS (
+                 DELETE FROM login_devices
+                  WHERE $9::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM u)
+                    AND token_hash IN (
+                        SELECT token_hash FROM login_devices WHERE user_id = $1
+                         ORDER BY created_at DESC, token_hash
+                        OFFSET $11)
              ), e AS (
                  {insert} SELECT 'login_succeeded', NULL, $1, id, $4, $3, $6 FROM s
              )
@@ -222,6 +233,8 @@ pub async fn start(
                     &(i64::from(cap) - 1),
                     &new_device.map(|(hash, _)| hash),
                     &new_device.map_or(0.0, |(_, ttl)| ttl.as_secs_f64()),
+                    // The new device is one of them.
+                    &(DEVICES_KEPT - 1),
                 ],
             )
             .await?;
