@@ -38,6 +38,19 @@ impl fmt::Debug for Secret {
 /// Words that mark a secret copied from documentation rather than generated.
 const PLACEHOLDERS: &[&str] = &["change", "placeholder", "example", "your-secret", "replace"];
 
+/// What is wrong with a configured secret, if anything: a placeholder copied from the
+/// documentation, or too short to be a key. The rules of every secret here.
+fn weakness(secret: &str) -> Option<&'static str> {
+    let lowered = secret.to_ascii_lowercase();
+    if PLACEHOLDERS.iter().any(|p| lowered.contains(p)) {
+        Some("is a placeholder")
+    } else if secret.len() < MIN_SECRET_BYTES {
+        Some("is shorter than 32 bytes")
+    } else {
+        None
+    }
+}
+
 /// The signing key from `raw` (`JWT_SECRET_KEY`), and whether it was generated because none
 /// was set. Problems tolerated in development are pushed onto `warnings`.
 pub fn jwt_secret(
@@ -47,15 +60,7 @@ pub fn jwt_secret(
 ) -> anyhow::Result<(Secret, bool)> {
     let problem = match &raw {
         None => Some("is not set"),
-        Some(s)
-            if PLACEHOLDERS
-                .iter()
-                .any(|p| s.to_ascii_lowercase().contains(p)) =>
-        {
-            Some("is a placeholder")
-        }
-        Some(s) if s.len() < MIN_SECRET_BYTES => Some("is shorter than 32 bytes"),
-        Some(_) => None,
+        Some(s) => weakness(s),
     };
     match (raw, problem) {
         (Some(s), None) => Ok((Secret(s), false)),
@@ -97,15 +102,7 @@ pub fn password_pepper(
     let problem = match &raw {
         None => Some("is not set"),
         Some(s) if s == jwt_secret.expose() => Some("is the same as JWT_SECRET_KEY"),
-        Some(s)
-            if PLACEHOLDERS
-                .iter()
-                .any(|p| s.to_ascii_lowercase().contains(p)) =>
-        {
-            Some("is a placeholder")
-        }
-        Some(s) if s.len() < MIN_SECRET_BYTES => Some("is shorter than 32 bytes"),
-        Some(_) => None,
+        Some(s) => weakness(s),
     };
     match (raw, problem) {
         (Some(s), None) => Ok((Secret(s), false)),
