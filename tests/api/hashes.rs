@@ -98,11 +98,7 @@ async fn a_hash_from_before_the_pepper_logs_in_once_and_is_replaced() {
     let email = unique_email();
     app.signup(&email, "placeholder passphrase").await;
     // The format of before the pepper: bcrypt of base64(SHA-256(password as typed)).
-    let legacy = bcrypt::hash(
-        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(PASSWORD)),
-        4,
-    )
-    .unwrap();
+    let legacy = legacy_hash();
     db.client()
         .await
         .execute("UPDATE users SET password_hash = $1", &[&legacy])
@@ -116,14 +112,7 @@ async fn a_hash_from_before_the_pepper_logs_in_once_and_is_replaced() {
     );
     app.login(&email, PASSWORD).await;
     // The replacement runs after the answer.
-    let mut stored = stored_hash(&db).await;
-    for _ in 0..100 {
-        if stored.starts_with("v2$") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stored = stored_hash(&db).await;
-    }
+    let stored = stored_hash_once(&db, "v2$").await;
     assert!(
         stored.starts_with("v2$$2b$04$"),
         "not replaced: {}",
@@ -154,11 +143,7 @@ async fn a_dormant_hash_from_before_the_pepper_is_wrapped_without_a_login() {
     let email = unique_email();
     let first = TestServer::start(config.clone()).await;
     first.signup(&email, PASSWORD).await;
-    let legacy = bcrypt::hash(
-        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(PASSWORD)),
-        4,
-    )
-    .unwrap();
+    let legacy = legacy_hash();
     db.client()
         .await
         .execute("UPDATE users SET password_hash = $1", &[&legacy])
@@ -168,14 +153,7 @@ async fn a_dormant_hash_from_before_the_pepper_is_wrapped_without_a_login() {
 
     // An upgraded server wraps it at start-up, before anyone logs in ...
     let app = TestServer::start(config).await;
-    let mut stored = stored_hash(&db).await;
-    for _ in 0..100 {
-        if !stored.starts_with("$2b$") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stored = stored_hash(&db).await;
-    }
+    let stored = stored_hash_once(&db, "v1p$").await;
     assert!(
         stored.starts_with("v1p$$2b$04$"),
         "not wrapped: {}",
@@ -192,16 +170,33 @@ async fn a_dormant_hash_from_before_the_pepper_is_wrapped_without_a_login() {
         "invalid_credentials",
     );
     app.login(&email, PASSWORD).await;
-    for _ in 0..100 {
-        if stored.starts_with("v2$") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stored = stored_hash(&db).await;
-    }
+    let stored = stored_hash_once(&db, "v2$").await;
     assert!(
         stored.starts_with("v2$$2b$04$"),
         "not replaced: {}",
         &stored[..10]
     );
+}
+
+/// A hash in the format of before the pepper: bcrypt of base64(SHA-256(password as typed)).
+fn legacy_hash() -> String {
+    bcrypt::hash(
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(PASSWORD)),
+        4,
+    )
+    .unwrap()
+}
+
+/// The stored hash once it starts with `prefix` (the server changes it in the background),
+/// or as it is after 5 s, for the caller's assertion to show.
+async fn stored_hash_once(db: &TestDb, prefix: &str) -> String {
+    let mut stored = stored_hash(db).await;
+    for _ in 0..100 {
+        if stored.starts_with(prefix) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stored = stored_hash(db).await;
+    }
+    stored
 }
