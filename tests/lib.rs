@@ -6,6 +6,8 @@
 //!   waits for a line, SIGTERM, the exit status.
 //! - [`cluster`]: a PostgreSQL cluster of a test's own (to stop, restart, or give TLS).
 //! - [`certificates`]: CA-signed and self-signed certificates made with `openssl`.
+//! - [`smtp`]: a real SMTP server (aiosmtpd) whose messages a test reads, decoded; one to
+//!   stop and restart; and a tarpit that accepts connections and never answers.
 //! - [`skip`]: what a test does when this machine cannot run it: says why, and under `CI`
 //!   fails instead of passing silently.
 //!
@@ -16,3 +18,4 @@ pub mod cluster;
 pub mod db;
 pub mod process;
 pub mod skip;
+pub mod smtp;

@@ -4,7 +4,8 @@
 //! to see what an in-process server cannot show: exit codes, start-up lines, signals. The
 //! caller builds the [`Command`] — the binary (only the server's own integration tests know
 //! its path, `CARGO_BIN_EXE_jobpath-server`), its arguments, environment and working
-//! directory — and [`ServerProcess`] runs and watches it.
+//! directory — and [`ServerProcess`] runs and watches it. The SMTP server of [`crate::smtp`],
+//! a Python process, is run and watched the same way.
 //!
 //! Output is read by threads of its own, not by the test's runtime: a test may block its
 //! runtime (a plain `std::net` request) while the server logs, and a pipe nobody drains
