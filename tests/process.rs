@@ -127,6 +127,12 @@ impl ServerProcess {
         assert!(status.success(), "kill -TERM {pid}");
     }
 
+    /// SIGKILL, as a crash or the OOM killer ends a process: nothing runs after it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("the process can be killed");
+        let _ = self.child.wait();
+    }
+
     /// Waits (up to `limit`) for the process to exit, then for its last lines; its status.
     pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;

@@ -61,6 +61,13 @@ pub enum ApiError {
     /// Ending other sessions needs a login within the re-authentication window.
     #[error("reauthentication required")]
     ReauthenticationRequired,
+    /// An emailed token or code that is wrong, expired or spent — never said which to the
+    /// client; `reason` is for the log.
+    #[error("invalid secret: {0}")]
+    InvalidSecret(&'static str),
+    /// `EMAIL_VERIFICATION=required` and the (correct) password's account is unverified.
+    #[error("email not verified")]
+    EmailNotVerified,
     #[error("not found")]
     NotFound,
     /// The change lost a race with another change of the same state (`reason` names it,
@@ -98,7 +105,9 @@ impl ApiError {
             | ApiError::MissingToken
             | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::ReauthenticationRequired => StatusCode::FORBIDDEN,
+            ApiError::ReauthenticationRequired
+            | ApiError::EmailNotVerified
+            | ApiError::InvalidSecret(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -122,6 +131,8 @@ impl ApiError {
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::ReauthenticationRequired => "reauthentication_required",
+            ApiError::InvalidSecret(_) => "invalid_secret",
+            ApiError::EmailNotVerified => "email_not_verified",
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -155,6 +166,12 @@ impl ApiError {
             ApiError::ReauthenticationRequired => {
                 "Ending other sessions needs a recent login; log in again and retry".into()
             }
+            ApiError::InvalidSecret(_) => {
+                "This link or code is invalid or has expired; ask for a new one".into()
+            }
+            ApiError::EmailNotVerified => {
+                "Verify your email address first; check your inbox or ask for a new email".into()
+            }
             ApiError::NotFound => "No such resource".into(),
             ApiError::Conflict(_) => {
                 "A concurrent request changed this first; nothing was changed".into()
@@ -186,6 +203,7 @@ impl ApiError {
             }
             ApiError::InvalidCredentials(reason)
             | ApiError::InvalidToken(reason)
+            | ApiError::InvalidSecret(reason)
             | ApiError::Conflict(reason) => Cow::Borrowed(reason),
             ApiError::WeakPassword(reason) => Cow::Borrowed(reason),
             ApiError::TooManyRequests { reason, .. } => Cow::Borrowed(reason),

@@ -19,6 +19,7 @@
 //! - [`errors`]: [`errors::ApiError`], the one error type of the request path.
 //! - [`metrics`]: the Prometheus registry of one server.
 //! - [`cli`]: the binary's commands (`serve`, `migrate`, `check-config`, `healthcheck`).
+//! - [`mail`]: the email outbox's sender (SMTP or the log), templates, emailed secrets.
 //! - [`maintenance`]: the background chores (idle connections, pruning).
 //! - [`config`]: environment → typed `Config`: the one list of variables, range checks,
 //!   `DATABASE_URL` parsed once.
@@ -38,6 +39,7 @@ pub mod errors;
 pub mod handlers;
 pub mod http;
 pub mod limits;
+pub mod mail;
 pub mod maintenance;
 pub mod metrics;
 pub mod spec;
@@ -62,11 +64,19 @@ pub struct App {
     state: Arc<AppState>,
     database: String,
     metrics_listener: Option<TcpListener>,
+    /// The outbox sender's transport and its `LISTEN` connection's target, started by
+    /// [`run`].
+    sender: (
+        mail::transport::Transport,
+        db::connect::Target,
+        db::tls::Tls,
+    ),
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
+        let listen_tls = tls.clone();
         let located = db::locate::locate(&config, &tls).await?;
         let pepper = auth::hasher::Pepper::new(config.password_pepper.expose().as_bytes());
         prepare_schema(
@@ -101,6 +111,8 @@ impl App {
         );
         let refresh = RefreshKeys::new(config.jwt_secret.expose().as_bytes());
         let devices = auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes());
+        let email_secrets = mail::secrets::SecretKeys::new(config.jwt_secret.expose().as_bytes());
+        let transport = mail::transport::Transport::new(&config.mail)?;
         Ok(App {
             state: Arc::new(AppState {
                 router: http::router::Router::new(config.metrics_public, config.docs_enabled),
@@ -114,11 +126,13 @@ impl App {
                 tokens,
                 refresh,
                 devices,
+                email_secrets,
                 metrics,
                 observer: std::sync::OnceLock::new(),
             }),
             database: located.description,
             metrics_listener: None,
+            sender: (transport, located.target, listen_tls),
         })
     }
 
@@ -144,9 +158,18 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
     let App {
         state,
         metrics_listener,
+        sender: (transport, listen_target, listen_tls),
         ..
     } = app;
     let maintenance = tokio::spawn(maintenance::run(Arc::clone(&state)));
+    let (stop_sender, sender_stop) = tokio::sync::watch::channel(false);
+    let sender = tokio::spawn(mail::sender::run(
+        Arc::clone(&state),
+        transport,
+        Some((listen_target, listen_tls)),
+        sender_stop,
+    ));
+    let sender_grace = state.config.mail.smtp_timeout * 2 + Duration::from_secs(1);
     let (stop_metrics, metrics_stop) = tokio::sync::oneshot::channel::<()>();
     let metrics = metrics_listener.map(|l| {
         tokio::spawn(http::serve(
@@ -170,6 +193,13 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
     let _ = stop_metrics.send(());
     if let Some(task) = metrics {
         let _ = task.await;
+    }
+    // The sender finishes the messages it is sending (each is bounded by twice
+    // SMTP_TIMEOUT_SECONDS), so none is left claimed after it was delivered.
+    let _ = stop_sender.send(true);
+    let abort = sender.abort_handle();
+    if tokio::time::timeout(sender_grace, sender).await.is_err() {
+        abort.abort();
     }
     maintenance.abort();
 }

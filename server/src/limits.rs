@@ -2,7 +2,8 @@
 //! login throttle, decided here and counted in PostgreSQL (`db::limits`) so that all
 //! instances share them.
 //!
-//! - Signup, login, refresh and password change are each limited per client IP
+//! - Signup, login, refresh, password change and the email operations (forgot, reset,
+//!   verify, resend) are each limited per client IP
 //!   (`RATE_LIMIT_*_PER_IP` requests per `RATE_LIMIT_WINDOW_SECONDS`, fixed windows).
 //! - Login and the current password of a password change are also throttled per account
 //!   (the normalised email, known or not, so the throttle reveals nothing about which
@@ -39,6 +40,14 @@ pub enum Action {
     Login,
     Refresh,
     PasswordChange,
+    /// `forgot_password`.
+    Forgot,
+    /// `reset_password` and `check_password_reset`.
+    Reset,
+    /// `verify_email`.
+    Verify,
+    /// `resend_verification`.
+    Resend,
 }
 
 impl Action {
@@ -48,6 +57,10 @@ impl Action {
             Action::Login => "login",
             Action::Refresh => "refresh",
             Action::PasswordChange => "password_change",
+            Action::Forgot => "forgot",
+            Action::Reset => "reset",
+            Action::Verify => "verify",
+            Action::Resend => "resend",
         }
     }
 
@@ -58,6 +71,10 @@ impl Action {
             Action::Login => limits.login_per_ip,
             Action::Refresh => limits.refresh_per_ip,
             Action::PasswordChange => limits.password_change_per_ip,
+            Action::Forgot => limits.forgot_per_ip,
+            Action::Reset => limits.reset_per_ip,
+            Action::Verify => limits.verify_per_ip,
+            Action::Resend => limits.resend_per_ip,
         }
     }
 }

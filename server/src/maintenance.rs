@@ -1,6 +1,7 @@
 //! Background chores of a running server, on one timer: closing idle overflow connections
 //! of the pool, pruning what has outlived its use — ended sessions, security events past
-//! `EVENT_RETENTION_DAYS`, rate-limit counters of ended windows — and wrapping password
+//! `EVENT_RETENTION_DAYS`, rate-limit counters of ended windows, delivered emails and used
+//! one-time secrets — and wrapping password
 //! hashes of before the pepper (`auth::hasher`) at start-up and hourly. Every instance runs
 //! them; each change is idempotent or compare-and-set, so instances sharing a database need
 //! no coordination.
@@ -10,6 +11,10 @@ use std::time::Duration;
 
 use crate::db;
 use crate::state::AppState;
+
+/// How long delivered and abandoned emails stay in the outbox, for investigation (their
+/// secrets are erased at once; the per-recipient limit counts the last hour).
+const OUTBOX_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How often idle overflow connections are closed, and old sessions pruned (every 20th).
 const EVERY: Duration = Duration::from_secs(30);
@@ -45,6 +50,11 @@ pub async fn run(state: Arc<AppState>) {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned old security events"),
                 Err(e) => tracing::warn!(error = %e, "pruning security events failed"),
+            }
+            match db::outbox::prune(&state.db, OUTBOX_KEPT).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned delivered emails and used secrets"),
+                Err(e) => tracing::warn!(error = %e, "pruning the outbox failed"),
             }
         }
         // Counters of ended windows are dead weight: drop them about once a minute.

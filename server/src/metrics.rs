@@ -51,6 +51,18 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EmailLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EmailFailureLabels {
+    kind: &'static str,
+    /// `transient` (retried), `permanent`, `attempts` (too many), `expired`.
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HashLabels {
     operation: &'static str,
 }
@@ -71,6 +83,10 @@ pub struct Metrics {
     logins: Family<OutcomeLabels, Counter>,
     signups: Counter,
     tokens_revoked: Counter,
+    emails_sent: Family<EmailLabels, Counter>,
+    email_failures: Family<EmailFailureLabels, Counter>,
+    outbox_depth: Gauge,
+    outbox_oldest_due: Gauge<f64, std::sync::atomic::AtomicU64>,
     hash: HashMetrics,
 }
 
@@ -89,6 +105,10 @@ impl Metrics {
             logins: Family::default(),
             signups: Counter::default(),
             tokens_revoked: Counter::default(),
+            emails_sent: Family::default(),
+            email_failures: Family::default(),
+            outbox_depth: Gauge::default(),
+            outbox_oldest_due: Gauge::default(),
             hash: HashMetrics::new(),
             registry: Registry::with_prefix("jobpath"),
         };
@@ -167,7 +187,45 @@ impl Metrics {
             "Access tokens revoked by logout",
             m.tokens_revoked.clone(),
         );
+        registry.register(
+            "emails_sent",
+            "Emails the SMTP server accepted (or the log mailer wrote), by kind",
+            m.emails_sent.clone(),
+        );
+        registry.register(
+            "email_failures",
+            "Failed email attempts by kind and class (transient: retried; permanent, \
+             attempts, expired: abandoned)",
+            m.email_failures.clone(),
+        );
+        registry.register(
+            "email_outbox_depth",
+            "Emails waiting for delivery (queued or being sent), all instances together",
+            m.outbox_depth.clone(),
+        );
+        registry.register_with_unit(
+            "email_outbox_oldest_due_age",
+            "How long the oldest due email has been waiting",
+            Unit::Seconds,
+            m.outbox_oldest_due.clone(),
+        );
         m
+    }
+
+    pub fn email_sent(&self, kind: &'static str) {
+        self.emails_sent.get_or_create(&EmailLabels { kind }).inc();
+    }
+
+    pub fn email_failed(&self, kind: &'static str, class: &'static str) {
+        self.email_failures
+            .get_or_create(&EmailFailureLabels { kind, class })
+            .inc();
+    }
+
+    /// The outbox as the sender last read it.
+    pub fn outbox_depth(&self, depth: i64, oldest_due_seconds: f64) {
+        self.outbox_depth.set(depth);
+        self.outbox_oldest_due.set(oldest_due_seconds);
     }
 
     /// The handle the hashing pool reports through.

@@ -1,5 +1,5 @@
-//! What every request can reach: configuration, database pool, hashing pool, token keys,
-//! metrics, and the route table. Built once by [`crate::App::build`], shared behind an `Arc`.
+//! What every request can reach: configuration, database pool, hashing pool, token and
+//! email-secret keys, metrics, and the route table. Built once by [`crate::App::build`], shared behind an `Arc`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::db::owners::OwnerLookups;
 use crate::http::router::{Router, Target};
+use crate::mail::secrets::SecretKeys;
 use crate::metrics::Metrics;
 
 pub struct AppState {
@@ -25,6 +26,8 @@ pub struct AppState {
     pub refresh: RefreshKeys,
     /// The key of device tokens' stored hashes.
     pub devices: DeviceKeys,
+    /// The keys of emailed tokens and codes.
+    pub email_secrets: SecretKeys,
     pub metrics: Metrics,
     pub router: Router,
     /// Sees every response just before it is sent. Unset in production; the test suite uses

@@ -109,6 +109,8 @@ async fn each_event_type_is_recorded_exactly_once() {
 
     let expected: BTreeMap<String, i64> = [
         ("signup", 2),
+        // Each signup queues its verification email (EMAIL_VERIFICATION=soft).
+        ("email_verification_sent", 2),
         ("login_failed/wrong_password", 1),
         ("login_failed/unknown_email", 1),
         ("login_failed/inactive", 1),
@@ -189,13 +191,19 @@ async fn events_are_listed_newest_first_in_pages_and_only_to_their_owner() {
     }
     assert_eq!(
         kinds,
-        ["refresh", "login_succeeded", "login_failed", "signup"],
+        [
+            "refresh",
+            "login_succeeded",
+            "login_failed",
+            "email_verification_sent",
+            "signup"
+        ],
         "newest first"
     );
     assert!(ids.windows(2).all(|w| w[0] > w[1]));
 
     let all = me.list_events().send().await.unwrap().into_inner();
-    assert_eq!(all.events.len(), 4);
+    assert_eq!(all.events.len(), 5);
     assert!(all.next_before.is_none());
 
     for query in ["limit=0", "limit=101", "limit=x", "before=0", "before=-3"] {
@@ -224,10 +232,11 @@ async fn events_older_than_the_retention_are_pruned() {
         )
         .await
         .unwrap();
-    assert_eq!(app.db.count("SELECT count(*) FROM auth_events").await, 3);
+    // signup, email_verification_sent, login_succeeded, and the old one.
+    assert_eq!(app.db.count("SELECT count(*) FROM auth_events").await, 4);
     let pruned = jobpath_server::db::events::prune(&app.state.db, app.state.config.event_retention)
         .await
         .unwrap();
     assert_eq!(pruned, 1);
-    assert_eq!(app.db.count("SELECT count(*) FROM auth_events").await, 2);
+    assert_eq!(app.db.count("SELECT count(*) FROM auth_events").await, 3);
 }

@@ -30,12 +30,17 @@ pub type ApiResult<T> = Result<ResponseValue<T>, jobpath_client::Error<types::Er
 
 /// Every test connects from 127.0.0.1: limits far above any test's traffic keep the
 /// counting path exercised without tripping it. `tests/api/limits.rs` sets real ones.
-pub const HIGH_LIMITS: [(&str, &str); 5] = [
+pub const HIGH_LIMITS: [(&str, &str); 10] = [
     ("RATE_LIMIT_SIGNUP_PER_IP", "1000000"),
     ("RATE_LIMIT_LOGIN_PER_IP", "1000000"),
     ("RATE_LIMIT_REFRESH_PER_IP", "1000000"),
     ("RATE_LIMIT_PASSWORD_CHANGE_PER_IP", "1000000"),
     ("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", "1000000"),
+    ("RATE_LIMIT_FORGOT_PER_IP", "1000000"),
+    ("RATE_LIMIT_RESET_PER_IP", "1000000"),
+    ("RATE_LIMIT_VERIFY_PER_IP", "1000000"),
+    ("RATE_LIMIT_RESEND_PER_IP", "1000000"),
+    ("RATE_LIMIT_EMAILS_PER_RECIPIENT_PER_HOUR", "1000000"),
 ];
 
 /// The configuration of a test server: low bcrypt cost, fixed secret, loopback, port 0.

@@ -11,6 +11,7 @@ mod connections;
 mod contract;
 mod credentials;
 mod docs;
+mod email;
 mod events;
 mod growth;
 mod guard;

@@ -27,6 +27,7 @@ pub struct CurrentUser {
     /// The session the access token belongs to.
     pub session_id: Uuid,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    pub email_verified: bool,
 }
 
 /// Verifies the bearer token of `headers` and that its session is live and its user active.
@@ -48,6 +49,7 @@ pub async fn require_user(state: &AppState, headers: &HeaderMap) -> Result<Curre
         email: owner.email,
         session_id: claims.sid,
         created_at: owner.created_at,
+        email_verified: owner.email_verified,
     })
 }
 

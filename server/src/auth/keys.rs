@@ -18,6 +18,10 @@ pub enum Purpose {
     RefreshSuccessor,
     /// Stored hashes of device tokens (`auth::device`).
     DeviceToken,
+    /// The token and code of an email, from the seed its outbox row keeps (`mail::secrets`).
+    EmailSecret,
+    /// Stored hashes of emailed tokens and codes (`mail::secrets`).
+    EmailSecretHash,
 }
 
 impl Purpose {
@@ -26,6 +30,8 @@ impl Purpose {
             Purpose::AccessToken => b"jobpath access-token signing v1",
             Purpose::RefreshSuccessor => b"jobpath refresh-token successor v1",
             Purpose::DeviceToken => b"jobpath device-token hash v1",
+            Purpose::EmailSecret => b"jobpath email secret from seed v1",
+            Purpose::EmailSecretHash => b"jobpath email secret hash v1",
         }
     }
 }
@@ -54,10 +60,14 @@ mod tests {
             derive(secret, Purpose::AccessToken),
             derive(secret, Purpose::RefreshSuccessor),
             derive(secret, Purpose::DeviceToken),
+            derive(secret, Purpose::EmailSecret),
+            derive(secret, Purpose::EmailSecretHash),
         ];
-        assert_ne!(keys[0], keys[1]);
-        assert_ne!(keys[0], keys[2]);
-        assert_ne!(keys[1], keys[2]);
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
         assert!(keys.iter().all(|k| !secret.starts_with(&k[..8])));
         assert_eq!(
             derive(secret, Purpose::AccessToken),

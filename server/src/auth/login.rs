@@ -30,6 +30,7 @@ pub struct Verified {
     pub email: String,
     /// The credential version the verified hash belongs to; the session records it.
     pub credential_version: i64,
+    pub email_verified: bool,
     /// The attempt's charge to the throttle, not yet refunded: the transaction that opens
     /// the session refunds it (`db::sessions::start`), saving a commit per login.
     pub attempt: Option<limits::Attempt>,
@@ -79,6 +80,7 @@ pub async fn verify(
         id: user.id,
         email: user.email,
         credential_version: user.credential_version,
+        email_verified: user.email_verified,
         attempt,
     })
 }

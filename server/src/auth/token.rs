@@ -36,6 +36,10 @@ pub struct Claims {
     pub sub: String,
     pub user_id: Uuid,
     pub email: String,
+    /// Whether the address was proven when the token was issued. Absent from tokens of
+    /// before email verification existed, which count as unverified.
+    #[serde(default)]
+    pub email_verified: bool,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
@@ -87,6 +91,7 @@ impl TokenKeys {
         &self,
         user_id: Uuid,
         email: &str,
+        email_verified: bool,
         sid: Uuid,
     ) -> Result<(String, Claims), ApiError> {
         let now = Utc::now().timestamp();
@@ -96,6 +101,7 @@ impl TokenKeys {
             sub: user_id.to_string(),
             user_id,
             email: email.to_owned(),
+            email_verified,
             iat: now,
             nbf: now,
             exp: now + self.ttl.as_secs() as i64,
@@ -174,7 +180,9 @@ mod tests {
     fn an_issued_token_verifies_with_all_claims() {
         let k = keys();
         let id = Uuid::new_v4();
-        let (token, claims) = k.issue(id, "ada@example.com", Uuid::new_v4()).unwrap();
+        let (token, claims) = k
+            .issue(id, "ada@example.com", false, Uuid::new_v4())
+            .unwrap();
         let back = k.verify(&token).unwrap();
         assert_eq!(back, claims);
         assert_eq!(back.exp - back.iat, 1800);
@@ -183,7 +191,9 @@ mod tests {
     #[test]
     fn alg_none_in_any_casing_is_refused() {
         let k = keys();
-        let (token, _) = k.issue(Uuid::new_v4(), "a@b.co", Uuid::new_v4()).unwrap();
+        let (token, _) = k
+            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .unwrap();
         let payload = token.split('.').nth(1).unwrap();
         for alg in ["none", "None", "NONE", "nOnE"] {
             let header = b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
@@ -207,6 +217,7 @@ mod tests {
             sub: id.to_string(),
             user_id: id,
             email: "a@b.co".into(),
+            email_verified: false,
             iat: now,
             nbf: now,
             exp: now + 60,
@@ -237,7 +248,9 @@ mod tests {
     #[test]
     fn the_raw_secret_signs_nothing_and_the_derived_key_only_access_tokens() {
         let k = keys();
-        let (token, claims) = k.issue(Uuid::new_v4(), "a@b.co", Uuid::new_v4()).unwrap();
+        let (token, claims) = k
+            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .unwrap();
         assert!(k.verify(&token).is_ok());
         assert!(k.verify(&raw(&claims, SECRET, Some(TYPE))).is_err());
         let key = crate::auth::keys::derive(SECRET, crate::auth::keys::Purpose::AccessToken);
@@ -250,7 +263,9 @@ mod tests {
     #[test]
     fn another_issuer_or_audience_and_missing_ones_are_refused() {
         let k = keys();
-        let (_, claims) = k.issue(Uuid::new_v4(), "a@b.co", Uuid::new_v4()).unwrap();
+        let (_, claims) = k
+            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .unwrap();
         for (iss, aud) in [
             ("someone-else", "jobpath"),
             ("jobpath-api", "another-service"),
@@ -282,7 +297,9 @@ mod tests {
     #[test]
     fn a_token_living_longer_than_configured_is_refused() {
         let k = keys();
-        let (_, mut claims) = k.issue(Uuid::new_v4(), "a@b.co", Uuid::new_v4()).unwrap();
+        let (_, mut claims) = k
+            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .unwrap();
         claims.exp = claims.iat + 1800 + LEEWAY_SECS as i64;
         assert!(k.verify(&k.sign(&claims).unwrap()).is_ok());
         claims.exp += 1;
@@ -294,7 +311,9 @@ mod tests {
     #[test]
     fn expired_and_not_yet_valid_tokens_are_refused() {
         let k = keys();
-        let (_, mut claims) = k.issue(Uuid::new_v4(), "a@b.co", Uuid::new_v4()).unwrap();
+        let (_, mut claims) = k
+            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .unwrap();
         let now = Utc::now().timestamp();
         claims.exp = now - 120;
         assert!(k.verify(&k.sign(&claims).unwrap()).is_err());

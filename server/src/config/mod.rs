@@ -21,9 +21,11 @@
 //! - [`secret`]: [`Secret`] (never in `Debug`) and the JWT key's rules.
 //! - [`network`]: CORS origins and trusted proxies.
 //! - [`dotenv`]: the `.env` file of development.
+//! - [`mail`]: the mailer, `SMTP_URL` (password hidden), links, emailed secrets' lifetimes.
 
 pub mod database_url;
 pub mod dotenv;
+pub mod mail;
 pub mod network;
 pub mod read;
 pub mod secret;
@@ -34,6 +36,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 pub use self::database_url::{DatabaseUrl, describe};
+pub use self::mail::{MailConfig, Mailer, SmtpServer, SmtpTls, Verification};
 pub use self::network::{Cidr, CorsOrigins, ProxyHeader, canonical};
 use self::read::Vars;
 pub use self::secret::{MIN_SECRET_BYTES, Secret};
@@ -106,6 +109,11 @@ pub const VARIABLES: &[&str] = &[
     "RATE_LIMIT_LOGIN_PER_IP",
     "RATE_LIMIT_REFRESH_PER_IP",
     "RATE_LIMIT_PASSWORD_CHANGE_PER_IP",
+    "RATE_LIMIT_FORGOT_PER_IP",
+    "RATE_LIMIT_RESET_PER_IP",
+    "RATE_LIMIT_VERIFY_PER_IP",
+    "RATE_LIMIT_RESEND_PER_IP",
+    "RATE_LIMIT_EMAILS_PER_RECIPIENT_PER_HOUR",
     "RATE_LIMIT_IPV6_PREFIX",
     "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
     "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
@@ -113,6 +121,14 @@ pub const VARIABLES: &[&str] = &[
     "TRUSTED_PROXIES",
     "TRUSTED_PROXY_HEADER",
     "EVENT_RETENTION_DAYS",
+    "MAILER",
+    "SMTP_URL",
+    "SMTP_FROM",
+    "SMTP_TIMEOUT_SECONDS",
+    "APP_BASE_URL",
+    "PASSWORD_RESET_TTL_MINUTES",
+    "EMAIL_VERIFICATION",
+    "EMAIL_VERIFICATION_TTL_HOURS",
     "DOCS_ENABLED",
     "METRICS_PUBLIC",
     "METRICS_HOST",
@@ -236,6 +252,8 @@ pub struct Config {
     pub trusted_proxy_header: ProxyHeader,
     /// How long security events are kept (`EVENT_RETENTION_DAYS`).
     pub event_retention: Duration,
+    /// The mailer, links and emailed secrets (`MAILER`, `SMTP_*`, `APP_BASE_URL`, …).
+    pub mail: MailConfig,
     /// Serve Swagger UI (`/docs`), ReDoc (`/redoc`) and their assets (`DOCS_ENABLED`; on in
     /// development, off in production). The spec itself (`/openapi.json`, `.yaml`) is
     /// always served: it is part of the API.
@@ -259,6 +277,12 @@ pub struct RateLimits {
     pub login_per_ip: u32,
     pub refresh_per_ip: u32,
     pub password_change_per_ip: u32,
+    /// `forgot_password`, `reset_password` (and `check_password_reset`), `verify_email`,
+    /// `resend_verification`.
+    pub forgot_per_ip: u32,
+    pub reset_per_ip: u32,
+    pub verify_per_ip: u32,
+    pub resend_per_ip: u32,
     /// Failed logins for one account (normalised email) before each further one imposes a
     /// delay, doubling from one second.
     pub login_failures_per_account: u32,
@@ -364,6 +388,10 @@ impl Config {
             login_per_ip: vars.parse("RATE_LIMIT_LOGIN_PER_IP", 60)?,
             refresh_per_ip: vars.parse("RATE_LIMIT_REFRESH_PER_IP", 120)?,
             password_change_per_ip: vars.parse("RATE_LIMIT_PASSWORD_CHANGE_PER_IP", 20)?,
+            forgot_per_ip: vars.parse("RATE_LIMIT_FORGOT_PER_IP", 10)?,
+            reset_per_ip: vars.parse("RATE_LIMIT_RESET_PER_IP", 20)?,
+            verify_per_ip: vars.parse("RATE_LIMIT_VERIFY_PER_IP", 20)?,
+            resend_per_ip: vars.parse("RATE_LIMIT_RESEND_PER_IP", 10)?,
             login_failures_per_account: vars.parse("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", 5)?,
             login_max_delay: Duration::from_secs(vars.range(
                 "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
@@ -373,8 +401,10 @@ impl Config {
             ipv6_prefix: vars.range("RATE_LIMIT_IPV6_PREFIX", 64, 16..=128)?,
             login_account_ceiling: vars.parse("RATE_LIMIT_LOGIN_ACCOUNT_CEILING", 100)?,
         };
+        let mail = read_mail(&vars, production, port)?;
 
         Ok(Config {
+            mail,
             app_name: vars
                 .get("APP_NAME")
                 .unwrap_or_else(|| "JobPath API".to_owned()),
@@ -572,6 +602,14 @@ impl Config {
                 "RATE_LIMIT_PASSWORD_CHANGE_PER_IP",
                 limits.password_change_per_ip.to_string(),
             ),
+            ("RATE_LIMIT_FORGOT_PER_IP", limits.forgot_per_ip.to_string()),
+            ("RATE_LIMIT_RESET_PER_IP", limits.reset_per_ip.to_string()),
+            ("RATE_LIMIT_VERIFY_PER_IP", limits.verify_per_ip.to_string()),
+            ("RATE_LIMIT_RESEND_PER_IP", limits.resend_per_ip.to_string()),
+            (
+                "RATE_LIMIT_EMAILS_PER_RECIPIENT_PER_HOUR",
+                self.mail.per_recipient_per_hour.to_string(),
+            ),
             (
                 "RATE_LIMIT_IPV6_PREFIX",
                 self.rate_limits.ipv6_prefix.to_string(),
@@ -601,6 +639,41 @@ impl Config {
                 self.trusted_proxy_header.name().to_owned(),
             ),
             ("EVENT_RETENTION_DAYS", days(self.event_retention)),
+            (
+                "MAILER",
+                match self.mail.mailer {
+                    Mailer::Smtp(_) => "smtp".to_owned(),
+                    Mailer::Log => "log".to_owned(),
+                },
+            ),
+            (
+                "SMTP_URL",
+                match &self.mail.mailer {
+                    Mailer::Smtp(server) => server.redacted(),
+                    Mailer::Log => "<unset>".to_owned(),
+                },
+            ),
+            ("SMTP_FROM", self.mail.from.clone()),
+            ("SMTP_TIMEOUT_SECONDS", secs(self.mail.smtp_timeout)),
+            (
+                "APP_BASE_URL",
+                match self.mail.app_base_url_default {
+                    true => format!("{} (this server's own pages)", self.mail.app_base_url),
+                    false => self.mail.app_base_url.clone(),
+                },
+            ),
+            (
+                "PASSWORD_RESET_TTL_MINUTES",
+                (self.mail.password_reset_ttl.as_secs() / MINUTE).to_string(),
+            ),
+            (
+                "EMAIL_VERIFICATION",
+                self.mail.verification.name().to_owned(),
+            ),
+            (
+                "EMAIL_VERIFICATION_TTL_HOURS",
+                (self.mail.verification_ttl.as_secs() / 3600).to_string(),
+            ),
             ("DOCS_ENABLED", self.docs_enabled.to_string()),
             ("METRICS_PUBLIC", self.metrics_public.to_string()),
             ("METRICS_HOST", self.metrics_host.to_string()),
@@ -613,6 +686,61 @@ impl Config {
     pub fn db_max_connections(&self) -> usize {
         self.db_pool_size + self.db_max_overflow
     }
+}
+
+/// The email settings; see [`mail`]. `port` is the public port, which the built-in pages'
+/// default address names.
+fn read_mail<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+    production: bool,
+    port: u16,
+) -> anyhow::Result<MailConfig> {
+    let smtp = vars
+        .get("SMTP_URL")
+        .map(|raw| SmtpServer::parse(&raw))
+        .transpose()?;
+    let mailer = match (vars.get("MAILER").map(|m| m.to_ascii_lowercase()), smtp) {
+        (Some(m), _) if m == "log" && production => bail!(
+            "MAILER=log in production: no email would ever be sent; set MAILER=smtp and SMTP_URL"
+        ),
+        (Some(m), _) if m == "log" => Mailer::Log,
+        (Some(m), Some(server)) if m == "smtp" => Mailer::Smtp(server),
+        (None, Some(server)) => Mailer::Smtp(server),
+        (Some(m), None) if m == "smtp" => bail!("MAILER=smtp needs SMTP_URL"),
+        (None, None) if production => bail!(
+            "SMTP_URL is not set; in production it is required (password reset and              verification emails must be delivered)"
+        ),
+        (None, None) => Mailer::Log,
+        (Some(other), _) => bail!("MAILER must be 'smtp' or 'log', got '{other}'"),
+    };
+    let (app_base_url, app_base_url_default) = match vars.get("APP_BASE_URL") {
+        Some(raw) => (mail::base_url(&raw).context("APP_BASE_URL")?, false),
+        None if production => bail!(
+            "APP_BASE_URL is not set; in production it is required (the address of the pages              emailed links open, e.g. https://app.example.com, or this server's own              https://api.example.com/account)"
+        ),
+        None => (format!("http://localhost:{port}/account"), true),
+    };
+    let from = match vars.get("SMTP_FROM") {
+        Some(raw) => mail::from_address(&raw).context("SMTP_FROM")?,
+        None => "JobPath <no-reply@localhost>".to_owned(),
+    };
+    Ok(MailConfig {
+        mailer,
+        from,
+        smtp_timeout: vars.seconds("SMTP_TIMEOUT_SECONDS", 10.0)?,
+        app_base_url,
+        app_base_url_default,
+        password_reset_ttl: Duration::from_secs(
+            MINUTE * vars.range("PASSWORD_RESET_TTL_MINUTES", 30, 1..=DAY / MINUTE)?,
+        ),
+        verification: vars.parse_with("EMAIL_VERIFICATION", Verification::Soft, |raw| {
+            Verification::parse(raw)
+        })?,
+        verification_ttl: Duration::from_secs(
+            3600 * vars.range("EMAIL_VERIFICATION_TTL_HOURS", 24, 1..=24 * 30)?,
+        ),
+        per_recipient_per_hour: vars.parse("RATE_LIMIT_EMAILS_PER_RECIPIENT_PER_HOUR", 5)?,
+    })
 }
 
 #[cfg(test)]
@@ -718,12 +846,50 @@ mod tests {
         assert!(!ok.jwt_secret_generated);
     }
 
-    const PRODUCTION: [(&str, &str); 4] = [
+    const PRODUCTION: [(&str, &str); 6] = [
         ("APP_ENV", "production"),
         ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
         ("PASSWORD_PEPPER", "Qm7rT2vX9kL4pW8nZ1cF6hJ3sD5gB0yE"),
         ("DATABASE_URL", "postgres://app@db/jobs"),
+        ("SMTP_URL", "smtp://mailer:s3cret-pw@mail.example.com"),
+        ("APP_BASE_URL", "https://app.example.com"),
     ];
+
+    #[test]
+    fn development_logs_mail_and_production_must_send_it_to_a_real_address() {
+        let dev = config(&[]).unwrap();
+        assert_eq!(dev.mail.mailer, Mailer::Log);
+        assert_eq!(dev.mail.app_base_url, "http://localhost:8000/account");
+        assert_eq!(dev.mail.verification, Verification::Soft);
+        assert_eq!(dev.mail.password_reset_ttl, Duration::from_secs(30 * 60));
+        let prod = config(&PRODUCTION).unwrap();
+        assert!(matches!(prod.mail.mailer, Mailer::Smtp(_)));
+        assert_eq!(prod.mail.app_base_url, "https://app.example.com");
+        let shown: Vec<_> = prod.effective();
+        let smtp = &shown.iter().find(|(k, _)| *k == "SMTP_URL").unwrap().1;
+        assert_eq!(smtp, "smtp://mailer:***@mail.example.com:587");
+        assert!(!format!("{prod:?}").contains("s3cret-pw"));
+        for (drop, add, named) in [
+            ("SMTP_URL", None, "SMTP_URL"),
+            ("APP_BASE_URL", None, "APP_BASE_URL"),
+            ("APP_ENV", Some(("MAILER", "log")), "MAILER"),
+        ] {
+            let mut vars: Vec<_> = PRODUCTION.into_iter().filter(|(k, _)| *k != drop).collect();
+            if drop == "APP_ENV" {
+                vars.push(("APP_ENV", "production"));
+            }
+            vars.extend(add);
+            let err = format!("{:#}", config(&vars).unwrap_err());
+            assert!(err.starts_with(named), "{err}");
+        }
+        let err = format!(
+            "{:#}",
+            config(&[("EMAIL_VERIFICATION", "maybe")]).unwrap_err()
+        );
+        assert!(err.contains("EMAIL_VERIFICATION"), "{err}");
+        let err = format!("{:#}", config(&[("MAILER", "smtp")]).unwrap_err());
+        assert!(err.contains("SMTP_URL"), "{err}");
+    }
 
     #[test]
     fn production_refuses_a_missing_weak_or_reused_pepper_and_development_has_a_fixed_one() {

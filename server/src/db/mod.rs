@@ -9,6 +9,8 @@
 //! - [`shared`]: the few connections all requests share for the hot read of `/auth/me`.
 //! - [`owners`]: that read, the owner of an access token, batched across requests.
 //! - [`events`]: the security event log.
+//! - [`secrets`]: one-time secrets (password reset, email verification) and their changes.
+//! - [`outbox`]: the email outbox as its sender sees it, and the `LISTEN` that wakes it.
 //! - [`limits`]: rate-limit counters and the login throttle, shared by all instances.
 //! - [`tls`]: TLS to PostgreSQL (`sslmode=require`, `DB_SSL_ROOT_CERT`).
 //!
@@ -27,7 +29,9 @@ pub mod events;
 pub mod limits;
 pub mod locate;
 pub mod migrate;
+pub mod outbox;
 pub mod owners;
+pub mod secrets;
 pub mod sessions;
 pub mod shared;
 pub mod tls;

@@ -48,10 +48,10 @@ const IN_FLIGHT: usize = SHARED_CONNECTIONS;
 /// `LIMIT 1` keeps the inner query from being flattened
 /// into a join, so each lookup stays two primary-key probes, whatever the planner thinks of
 /// the arrays' length.
-const LOOKUP: &str = "SELECT t.i, o.id, o.email, o.is_active, o.created_at, o.live
+const LOOKUP: &str = "SELECT t.i, o.id, o.email, o.is_active, o.created_at, o.live, o.verified
   FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS t(user_id, session_id, i)
   CROSS JOIN LATERAL (
-       SELECT u.id, u.email, u.is_active, u.created_at,
+       SELECT u.id, u.email, u.is_active, u.created_at, u.email_verified_at IS NOT NULL AS verified,
               s.ended_at IS NULL AND s.expires_at > now()
                 AND s.credential_version = u.credential_version AS live
          FROM users u JOIN sessions s ON s.user_id = u.id
@@ -67,6 +67,7 @@ pub struct TokenOwner {
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub session_live: bool,
+    pub email_verified: bool,
 }
 
 type Reply = Result<Option<TokenOwner>, ApiError>;
@@ -235,6 +236,7 @@ fn owners_by_position(
             is_active: row.try_get(3)?,
             created_at: row.try_get(4)?,
             session_live: row.try_get(5)?,
+            email_verified: row.try_get(6)?,
         });
     }
     Ok(owners)

@@ -26,7 +26,7 @@ use crate::errors::ApiError;
 /// Taken first by every transaction that starts or ends sessions or changes the password:
 /// a login waits for a password change in progress and then sees the new credential
 /// version, and concurrent logins count the user's sessions against the cap one at a time.
-const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE";
+pub(super) const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
 /// What a password change found.
 pub enum PasswordChange {
@@ -78,6 +78,7 @@ pub enum Rotation {
         session_id: Uuid,
         user_id: Uuid,
         email: String,
+        email_verified: bool,
         expires_at: DateTime<Utc>,
     },
     /// Unknown token, or its session has ended or expired, or its user is gone/inactive.
@@ -280,7 +281,7 @@ pub async fn rotate(
                         s.ended_at IS NULL AND s.expires_at > now() AND u.is_active
                             AND s.credential_version = u.credential_version
                             AND ($3::float8 = 0 OR s.last_used_at > now() - make_interval(secs => $3)),
-                        s.refresh_secret
+                        s.refresh_secret, u.email_verified_at IS NOT NULL
                    FROM refresh_tokens rt
                    JOIN sessions s ON s.id = rt.session_id
                    JOIN users u ON u.id = s.user_id
@@ -381,6 +382,7 @@ pub async fn rotate(
             session_id,
             user_id,
             email: row.get(2),
+            email_verified: row.get(8),
             expires_at: row.get(3),
         })
     })
@@ -559,13 +561,15 @@ pub async fn list(
 /// Stores a new password hash and ends every other session of the user, atomically —
 /// provided the caller's session `keep_session` is still live and the credential version
 /// is still `verified`, the one read with the hash the current password was checked
-/// against. The caller's session moves to the new version; every other one is ended.
+/// against. The caller's session moves to the new version; every other one is ended; the
+/// "password changed" notice (outbox row `notice_id`) is queued.
 pub async fn change_password(
     db: &Database,
     user_id: Uuid,
     keep_session: Uuid,
     verified: i64,
     new_hash: &str,
+    notice_id: Uuid,
     call: &Call,
 ) -> Result<PasswordChange, ApiError> {
     db.run(async |client| {
@@ -580,7 +584,7 @@ pub async fn change_password(
                     SET password_hash = $3, credential_version = credential_version + 1,
                         updated_at = now()
                   WHERE id = $1 AND credential_version = $7 AND EXISTS (SELECT 1 FROM me)
-                 RETURNING id, credential_version
+                 RETURNING id, email, credential_version
              ), kept AS (
                  UPDATE sessions SET credential_version = u.credential_version
                    FROM u WHERE sessions.id = $2
@@ -590,11 +594,20 @@ pub async fn change_password(
                     AND EXISTS (SELECT 1 FROM u)
                  RETURNING id
              ), e AS (
-                 {} SELECT 'password_changed', NULL, id, $2, $4, $5, $6 FROM u
+                 {event} SELECT 'password_changed', NULL, id, $2, $4, $5, $6 FROM u
+             ), o AS (
+                 {queue} SELECT $8, 'password_changed', id, email, NULL,
+                                now() + make_interval(hours => {ttl}) FROM u
+                 RETURNING id
+             ), n AS (
+                 {notify} FROM o
              )
              SELECT EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM u),
-                    (SELECT count(*) FROM ended)",
-            events::INSERT
+                    (SELECT count(*) FROM ended), (SELECT count(*) FROM n)",
+            event = events::INSERT,
+            queue = super::outbox::QUEUE,
+            notify = super::outbox::NOTIFY,
+            ttl = super::secrets::NOTICE_TTL_HOURS as i64,
         );
         let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
@@ -608,6 +621,7 @@ pub async fn change_password(
                     &call.user_agent,
                     &call.request_id(),
                     &verified,
+                    &notice_id,
                 ],
             )
             .await?;

@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::Database;
-use super::events;
+use super::{Database, events, outbox};
 use crate::auth::credentials::Email;
 use crate::call::Call;
 use crate::errors::ApiError;
+use crate::mail::secrets::Issued;
 
 /// A freshly created account.
 pub struct NewUser {
@@ -28,25 +28,47 @@ pub struct LoginRecord {
     pub is_active: bool,
     /// Read with the hash: what a session or a password change compares-and-sets on.
     pub credential_version: i64,
+    pub email_verified: bool,
 }
 
-/// Inserts an account and its `signup` event; the unique index on `lower(email)` decides
-/// races.
+/// Inserts an account and its `signup` event — and, with `verification` (the secret and
+/// its lifetime), its verification secret, the email that carries it, the
+/// `email_verification_sent` event and the sender's wake-up — in one statement; the unique
+/// index on `lower(email)` decides races.
 pub async fn insert(
     db: &Database,
     email: &Email,
     password_hash: &str,
+    verification: Option<(&Issued, std::time::Duration)>,
     call: &Call,
 ) -> Result<NewUser, ApiError> {
+    let secret = verification.map(|(issued, _)| issued);
     db.run(async |client| {
         let sql = format!(
             "WITH u AS (
-                 INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id, created_at
+                 INSERT INTO users (email, password_hash) VALUES ($1, $2)
+                 RETURNING id, email, created_at
              ), e AS (
-                 {} SELECT 'signup', NULL, id, NULL, $3, $4, $5 FROM u
+                 -- In this order, so the events' ids are: the signup, then the email.
+                 {event} SELECT kind, NULL, id, NULL, $3, $4, $5
+                   FROM u, (VALUES (1, 'signup'), (2, 'email_verification_sent')) AS k(n, kind)
+                  WHERE n = 1 OR $6::uuid IS NOT NULL
+                  ORDER BY n
+             ), s AS (
+                 INSERT INTO one_time_secrets (id, user_id, purpose, token_hash, code_hash, expires_at)
+                 SELECT $6, id, 'verify_email', $7, $8, now() + make_interval(secs => $9) FROM u
+                  WHERE $6::uuid IS NOT NULL
+                 RETURNING expires_at
+             ), o AS (
+                 {queue} SELECT $10, 'verify_email', u.id, u.email, $11, s.expires_at FROM u, s
+                 RETURNING id
+             ), n AS (
+                 {notify} FROM o
              )
-             SELECT id, created_at FROM u",
-            events::INSERT
+             SELECT id, created_at, (SELECT count(*) FROM n) FROM u",
+            event = events::INSERT,
+            queue = outbox::QUEUE,
+            notify = outbox::NOTIFY,
         );
         let stmt = client.prepare_cached(&sql).await?;
         match client
@@ -58,6 +80,12 @@ pub async fn insert(
                     &call.ip(),
                     &call.user_agent,
                     &call.request_id(),
+                    &secret.map(|s| s.secret_id),
+                    &secret.map(|s| s.token_hash.as_slice()),
+                    &secret.map(|s| s.code_hash.as_slice()),
+                    &verification.map_or(0.0, |(_, ttl)| ttl.as_secs_f64()),
+                    &secret.map(|s| s.outbox_id),
+                    &secret.map(|s| s.seed.as_slice()),
                 ],
             )
             .await
@@ -77,7 +105,8 @@ pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<Login
     db.run(async |client| {
         let stmt = client
             .prepare_cached(
-                "SELECT id, email, password_hash, is_active, credential_version
+                "SELECT id, email, password_hash, is_active, credential_version,
+                        email_verified_at IS NOT NULL
                    FROM users WHERE lower(email) = $1",
             )
             .await?;
@@ -88,6 +117,7 @@ pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<Login
             password_hash: Arc::from(r.get::<_, &str>(2)),
             is_active: r.get(3),
             credential_version: r.get(4),
+            email_verified: r.get(5),
         }))
     })
     .await

@@ -1,4 +1,5 @@
-//! The account itself: `signup`, `get_me` (the caller's account) and `change_password`.
+//! The account itself: `signup` (which queues the verification email), `get_me` (the
+//! caller's account) and `change_password` (which queues the "password changed" notice).
 
 use chrono::{DateTime, Utc};
 use http::{Request, StatusCode};
@@ -10,6 +11,7 @@ use super::Message;
 use crate::auth::credentials::{Email, Password};
 use crate::auth::guard::CurrentUser;
 use crate::call::Call;
+use crate::config::Verification;
 use crate::db;
 use crate::db::sessions::PasswordChange;
 use crate::errors::ApiError;
@@ -37,6 +39,7 @@ struct User<'a> {
     id: Uuid,
     email: &'a str,
     is_active: bool,
+    email_verified: bool,
     created_at: DateTime<Utc>,
 }
 
@@ -56,7 +59,17 @@ pub async fn signup(
     let password = Password::parse_new(body.password, &email, "password")?;
     limits::check(state, limits::Action::Signup, call, None, None).await?;
     let hash = state.hasher.hash(password).await?;
-    let user = db::users::insert(&state.db, &email, &hash, call).await?;
+    let mail = &state.config.mail;
+    let verification = (mail.verification != Verification::Off)
+        .then(|| (state.email_secrets.issue(), mail.verification_ttl));
+    let user = db::users::insert(
+        &state.db,
+        &email,
+        &hash,
+        verification.as_ref().map(|(s, ttl)| (s, *ttl)),
+        call,
+    )
+    .await?;
     tracing::info!(user_id = %user.id, "account created");
     state.metrics.signup();
     response::json(
@@ -78,6 +91,7 @@ pub fn get_me(user: CurrentUser) -> Result<Response, ApiError> {
             email: &user.email,
             // The guard refuses inactive accounts.
             is_active: true,
+            email_verified: user.email_verified,
             created_at: user.created_at,
         },
     )
@@ -132,6 +146,7 @@ pub async fn change_password(
         user.session_id,
         stored.credential_version,
         &hash,
+        Uuid::new_v4(),
         call,
     )
     .await?

@@ -9,6 +9,7 @@
 //! - [`account`]: signup, the caller's account, password change.
 //! - [`sessions`]: login, refresh, logout, the session list and revocation.
 //! - [`events`]: the caller's security events.
+//! - [`email`]: password reset and email verification (emailed token or code).
 //! - [`meta`]: health, the contract, the metrics scrape.
 //! - [`docs`]: Swagger UI and ReDoc, their assets embedded in the binary.
 //!
@@ -19,6 +20,7 @@
 
 pub mod account;
 pub mod docs;
+pub mod email;
 pub mod events;
 pub mod meta;
 pub mod sessions;
@@ -56,7 +58,10 @@ pub async fn dispatch(
     // its handler, and only those handlers can be given a `CurrentUser`.
     let mut guarded = match route.security() {
         Security::Bearer => Some(guard::require_user(state, req.headers()).await?),
-        Security::Public => None,
+        Security::Optional if req.headers().contains_key(http::header::AUTHORIZATION) => {
+            Some(guard::require_user(state, req.headers()).await?)
+        }
+        Security::Optional | Security::Public => None,
     };
     let mut user = || {
         guarded.take().ok_or_else(|| {
@@ -77,11 +82,25 @@ pub async fn dispatch(
         Route::ListSessions => sessions::list(state, user()?, query).await,
         Route::RevokeSession => sessions::revoke(state, &call, user()?, &params).await,
         Route::ListEvents => events::list(state, user()?, query).await,
+        Route::ForgotPassword => email::forgot_password(state, &call, req).await,
+        Route::CheckPasswordReset => email::check_password_reset(state, &call, req).await,
+        Route::ResetPassword => email::reset_password(state, &call, req).await,
+        Route::VerifyEmail => email::verify_email(state, &call, req).await,
+        Route::ResendVerification => {
+            email::resend_verification(state, &call, user().ok(), req).await
+        }
         Route::Liveness => meta::liveness(),
         Route::Readiness => meta::readiness(state).await,
         Route::OpenApiJson => Ok(meta::openapi_json()),
         Route::OpenApiYaml => Ok(meta::openapi_yaml()),
     }
+}
+
+/// A field that, when present, must be a string (not `null`), as the spec's
+/// non-nullable optional fields are.
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::Deserialize as _;
+    String::deserialize(d).map(Some)
 }
 
 /// `MessageResponse` in the spec.

@@ -7,11 +7,12 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Message, page_limit, query_param};
+use super::{Message, page_limit, present_string, query_param};
 use crate::auth::credentials::{Email, Password};
 use crate::auth::guard::CurrentUser;
 use crate::auth::{device, login as login_decision, refresh as refresh_token};
 use crate::call::Call;
+use crate::config::Verification;
 use crate::db;
 use crate::db::sessions::{Ending, LogoutScope, Revocation, Rotation};
 use crate::errors::ApiError;
@@ -26,6 +27,19 @@ struct UserSummary<'a> {
     id: Uuid,
     email: &'a str,
     is_active: bool,
+    email_verified: bool,
+}
+
+impl<'a> UserSummary<'a> {
+    /// A session is only ever opened or renewed for an active account.
+    fn active(id: Uuid, email: &'a str, email_verified: bool) -> Self {
+        UserSummary {
+            id,
+            email,
+            is_active: true,
+            email_verified,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -49,10 +63,6 @@ struct LoginBody {
     password: String,
     #[serde(default, deserialize_with = "present_string")]
     device_token: Option<String>,
-}
-
-fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -97,6 +107,20 @@ pub async fn login(
         ));
     }
     let user = login_decision::verify(state, call, &email, password, presented).await?;
+    // Only now, after a correct password: the refusal tells nothing to someone without it.
+    if state.config.mail.verification == Verification::Required && !user.email_verified {
+        limits::refund(state, user.attempt).await?;
+        db::events::record(
+            &state.db,
+            call,
+            "login_failed",
+            Some("email_not_verified"),
+            Some(user.id),
+            None,
+        )
+        .await?;
+        return Err(ApiError::EmailNotVerified);
+    }
     let (device_token, new_device) = device_token(state, user.id, presented).await?;
 
     let refresh = state.refresh.fresh();
@@ -120,8 +144,7 @@ pub async fn login(
     tracing::info!(user_id = %user.id, session_id = %session.id, "login succeeded");
     tokens_response(
         state,
-        user.id,
-        &user.email,
+        UserSummary::active(user.id, &user.email, user.email_verified),
         session.id,
         session.expires_at,
         &refresh,
@@ -153,14 +176,15 @@ async fn device_token(
 /// The login and refresh answer: a new access token for `session_id`, and its refresh token.
 fn tokens_response(
     state: &AppState,
-    user_id: Uuid,
-    email: &str,
+    user: UserSummary<'_>,
     session_id: Uuid,
     session_expires_at: DateTime<Utc>,
     refresh_token: &str,
     device_token: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let (token, _) = state.tokens.issue(user_id, email, session_id)?;
+    let (token, _) = state
+        .tokens
+        .issue(user.id, user.email, user.email_verified, session_id)?;
     response::json(
         StatusCode::OK,
         &TokenResponse {
@@ -170,11 +194,7 @@ fn tokens_response(
             refresh_token,
             refresh_expires_in: (session_expires_at - Utc::now()).num_seconds().max(1),
             session_id,
-            user: UserSummary {
-                id: user_id,
-                email,
-                is_active: true,
-            },
+            user,
             device_token,
         },
     )
@@ -213,11 +233,17 @@ pub async fn refresh(
             session_id,
             user_id,
             email,
+            email_verified,
             expires_at,
         } => {
             tracing::info!(%user_id, %session_id, "session refreshed");
             tokens_response(
-                state, user_id, &email, session_id, expires_at, &successor, None,
+                state,
+                UserSummary::active(user_id, &email, email_verified),
+                session_id,
+                expires_at,
+                &successor,
+                None,
             )
         }
         Rotation::Refused => Err(ApiError::InvalidToken(

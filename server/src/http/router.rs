@@ -29,6 +29,9 @@ pub enum Security {
     /// `Authorization: Bearer <access token>` of a live session (`bearerAuth`), checked by
     /// `auth::guard` before the handler runs.
     Bearer,
+    /// Either (`security: [{}, {bearerAuth: []}]`): a request with an `Authorization`
+    /// header is held to [`Security::Bearer`]'s check, one without is anonymous.
+    Optional,
 }
 
 /// Every operation of the API. Dispatch is an exhaustive `match` on this enum.
@@ -43,6 +46,11 @@ pub enum Route {
     ListSessions,
     RevokeSession,
     ListEvents,
+    ForgotPassword,
+    CheckPasswordReset,
+    ResetPassword,
+    VerifyEmail,
+    ResendVerification,
     Liveness,
     Readiness,
     OpenApiJson,
@@ -50,7 +58,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 18] = [
         Route::Signup,
         Route::Login,
         Route::GetMe,
@@ -60,6 +68,11 @@ impl Route {
         Route::ListSessions,
         Route::RevokeSession,
         Route::ListEvents,
+        Route::ForgotPassword,
+        Route::CheckPasswordReset,
+        Route::ResetPassword,
+        Route::VerifyEmail,
+        Route::ResendVerification,
         Route::Liveness,
         Route::Readiness,
         Route::OpenApiJson,
@@ -82,6 +95,19 @@ impl Route {
                 "revoke_session",
             ),
             Route::ListEvents => (Method::GET, "/auth/events", "list_events"),
+            Route::ForgotPassword => (Method::POST, "/auth/password/forgot", "forgot_password"),
+            Route::CheckPasswordReset => (
+                Method::POST,
+                "/auth/password/reset/check",
+                "check_password_reset",
+            ),
+            Route::ResetPassword => (Method::POST, "/auth/password/reset", "reset_password"),
+            Route::VerifyEmail => (Method::POST, "/auth/email/verify", "verify_email"),
+            Route::ResendVerification => (
+                Method::POST,
+                "/auth/email/verify/resend",
+                "resend_verification",
+            ),
             Route::Liveness => (Method::GET, "/health/live", "liveness"),
             Route::Readiness => (Method::GET, "/health/ready", "readiness"),
             Route::OpenApiJson => (Method::GET, "/openapi.json", "get_openapi_json"),
@@ -98,9 +124,14 @@ impl Route {
             | Route::ListSessions
             | Route::RevokeSession
             | Route::ListEvents => Security::Bearer,
+            Route::ResendVerification => Security::Optional,
             Route::Signup
             | Route::Login
             | Route::Refresh
+            | Route::ForgotPassword
+            | Route::CheckPasswordReset
+            | Route::ResetPassword
+            | Route::VerifyEmail
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
@@ -321,7 +352,11 @@ mod tests {
                         .flat_map(|r| r.as_object().unwrap().keys().map(String::as_str))
                         .collect();
                     assert_eq!(schemes, ["bearerAuth"], "{id}: unexpected security schemes");
-                    Security::Bearer
+                    // An empty requirement (`{}`) beside it makes the token optional.
+                    match reqs.iter().any(|r| r.as_object().unwrap().is_empty()) {
+                        true => Security::Optional,
+                        false => Security::Bearer,
+                    }
                 }
             };
             assert_eq!(route.security(), declared, "{id}");

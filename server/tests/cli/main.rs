@@ -8,6 +8,7 @@
 //! PostgreSQL (`TEST_DATABASE_URL`, as for the end-to-end suite) and port 0.
 
 mod container;
+mod outbox;
 mod production;
 mod variables;
 mod zero_config;
@@ -100,6 +101,10 @@ fn serve(db: &Database, vars: &[(&str, &str)]) -> ServerProcess {
         ("APP_ENV", "production"),
         ("JWT_SECRET_KEY", JWT_SECRET),
         ("PASSWORD_PEPPER", PEPPER),
+        // Nothing listens there: these tests send no email, and a message that is queued
+        // just waits.
+        ("SMTP_URL", "smtp://127.0.0.1:9?tls=none"),
+        ("APP_BASE_URL", "https://app.example.com"),
         ("HOST", "127.0.0.1"),
         ("PORT", "0"),
         ("METRICS_PORT", "0"),
@@ -196,6 +201,11 @@ fn check_config_prints_the_effective_configuration_with_secrets_redacted() {
             ("PASSWORD_PEPPER", PEPPER),
             ("BCRYPT_ROUNDS", "11"),
             ("METRICS_PORT", "9200"),
+            (
+                "SMTP_URL",
+                "smtps://mailer:s3cret-smtp-password@mail.example.com",
+            ),
+            ("APP_BASE_URL", "https://app.example.com"),
         ],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -207,11 +217,14 @@ fn check_config_prints_the_effective_configuration_with_secrets_redacted() {
         "BCRYPT_ROUNDS=11",
         "METRICS_PUBLIC=false",
         "METRICS_PORT=9200",
+        "MAILER=smtp",
+        "SMTP_URL=smtps://mailer:***@mail.example.com:465",
+        "APP_BASE_URL=https://app.example.com",
         "configuration is valid",
     ] {
         assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
     }
-    for secret in [db_password, JWT_SECRET, PEPPER] {
+    for secret in [db_password, JWT_SECRET, PEPPER, "s3cret-smtp-password"] {
         assert!(!stdout.contains(secret) && !stderr.contains(secret));
     }
 }

@@ -54,11 +54,13 @@ fn app_name_in(dir: &Path, vars: &[(&str, &str)]) -> String {
         .to_owned()
 }
 
-const PRODUCTION: [(&str, &str); 4] = [
+const PRODUCTION: [(&str, &str); 6] = [
     ("APP_ENV", "production"),
     ("JWT_SECRET_KEY", JWT_SECRET),
     ("PASSWORD_PEPPER", PEPPER),
     ("DATABASE_URL", "postgres://app@db.internal/jobs"),
+    ("SMTP_URL", "smtp://mail.internal"),
+    ("APP_BASE_URL", "https://app.example.com"),
 ];
 
 #[test]

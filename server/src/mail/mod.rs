@@ -1,0 +1,63 @@
+//! Email: what the service sends, and the sender that delivers the outbox.
+//!
+//! Nothing is sent from inside a request. A request that causes an email (a signup, a
+//! forgotten password, a password change) writes the message's row into `email_outbox` in
+//! the same transaction as the change that causes it (`db::secrets`, `db::users`,
+//! `db::sessions`) and returns; so a slow or failing mail server never slows or fails a
+//! request, and "this account exists" takes as long as "it does not". The [`sender`] task of
+//! every instance delivers the rows.
+//!
+//! - [`secrets`]: the link's token and the code, made from a seed the outbox row keeps, and
+//!   the keyed hashes `one_time_secrets` keeps.
+//! - [`templates`]: subject, text and HTML of each [`Kind`].
+//! - [`transport`]: SMTP with lettre, or development's log mailer.
+//! - [`sender`]: claims due rows, sends them, records each outcome, retries with backoff.
+
+pub mod secrets;
+pub mod sender;
+pub mod templates;
+pub mod transport;
+
+/// The kinds of message, as `email_outbox.kind` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The link and code that prove an address (signup, resend).
+    VerifyEmail,
+    /// The link and code that set a new password (forgot password).
+    PasswordReset,
+    /// The notice that the password was changed (change or reset).
+    PasswordChanged,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [
+        Kind::VerifyEmail,
+        Kind::PasswordReset,
+        Kind::PasswordChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::VerifyEmail => "verify_email",
+            Kind::PasswordReset => "password_reset",
+            Kind::PasswordChanged => "password_changed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// The page of `APP_BASE_URL` the message's link opens, for kinds that have one.
+    pub fn page(self) -> Option<&'static str> {
+        match self {
+            Kind::VerifyEmail => Some("verify-email"),
+            Kind::PasswordReset => Some("reset-password"),
+            Kind::PasswordChanged => None,
+        }
+    }
+}
+
+/// The channel `LISTEN`/`NOTIFY` wakes the senders on; a transaction that queues a message
+/// notifies it, and PostgreSQL delivers the notification when that transaction commits.
+pub const CHANNEL: &str = "email_outbox";

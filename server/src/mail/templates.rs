@@ -1,0 +1,152 @@
+//! The messages: a subject, a plain-text part and an HTML part for each [`Kind`], with
+//! `APP_NAME` and links to `APP_BASE_URL`.
+//!
+//! Compiled in, as plain `format!` templates: three short messages do not need a template
+//! engine, and a typo in one is a compile error rather than a broken email. The HTML part
+//! is the text part's content with its values escaped; it loads nothing (no images, no
+//! tracking pixels, no remote styles), so a mail client has nothing to fetch and a mail
+//! scanner nothing to follow but the one link. Every link is to the front end
+//! (`APP_BASE_URL`), never to an address taken from a request.
+
+use super::Kind;
+
+/// What a message says, before it becomes MIME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The values a message is written from.
+pub struct Context<'a> {
+    pub app_name: &'a str,
+    /// The link (with its token) and the code, for messages that carry a secret.
+    pub secret: Option<(&'a str, &'a str)>,
+    /// How long the secret is valid, in words ("30 minutes").
+    pub valid_for: &'a str,
+}
+
+pub fn render(kind: Kind, cx: &Context<'_>) -> Rendered {
+    let app = cx.app_name;
+    let (link, code) = cx.secret.unwrap_or(("", ""));
+    let (subject, intro, action, after) = match kind {
+        Kind::VerifyEmail => (
+            format!("Confirm your email address for {app}"),
+            format!("Someone, hopefully you, created a {app} account with this address."),
+            "Confirm my email address",
+            format!(
+                "The link and the code work for {}. If you did not create this account, \
+                 ignore this email: nothing happens without the link or the code.",
+                cx.valid_for
+            ),
+        ),
+        Kind::PasswordReset => (
+            format!("Reset your {app} password"),
+            format!("Someone, hopefully you, asked to reset the password of your {app} account."),
+            "Choose a new password",
+            format!(
+                "The link and the code work once, for {}; asking again makes this one stop \
+                 working. If you did not ask, ignore this email: your password stays as it is.",
+                cx.valid_for
+            ),
+        ),
+        Kind::PasswordChanged => (
+            format!("Your {app} password was changed"),
+            format!(
+                "The password of your {app} account was just changed, and every session \
+                 that was signed in with the old one has ended."
+            ),
+            "",
+            "If this was not you, reset your password at once with \"Forgot password\" on \
+             the sign-in page, and review your account's recent activity."
+                .to_owned(),
+        ),
+    };
+    let text = match cx.secret {
+        Some(_) => format!(
+            "{intro}\n\n{action}:\n{link}\n\nOr enter this code: {code}\n\n{after}\n\n-- \n{app}\n"
+        ),
+        None => format!("{intro}\n\n{after}\n\n-- \n{app}\n"),
+    };
+    let body = match cx.secret {
+        Some(_) => format!(
+            "<p>{}</p>\n<p><a href=\"{}\">{}</a></p>\n<p>Or enter this code: \
+             <strong style=\"font-family:monospace;font-size:1.3em\">{}</strong></p>\n<p>{}</p>",
+            escape(&intro),
+            escape(link),
+            escape(action),
+            escape(code),
+            escape(&after)
+        ),
+        None => format!("<p>{}</p>\n<p>{}</p>", escape(&intro), escape(&after)),
+    };
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
+         <body style=\"font-family:sans-serif;line-height:1.5\">\n{body}\n<p>&mdash; {}</p>\n\
+         </body></html>\n",
+        escape(&subject),
+        escape(app)
+    );
+    Rendered {
+        subject,
+        text,
+        html,
+    }
+}
+
+/// HTML text and attribute escaping.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_carries_its_link_and_code_in_both_parts_and_loads_nothing() {
+        let link = "https://app.example.com/reset-password#token=abc";
+        let r = render(
+            Kind::PasswordReset,
+            &Context {
+                app_name: "Job<Path>",
+                secret: Some((link, "12345678")),
+                valid_for: "30 minutes",
+            },
+        );
+        assert!(r.text.contains(link) && r.text.contains("12345678"));
+        assert!(r.html.contains(&format!("href=\"{link}\"")));
+        assert!(r.html.contains("12345678"));
+        assert!(
+            r.html.contains("Job&lt;Path&gt;"),
+            "the app name is escaped"
+        );
+        assert!(!r.html.contains("<img") && !r.html.contains("src="));
+        assert_eq!(r.html.matches("href=").count(), 1);
+    }
+
+    #[test]
+    fn a_notice_has_no_link() {
+        let r = render(
+            Kind::PasswordChanged,
+            &Context {
+                app_name: "JobPath",
+                secret: None,
+                valid_for: "",
+            },
+        );
+        assert!(!r.text.contains("http") && !r.html.contains("href"));
+    }
+}
