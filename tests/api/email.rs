@@ -580,7 +580,7 @@ async fn a_resend_replaces_the_code_and_the_code_verifies() {
     };
     resend(Some(&email)).await.expect("202");
     resend(Some(&unique_email())).await.expect("202 for anyone");
-    expect_error(resend(None).await, 422, "validation_error");
+    expect_error(resend(None).await, 401, "missing_token");
     let both = mail.wait_for_to(&email, 2, DELIVERY).await;
     let verify_code = |code: String| {
         app.api
@@ -768,4 +768,56 @@ async fn a_permanent_refusal_abandons_the_message_and_erases_its_secret() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(mail.messages().is_empty());
+}
+
+#[tokio::test]
+async fn no_log_line_holds_a_token_a_link_a_code_or_the_address_and_the_metrics_count() {
+    let capture = crate::capture::Capture::start();
+    let (app, mail) = app_with_mail(|c| c.mail.verification = Verification::Off).await;
+    let email = unique_email();
+    let tempfail = format!("tempfail-{}@example.com", uuid::Uuid::new_v4().simple());
+    app.signup(&tempfail, PASSWORD).await;
+    forgot(&app, &tempfail).await.unwrap();
+    let message = reset_mail(&app, &mail, &email).await;
+    let token = link_token(&message, "reset-password");
+    let code = code(&message);
+    reset_with_token(&app, &token, NEW_PASSWORD).await.unwrap();
+    mail.wait_for_to(&email, 2, DELIVERY).await;
+
+    let text = capture.text();
+    let json = capture.json();
+    assert!(
+        text.contains("email sent"),
+        "the sender logs its work:\n{text}"
+    );
+    for secret in [
+        token.as_str(),
+        code.as_str(),
+        email.as_str(),
+        tempfail.as_str(),
+        "#token=",
+    ] {
+        assert!(!text.contains(secret), "the log holds {secret}");
+        assert!(!json.contains(secret), "the JSON log holds {secret}");
+    }
+
+    let url = app.metrics_url.as_ref().expect("a metrics listener");
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        let scrape = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let has = |line: &str| scrape.lines().any(|l| l.starts_with(line));
+        if has(r#"jobpath_emails_sent_total{kind="password_reset"} 1"#)
+            && has(r#"jobpath_emails_sent_total{kind="password_changed"} 1"#)
+            && has(r#"jobpath_email_failures_total{kind="password_reset",class="transient"}"#)
+            && has("jobpath_email_outbox_depth 1")
+            && has("jobpath_email_outbox_oldest_due_age_seconds")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed it:\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

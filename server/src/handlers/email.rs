@@ -117,10 +117,10 @@ fn presented(
         }
         (None, Some(email), Some(code)) => {
             let email = Email::normalise_for_lookup(&email)?;
-            if code.is_empty() || code.chars().count() > 32 {
+            if !(8..=32).contains(&code.chars().count()) {
                 return Err(ApiError::validation(
                     "code",
-                    "code must be 1 to 32 characters",
+                    "code must be 8 to 32 characters",
                 ));
             }
             let code = normalise_code(&code)
@@ -363,12 +363,8 @@ pub async fn resend_verification(
     let email = match (&user, given) {
         (Some(user), _) => Email::normalise_for_lookup(&user.email)?,
         (None, Some(email)) => email,
-        (None, None) => {
-            return Err(ApiError::validation(
-                "email",
-                "email is required without a bearer token",
-            ));
-        }
+        // Nobody named: the caller must say who, with a token (or an address).
+        (None, None) => return Err(ApiError::MissingToken),
     };
     limits::check(
         state,
