@@ -821,3 +821,31 @@ async fn no_log_line_holds_a_token_a_link_a_code_or_the_address_and_the_metrics_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn concurrent_requests_for_one_address_leave_one_live_secret() {
+    let (app, mail) = app_with_mail(|c| c.mail.verification = Verification::Off).await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    let asked = futures::future::join_all((0..6).map(|_| forgot(&app, &email))).await;
+    assert!(asked.iter().all(Result::is_ok));
+    let live = app
+        .db
+        .count("SELECT count(*) FROM one_time_secrets WHERE consumed_at IS NULL")
+        .await;
+    assert_eq!(live, 1, "one live reset secret, whatever the interleaving");
+    // Only the newest email's link works.
+    let all = mail.wait_for_to(&email, 6, DELIVERY).await;
+    let mut usable = 0;
+    for message in &all {
+        let token = link_token(message, "reset-password");
+        let status = app
+            .api
+            .check_password_reset()
+            .body(types::SecretToken::builder().token(token.as_str()))
+            .send()
+            .await;
+        usable += usize::from(status.is_ok());
+    }
+    assert_eq!(usable, 1, "{} emails", all.len());
+}
