@@ -849,3 +849,6 @@ async fn concurrent_requests_for_one_address_leave_one_live_secret() {
     }
     assert_eq!(usable, 1, "{} emails", all.len());
 }
+
+/// Findings of the security review of the email feature: each test states what should hold.
+mod review;
