@@ -63,6 +63,11 @@ pub async fn issue(
     let (purpose, event) = purpose(issue.kind);
     db.run(async |client| {
         let tx = client.transaction().await?;
+        // The unknown-address path is read-only and commits without waiting for a WAL
+        // flush; the known one writes. Without this, the flush is a timing oracle of which
+        // addresses have accounts. Losing a just-queued email in a crash is acceptable: the
+        // answer promised nothing.
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             &[&ISSUE_LOCK_CLASS, &email],
@@ -141,13 +146,12 @@ pub async fn find_reset(db: &Database, token_hash: &[u8]) -> Result<Option<Reset
                 "SELECT s.id, s.user_id, u.email, s.expires_at
                    FROM one_time_secrets s JOIN users u ON u.id = s.user_id
                   WHERE s.token_hash = $1 AND s.purpose = 'password_reset'
-                    AND s.consumed_at IS NULL AND s.expires_at > now()
-                    AND s.attempts < $2 AND u.is_active",
+                    AND s.consumed_at IS NULL AND s.expires_at > now() AND u.is_active",
             )
             .await?;
-        let row = client
-            .query_opt(&stmt, &[&token_hash, &MAX_CODE_ATTEMPTS])
-            .await?;
+        // No attempt limit here: wrong codes (which anyone knowing the address can type)
+        // spend the code, never the 256-bit link.
+        let row = client.query_opt(&stmt, &[&token_hash]).await?;
         Ok(row.map(|r| ResetTarget {
             secret_id: r.get(0),
             user_id: r.get(1),
@@ -175,6 +179,13 @@ pub async fn count_code_attempt(
 ) -> Result<Option<CodeAttempt>, ApiError> {
     let (purpose, _) = purpose(kind);
     db.run(async |client| {
+        // Asynchronous commit, as in `issue`: an address with a live secret must not cost a
+        // WAL flush more than one without (the attempt is still counted before comparing;
+        // a crash can at worst forget the last attempts).
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+        let client = &tx;
         let stmt = client
             .prepare_cached(
                 "UPDATE one_time_secrets s SET attempts = attempts + 1
@@ -188,6 +199,7 @@ pub async fn count_code_attempt(
         let row = client
             .query_opt(&stmt, &[&email, &purpose, &MAX_CODE_ATTEMPTS])
             .await?;
+        tx.commit().await?;
         Ok(row.map(|r| CodeAttempt {
             secret_id: r.get(0),
             user_id: r.get(1),
@@ -312,7 +324,7 @@ async fn verify(
     db.run(async |client| {
         let sql = format!(
             "WITH t AS (
-                 SELECT id, user_id, consumed_at IS NULL AND expires_at > now() AND attempts < $2 AS live
+                 SELECT id, user_id, consumed_at IS NULL AND expires_at > now() AS live
                    FROM one_time_secrets WHERE {by} AND purpose = 'verify_email'
              ), c AS (
                  UPDATE one_time_secrets SET consumed_at = now()
@@ -323,30 +335,42 @@ async fn verify(
                   WHERE id IN (SELECT user_id FROM c) AND is_active
                  RETURNING id
              ), e AS (
-                 {event} SELECT 'email_verified', NULL, id, NULL, $3, $4, $5 FROM u
+                 {event} SELECT 'email_verified', NULL, id, NULL, $2, $3, $4 FROM u
              )
              SELECT (SELECT count(*) FROM u),
                     EXISTS (SELECT 1 FROM t JOIN users ON users.id = t.user_id
-                             WHERE users.email_verified_at IS NOT NULL AND users.is_active)",
+                             WHERE users.email_verified_at IS NOT NULL AND users.is_active),
+                    (SELECT user_id FROM t)",
             event = events::INSERT,
         );
         let stmt = client.prepare_cached(&sql).await?;
         let row = client
             .query_one(
                 &stmt,
-                &[
-                    key,
-                    &MAX_CODE_ATTEMPTS,
-                    &call.ip(),
-                    &call.user_agent,
-                    &call.request_id(),
-                ],
+                &[key, &call.ip(), &call.user_agent, &call.request_id()],
             )
             .await?;
         Ok(match (row.get::<_, i64>(0), row.get::<_, bool>(1)) {
             (1, _) => Verification::Verified,
             (_, true) => Verification::AlreadyVerified,
-            _ => Verification::Invalid,
+            _ => match row.get::<_, Option<uuid::Uuid>>(2) {
+                // The secret exists but a concurrent use consumed it first: that statement's
+                // snapshot predates the winner's commit. A new statement sees it.
+                Some(user_id) => {
+                    let verified = client
+                        .query_one(
+                            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1
+                                              AND email_verified_at IS NOT NULL AND is_active)",
+                            &[&user_id],
+                        )
+                        .await?;
+                    match verified.get::<_, bool>(0) {
+                        true => Verification::AlreadyVerified,
+                        false => Verification::Invalid,
+                    }
+                }
+                None => Verification::Invalid,
+            },
         })
     })
     .await

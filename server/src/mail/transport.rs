@@ -86,8 +86,12 @@ impl Transport {
             Transport::Smtp { smtp, deadline, .. } => {
                 match tokio::time::timeout(*deadline, smtp.send(message)).await {
                     Ok(Ok(_positive)) => Ok(()),
-                    Ok(Err(e)) if e.is_permanent() => Err(Failure::Permanent(describe(&e))),
-                    Ok(Err(e)) => Err(Failure::Transient(describe(&e))),
+                    // SMTP replies often quote the recipient ("550 5.1.1 <ada@…>: Recipient
+                    // address rejected"): the text goes to the log and to last_error.
+                    Ok(Err(e)) if e.is_permanent() => {
+                        Err(Failure::Permanent(redact(&describe(&e), msg.to)))
+                    }
+                    Ok(Err(e)) => Err(Failure::Transient(redact(&describe(&e), msg.to))),
                     Err(_) => Err(Failure::Transient(format!(
                         "no answer from the SMTP server within {deadline:?}"
                     ))),
@@ -155,6 +159,23 @@ fn describe(e: &lettre::transport::smtp::Error) -> String {
         source = s.source();
     }
     text.chars().take(500).collect()
+}
+
+/// `text` with every occurrence of `address` (ASCII case-insensitively) masked.
+fn redact(text: &str, address: &str) -> String {
+    if address.is_empty() {
+        return text.to_owned();
+    }
+    let (hay, needle) = (text.to_ascii_lowercase(), address.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(found) = hay[at..].find(&needle) {
+        out.push_str(&text[at..at + found]);
+        out.push_str(&mask(address));
+        at += found + needle.len();
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// The log mailer's output: the whole message, readable, between markers that say it was
@@ -242,6 +263,18 @@ mod tests {
         assert!(formatted.contains("Auto-Submitted: auto-generated"));
         assert!(formatted.contains("multipart/alternative"));
         assert!(formatted.contains("text/plain") && formatted.contains("text/html"));
+    }
+
+    #[test]
+    fn smtp_replies_lose_the_recipients_address() {
+        assert_eq!(
+            redact(
+                "550 5.1.1 <Ada@Example.com>: Recipient address rejected",
+                "ada@example.com"
+            ),
+            "550 5.1.1 <a…@example.com>: Recipient address rejected"
+        );
+        assert_eq!(redact("451 try later", "ada@example.com"), "451 try later");
     }
 
     #[test]
