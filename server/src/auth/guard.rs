@@ -16,6 +16,7 @@ use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use uuid::Uuid;
 
+use crate::config::Verification;
 use crate::errors::ApiError;
 use crate::state::AppState;
 
@@ -43,6 +44,11 @@ pub async fn require_user(state: &AppState, headers: &HeaderMap) -> Result<Curre
     }
     if !owner.is_active {
         return Err(ApiError::InvalidToken("user inactive"));
+    }
+    // A session an unverified account opened before EMAIL_VERIFICATION became `required`
+    // is held to the rule login now applies (the lookup reads the flag anyway).
+    if !owner.email_verified && state.config.mail.verification == Verification::Required {
+        return Err(ApiError::InvalidToken("email not verified"));
     }
     Ok(CurrentUser {
         id: owner.id,

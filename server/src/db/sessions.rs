@@ -389,6 +389,27 @@ pub async fn rotate(
     .await
 }
 
+/// Whether the account of the session whose refresh token hashes to `presented` has a
+/// verified address; `None` for an unknown token.
+pub async fn owner_verified(db: &Database, presented: &[u8]) -> Result<Option<bool>, ApiError> {
+    db.run(async |client| {
+        let stmt = client
+            .prepare_cached(
+                "SELECT u.email_verified_at IS NOT NULL
+                   FROM refresh_tokens rt
+                   JOIN sessions s ON s.id = rt.session_id
+                   JOIN users u ON u.id = s.user_id
+                  WHERE rt.token_hash = $1",
+            )
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&presented])
+            .await?
+            .map(|r| r.get(0)))
+    })
+    .await
+}
+
 /// Ends the sessions `scope` names, provided the caller's own session is still live and
 /// the user active. Returns false otherwise (a concurrent or repeated logout, say).
 pub async fn end(

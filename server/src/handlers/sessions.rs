@@ -214,9 +214,17 @@ pub async fn refresh(
         ));
     }
     limits::check(state, limits::Action::Refresh, call, None, None).await?;
+    let hash = refresh_token::hash(&presented);
+    // Under `required`, a session an unverified account opened before the switch is not
+    // renewed — checked before the rotation, so the token stays unspent for later.
+    if state.config.mail.verification == Verification::Required
+        && db::sessions::owner_verified(&state.db, &hash).await? == Some(false)
+    {
+        return Err(ApiError::InvalidToken("email not verified"));
+    }
     let rotation = db::sessions::rotate(
         &state.db,
-        &refresh_token::hash(&presented),
+        &hash,
         |session_secret| {
             let successor = state.refresh.successor(session_secret, &presented);
             let hash = refresh_token::hash(&successor);
