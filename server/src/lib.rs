@@ -8,7 +8,8 @@
 //!   against `openapi.yaml` (`http::router`), bodies, responses and CORS.
 //! - [`call`]: where a request comes from (id, client address, user agent).
 //! - [`handlers`]: `dispatch`, the match from route to handler; one function per
-//!   `operationId`; the documentation pages and the metrics scrape.
+//!   `operationId`; the documentation pages, the account pages emailed links open, and the
+//!   metrics scrape.
 //! - [`auth`]: the guard of every protected operation (`auth::guard`), the login decision,
 //!   email/password types, bcrypt on a bounded thread pool, JWTs, refresh tokens.
 //! - [`limits`]: per-IP rate limits and the per-account login throttle (shared through

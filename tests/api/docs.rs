@@ -1,67 +1,12 @@
 //! The interactive documentation: served correctly, and working in a real browser.
 //!
-//! The browser tests drive Debian's `chromium` with playwright-core (`tests/browser/`,
-//! pinned in its package-lock.json; playwright downloads no browser of its own). The first
-//! browser test of a run installs what is missing: chromium through
-//! `tests/browser/install-chromium.sh` (as root; otherwise it fails saying how to install
-//! it), and playwright-core with `npm ci` into the target directory. Nothing is skipped.
+//! The browser tests run Chromium through the shared machinery of `crate::browser`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 
 use reqwest::Method;
 
 use crate::helpers::{TestApp, spawn_app, unique_email};
-
-fn browser_sources() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-fn run(cmd: &mut Command, what: &str) {
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {:?}: {e}", cmd.get_program()));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Chromium installed and playwright-core unpacked next to the driver script; the directory
-/// to run the script in. Done once per test process; `npm ci` only when the lock file
-/// changed.
-fn browser_driver() -> &'static Path {
-    static READY: OnceLock<PathBuf> = OnceLock::new();
-    READY.get_or_init(|| {
-        run(
-            Command::new("bash").arg(browser_sources().join("install-chromium.sh")),
-            "installing chromium (tests/browser/install-chromium.sh)",
-        );
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-        std::fs::create_dir_all(&dir).unwrap();
-        let lock = std::fs::read_to_string(browser_sources().join("package-lock.json")).unwrap();
-        let stamp = dir.join("package-lock.installed");
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
-            for file in ["package.json", "package-lock.json"] {
-                std::fs::copy(browser_sources().join(file), dir.join(file)).unwrap();
-            }
-            run(
-                Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                    .current_dir(&dir),
-                "npm ci for playwright-core (needs node and npm: apt-get install nodejs npm)",
-            );
-            std::fs::write(&stamp, lock).unwrap();
-        }
-        // Copied every run: the script is ours and changes with the tests.
-        std::fs::copy(browser_sources().join("docs.mjs"), dir.join("docs.mjs")).unwrap();
-        dir
-    })
-}
 
 /// Every operation of `openapi.yaml`, as the driver script wants them.
 fn operations() -> (usize, String) {
@@ -83,23 +28,15 @@ fn operations() -> (usize, String) {
 
 /// Runs the driver script against `app`; panics with its report if it fails.
 async fn browse(app: &TestApp, mode: &str, email: Option<&str>) -> String {
-    let dir = tokio::task::spawn_blocking(browser_driver).await.unwrap();
     let (_, operations) = operations();
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg("docs.mjs")
-        .arg(&app.base_url)
-        .arg(mode)
-        .args(email)
-        .env("JOBPATH_OPERATIONS", operations)
-        .current_dir(dir);
-    let output = cmd.output().await.expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "the browser check of {mode} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let mut args = vec![app.base_url.as_str(), mode];
+    args.extend(email);
+    crate::browser::drive(
+        "docs.mjs",
+        &args,
+        &[("JOBPATH_OPERATIONS", operations.as_str())],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,9 +159,10 @@ async fn the_pages_and_their_assets_are_served_with_types_caching_and_a_strict_c
 
 /// `DOCS_ENABLED=false` (the production default) takes the pages and their assets away —
 /// they are not there at all, so a 404 like any unknown path — and leaves the contract
-/// served: clients and the generated client's users still fetch it.
+/// served: clients and the generated client's users still fetch it. The account pages
+/// emailed links open are part of the product and stay.
 #[tokio::test]
-async fn with_docs_disabled_the_pages_and_assets_are_404_and_the_spec_is_still_served() {
+async fn with_docs_disabled_the_docs_are_404_and_the_spec_and_account_pages_are_served() {
     let db = crate::helpers::TestDb::create().await;
     let config = crate::faults::config_for(&db.url, &[("DOCS_ENABLED", "false")]);
     let server = crate::helpers::TestServer::start(config).await;
@@ -232,9 +170,15 @@ async fn with_docs_disabled_the_pages_and_assets_are_404_and_the_spec_is_still_s
         let resp = server.raw(Method::GET, page).send().await.unwrap();
         crate::helpers::expect_raw_error(resp, 404, "not_found").await;
     }
-    for spec in ["/openapi.json", "/openapi.yaml"] {
-        let resp = server.raw(Method::GET, spec).send().await.unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "{spec}");
+    for kept in [
+        "/openapi.json",
+        "/openapi.yaml",
+        "/account/reset-password",
+        "/account/verify-email",
+        "/account/assets/account.js",
+    ] {
+        let resp = server.raw(Method::GET, kept).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{kept}");
     }
     server.stop().await;
 }

@@ -10,34 +10,24 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use jobpath_client::types;
-use jobpath_server::config::{Config, Mailer, SmtpServer, Verification};
+use jobpath_server::config::{Config, Verification};
 use jobpath_tests::smtp::{Mail, MailServer};
 
 use crate::helpers::{
-    ApiResult, PASSWORD, TestApp, TestDb, TestServer, expect_error, spawn_app_with, test_config,
-    unique_email,
+    ApiResult, MAIL_DELIVERY, MAIL_FROM, PASSWORD, TestApp, TestDb, TestServer, emailed_code,
+    emailed_token, expect_error, mail_to, spawn_app_with, test_config, unique_email,
 };
 
 /// Where links point in these tests: a front end of its own, as in production.
 const FRONT_END: &str = "https://app.example.com";
-const FROM: &str = "JobPath <no-reply@jobpath.example>";
-/// Long enough for a message to be queued, claimed, sent and stored on a loaded machine.
-const DELIVERY: Duration = Duration::from_secs(20);
+const FROM: &str = MAIL_FROM;
+const DELIVERY: Duration = MAIL_DELIVERY;
 const NEW_PASSWORD: &str = "a fresh and unguessable passphrase";
-
-/// Points `config`'s mailer at `mail`.
-fn mail_to(config: &mut Config, mail: &MailServer) {
-    config.mail.mailer = Mailer::Smtp(SmtpServer::parse(&mail.url()).unwrap());
-    config.mail.smtp_timeout = Duration::from_secs(2);
-    config.mail.app_base_url = FRONT_END.to_owned();
-    config.mail.app_base_url_default = false;
-    config.mail.from = FROM.to_owned();
-}
 
 async fn app_with_mail(customise: impl FnOnce(&mut Config)) -> (TestApp, MailServer) {
     let mail = MailServer::start().await;
     let app = spawn_app_with(|c| {
-        mail_to(c, &mail);
+        mail_to(c, &mail, FRONT_END);
         customise(c);
     })
     .await;
@@ -51,36 +41,14 @@ where
     Some(value.parse().unwrap())
 }
 
-/// The token of the message's link to `page`, from its text part (and the same link must be
-/// in the HTML part).
-fn link_token(mail: &Mail, page: &str) -> String {
-    let text = mail.text().expect("a text part");
-    let prefix = format!("{FRONT_END}/{page}#token=");
-    let start = text
-        .find(&prefix)
-        .unwrap_or_else(|| panic!("no {prefix} link in:\n{text}"))
-        + prefix.len();
-    let token: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    assert_eq!(token.len(), 43, "a 256-bit token, base64url");
-    let html = mail.html().expect("an HTML part");
-    assert!(
-        html.contains(&format!("href=\"{prefix}{token}\"")),
-        "the HTML part links to the same page:\n{html}"
-    );
-    token
+/// The 8-digit code of the message.
+fn code(mail: &Mail) -> String {
+    emailed_code(mail)
 }
 
-/// The 8-digit code of the message, which both parts show.
-fn code(mail: &Mail) -> String {
-    let text = mail.text().unwrap();
-    let at = text.find("code: ").expect("a code") + "code: ".len();
-    let code: String = text[at..].chars().take(8).collect();
-    assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
-    assert!(mail.html().unwrap().contains(&code));
-    code
+/// The token of the message's link to `page` of the front end.
+fn link_token(mail: &Mail, page: &str) -> String {
+    emailed_token(mail, FRONT_END, page)
 }
 
 async fn forgot(app: &TestServer, email: &str) -> ApiResult<types::MessageResponse> {
@@ -161,7 +129,7 @@ async fn a_forgotten_password_is_reset_through_the_emailed_link() {
     assert!(!raw.contains("<img"), "no images, no tracking pixels");
 
     let token = link_token(&message, "reset-password");
-    code(&message);
+    emailed_code(&message);
     let status = app
         .api
         .check_password_reset()
@@ -227,7 +195,7 @@ async fn the_emailed_code_resets_too_and_allows_five_attempts_counted_first() {
     let (app, mail) = app_with_mail(|c| c.mail.verification = Verification::Off).await;
     let email = unique_email();
     let message = reset_mail(&app, &mail, &email).await;
-    let right = code(&message);
+    let right = emailed_code(&message);
     let wrong = if right == "00000000" {
         "11111111"
     } else {
@@ -252,7 +220,7 @@ async fn the_emailed_code_resets_too_and_allows_five_attempts_counted_first() {
     // A new secret, and its code typed with a space, works once.
     forgot(&app, &email).await.unwrap();
     let all = mail.wait_for_to(&email, 2, DELIVERY).await;
-    let fresh = code(all.last().unwrap());
+    let fresh = emailed_code(all.last().unwrap());
     let typed = format!("{} {}", &fresh[..4], &fresh[4..]);
     reset_with_code(&app, &email, &typed, NEW_PASSWORD)
         .await
@@ -272,7 +240,7 @@ async fn one_secret_used_by_two_concurrent_resets_succeeds_once() {
         let email = unique_email();
         let message = reset_mail(&app, &mail, &email).await;
         let token = link_token(&message, "reset-password");
-        let code = code(&message);
+        let code = emailed_code(&message);
         let passwords = [
             "first concurrent passphrase",
             "second concurrent passphrase",
@@ -366,7 +334,7 @@ async fn a_reset_ends_every_session_at_once_on_every_instance() {
     let db = TestDb::create().await;
     let config = || {
         let mut c = test_config(&db);
-        mail_to(&mut c, &mail);
+        mail_to(&mut c, &mail, FRONT_END);
         c.mail.verification = Verification::Off;
         c
     };
@@ -517,7 +485,7 @@ async fn signup_sends_a_verification_that_proves_the_address_once_and_never_logs
             .contains("Confirm your email")
     );
     let token = link_token(&message, "verify-email");
-    code(&message);
+    emailed_code(&message);
     let verify = |token: String| {
         app.api
             .verify_email()
@@ -592,8 +560,14 @@ async fn a_resend_replaces_the_code_and_the_code_verifies() {
             .send()
     };
     // The first email's code died with the resend.
-    expect_error(verify_code(code(&first)).await, 403, "invalid_secret");
-    verify_code(code(&both[1])).await.expect("verified by code");
+    expect_error(
+        verify_code(emailed_code(&first)).await,
+        403,
+        "invalid_secret",
+    );
+    verify_code(emailed_code(&both[1]))
+        .await
+        .expect("verified by code");
     // With a bearer token, for the caller; nothing is sent to a verified address.
     let token = app.login(&email, PASSWORD).await;
     app.authed(&token)
@@ -727,7 +701,7 @@ async fn two_instances_draining_one_outbox_deliver_each_message_once() {
     let db = TestDb::create().await;
     let config = || {
         let mut c = test_config(&db);
-        mail_to(&mut c, &mail);
+        mail_to(&mut c, &mail, FRONT_END);
         c.mail.verification = Verification::Off;
         c
     };

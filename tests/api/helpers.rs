@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobpath_client::{Client, ResponseValue, types};
-use jobpath_server::config::Config;
+use jobpath_server::config::{Config, Mailer, SmtpServer};
 use jobpath_server::state::AppState;
+use jobpath_tests::smtp::{Mail, MailServer};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -61,6 +62,52 @@ pub fn test_config(db: &TestDb) -> Config {
     Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration is valid")
 }
 
+/// The `From` of every message a test server sends.
+pub const MAIL_FROM: &str = "JobPath <no-reply@jobpath.example>";
+/// Long enough for a message to be queued, claimed, sent and stored on a loaded machine.
+pub const MAIL_DELIVERY: Duration = Duration::from_secs(20);
+
+/// Points `config`'s mailer at `mail`, with emailed links under `app_base_url`.
+pub fn mail_to(config: &mut Config, mail: &MailServer, app_base_url: &str) {
+    config.mail.mailer = Mailer::Smtp(SmtpServer::parse(&mail.url()).unwrap());
+    config.mail.smtp_timeout = Duration::from_secs(2);
+    config.mail.app_base_url = app_base_url.to_owned();
+    config.mail.app_base_url_default = false;
+    config.mail.from = MAIL_FROM.to_owned();
+}
+
+/// The token of the message's link to `{app_base_url}/{page}`, from its text part; the
+/// HTML part must link to the same address.
+pub fn emailed_token(mail: &Mail, app_base_url: &str, page: &str) -> String {
+    let text = mail.text().expect("a text part");
+    let prefix = format!("{app_base_url}/{page}#token=");
+    let start = text
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no {prefix} link in:\n{text}"))
+        + prefix.len();
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    assert_eq!(token.len(), 43, "a 256-bit token, base64url");
+    let html = mail.html().expect("an HTML part");
+    assert!(
+        html.contains(&format!("href=\"{prefix}{token}\"")),
+        "the HTML part links to the same page:\n{html}"
+    );
+    token
+}
+
+/// The 8-digit code of the message, which both parts show.
+pub fn emailed_code(mail: &Mail) -> String {
+    let text = mail.text().unwrap();
+    let at = text.find("code: ").expect("a code") + "code: ".len();
+    let code: String = text[at..].chars().take(8).collect();
+    assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+    assert!(mail.html().unwrap().contains(&code));
+    code
+}
+
 /// One running server process-equivalent: its own pools, listener and shutdown switch.
 pub struct TestServer {
     pub base_url: String,
@@ -76,8 +123,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
-        crate::capture::init();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestServer::start_on(listener, config).await
+    }
+
+    /// A server on a listener the test bound itself, for a configuration that must know
+    /// the server's address before it starts (an `APP_BASE_URL` of its own pages, say).
+    pub async fn start_on(listener: tokio::net::TcpListener, config: Config) -> TestServer {
+        crate::capture::init();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let metrics_listener = match config.metrics_public {
             true => None,

@@ -2,11 +2,13 @@
 //! driven through the generated client (and raw HTTP where the typed client cannot send
 //! the input). One test binary, to link once.
 
+mod browser;
 mod capture;
 mod faults;
 mod helpers;
 mod spec_check;
 
+mod account_pages;
 mod connections;
 mod contract;
 mod credentials;

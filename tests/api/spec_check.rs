@@ -8,10 +8,11 @@
 //! methods outside the contract must be the standard `Error` body. Violations are collected
 //! and fail the test when its server is dropped.
 //!
-//! The server's non-API pages (`/docs`, `/redoc`, their assets, `/metrics`; see
-//! `http::router::Page`) are outside the contract on purpose, so they are held to their own
-//! rule instead of being waved through: a success is exactly 200, with the content type that
-//! page serves and a `Cache-Control` header, and a failure is the standard `Error` body.
+//! The server's non-API pages (`/docs`, `/redoc`, the `/account/…` pages, their assets,
+//! `/metrics`; see `http::router::Page`) are outside the contract on purpose, so they are
+//! held to their own rule instead of being waved through: a success is exactly 200, with
+//! the content type that page serves and a `Cache-Control` header, and a failure is the
+//! standard `Error` body.
 
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -191,8 +192,12 @@ impl SpecCheck {
 /// The media types each page may be served as.
 fn page_types(page: Page) -> &'static [&'static str] {
     match page {
-        Page::Docs | Page::Redoc => &["text/html; charset=utf-8"],
-        Page::DocsAsset => &["text/javascript; charset=utf-8", "text/css; charset=utf-8"],
+        Page::Docs | Page::Redoc | Page::ResetPassword | Page::VerifyEmail => {
+            &["text/html; charset=utf-8"]
+        }
+        Page::DocsAsset | Page::AccountAsset => {
+            &["text/javascript; charset=utf-8", "text/css; charset=utf-8"]
+        }
         Page::Metrics => &[jobpath_server::metrics::CONTENT_TYPE],
     }
 }

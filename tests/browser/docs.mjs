@@ -1,6 +1,6 @@
-// Drives Debian's chromium through /docs (Swagger UI) or /redoc of a running JobPath API
-// test server, as a person would. Run by tests/api/docs.rs, which starts the server, checks
-// the database afterwards, and passes:
+// Drives Debian's chromium (launched and watched by chromium.mjs) through /docs (Swagger UI)
+// or /redoc of a running JobPath API test server, as a person would. Run by
+// tests/api/docs.rs, which starts the server, checks the database afterwards, and passes:
 //
 //   node docs.mjs <base-url> swagger|redoc [email-to-sign-up]
 //   JOBPATH_OPERATIONS='[{"method":"post","path":"/auth/signup","operationId":"signup",
@@ -15,7 +15,7 @@
 // logo (an <img> from its CDN, at the foot of the menu). The page's CSP must block it — the
 // browser never sends it and the image hides itself on error — and the test requires exactly
 // that: the request failed as refused by the CSP, and the only CSP message is about it.
-import { chromium } from "playwright-core";
+import { finish, launch, watch } from "./chromium.mjs";
 
 const BLOCKED_BY_DESIGN = {
   redoc: ["https://cdn.redoc.ly/redoc/logo-mini.svg"],
@@ -28,34 +28,17 @@ if (!base || !["swagger", "redoc"].includes(mode) || operations.length === 0) {
   console.error("usage: JOBPATH_OPERATIONS=[...] node docs.mjs <base-url> swagger|redoc [email]");
   process.exit(2);
 }
-const TIMEOUT = 20_000;
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  // The machine has no way out: without these, chromium's own background traffic is
-  // refused many times over and slows it down.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 const problems = [];
 const expectedBlocks = new Set(BLOCKED_BY_DESIGN[mode]);
 const blocked = new Set();
 try {
   const page = await browser.newPage();
-  page.setDefaultTimeout(TIMEOUT);
-  const origin = new URL(base).origin;
-  page.on("request", (request) => {
-    const url = new URL(request.url());
-    if (!["data:", "blob:"].includes(url.protocol) && url.origin !== origin && !expectedBlocks.has(request.url())) {
-      problems.push(`requested another origin: ${request.url()}`);
-    }
+  watch(page, base, problems, {
+    otherOrigin: (url) => expectedBlocks.has(url),
+    consoleError: (message) =>
+      message.text().includes("Content Security Policy") &&
+      [...expectedBlocks].some((url) => message.text().includes(`'${url}'`)),
   });
   page.on("requestfinished", (request) => {
     if (expectedBlocks.has(request.url())) {
@@ -69,20 +52,6 @@ try {
       blocked.add(request.url());
     }
   });
-  page.on("response", (response) => {
-    if (response.status() >= 400) {
-      problems.push(`${response.status()} for ${response.url()}`);
-    }
-  });
-  page.on("console", (message) => {
-    const text = message.text();
-    const isExpectedBlock =
-      text.includes("Content Security Policy") && [...expectedBlocks].some((url) => text.includes(`'${url}'`));
-    if (message.type() === "error" && !isExpectedBlock) {
-      problems.push(`console error: ${text}`);
-    }
-  });
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
 
   if (mode === "swagger") {
     await swagger(page);
@@ -105,10 +74,7 @@ for (const url of expectedBlocks) {
     problems.push(`expected the CSP to block ${url}, but it was never requested or not blocked`);
   }
 }
-if (problems.length > 0) {
-  console.error(problems.join("\n"));
-  process.exit(1);
-}
+finish(problems);
 
 async function swagger(page) {
   await page.goto(`${base}/docs`);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure Debian's `chromium` is installed, for the browser test of /docs and /redoc
-# (tests/api/docs.rs runs this before it starts the browser; CI gets chromium the same way).
+# Makes sure Debian's `chromium` is installed, for the browser tests of /docs, /redoc and the
+# account pages (tests/api/browser.rs runs this before it starts the browser; CI gets
+# chromium the same way).
 #
 # As root it installs the package; several test runs may start at once, so the install is
 # serialised with flock and apt waits for dpkg's own lock instead of failing. As another

@@ -12,6 +12,7 @@
 //! - [`email`]: password reset and email verification (emailed token or code).
 //! - [`meta`]: health, the contract, the metrics scrape.
 //! - [`docs`]: Swagger UI and ReDoc, their assets embedded in the binary.
+//! - [`account_pages`]: the reset-password and verify-email pages emailed links open.
 //!
 //! **Protected operations.** The route table declares each operation's
 //! [`Security`](crate::http::router::Security). For every route declared `Bearer`,
@@ -19,6 +20,7 @@
 //! handler receives the [`guard::CurrentUser`]; a handler never reads the `Authorization` header.
 
 pub mod account;
+pub mod account_pages;
 pub mod docs;
 pub mod email;
 pub mod events;
@@ -52,6 +54,9 @@ pub async fn dispatch(
         Target::Page(Page::Docs) => return Ok(docs::swagger_ui()),
         Target::Page(Page::Redoc) => return Ok(docs::redoc()),
         Target::Page(Page::DocsAsset) => return docs::asset(req.uri().path()),
+        Target::Page(Page::ResetPassword) => return Ok(account_pages::reset_password()),
+        Target::Page(Page::VerifyEmail) => return Ok(account_pages::verify_email()),
+        Target::Page(Page::AccountAsset) => return account_pages::asset(req.uri().path()),
         Target::Page(Page::Metrics) => return Ok(meta::metrics(state)),
     };
     // The declaration decides: the guard runs for every route declared `Bearer`, before

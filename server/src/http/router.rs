@@ -12,12 +12,13 @@
 //! `Access-Control-Allow-Methods`). An unknown path is 404; a known path with another
 //! method is 405 with `Allow`.
 //!
-//! Why pages stay out of the spec: `/docs`, `/redoc` and their assets are HTML, scripts and
-//! styles for people, and `/metrics` is for Prometheus. Putting them in `openapi.yaml` would
-//! give the generated client methods nobody should call and make the contract describe
-//! JavaScript bundles. Both tables share one matchit router, so a path can be in only one
-//! of them, and the test harness holds pages to their own rule (the content type each page
-//! declares), see `tests/api/spec_check.rs`.
+//! Why pages stay out of the spec: `/docs`, `/redoc`, the account pages emailed links open
+//! (`/account/…`) and their assets are HTML, scripts and styles for people, and `/metrics`
+//! is for Prometheus. Putting them in `openapi.yaml` would give the generated client methods
+//! nobody should call and make the contract describe JavaScript bundles. Both tables share
+//! one matchit router, so a path can be in only one of them, and the test harness holds
+//! pages to their own rule (the content type each page declares), see
+//! `tests/api/spec_check.rs`.
 
 use http::Method;
 
@@ -149,18 +150,36 @@ pub enum Page {
     Redoc,
     /// The scripts and styles both pages load (embedded in the binary).
     DocsAsset,
+    /// The page a password-reset email links to (`APP_BASE_URL`'s default is this server's
+    /// `/account`). Served whatever `DOCS_ENABLED` says: it is part of the product.
+    ResetPassword,
+    /// The page a verification email links to.
+    VerifyEmail,
+    /// The script and style of the two account pages.
+    AccountAsset,
     /// The Prometheus scrape, on this port only with `METRICS_PUBLIC=true`.
     Metrics,
 }
 
 impl Page {
-    pub const ALL: [Page; 4] = [Page::Docs, Page::Redoc, Page::DocsAsset, Page::Metrics];
+    pub const ALL: [Page; 7] = [
+        Page::Docs,
+        Page::Redoc,
+        Page::DocsAsset,
+        Page::ResetPassword,
+        Page::VerifyEmail,
+        Page::AccountAsset,
+        Page::Metrics,
+    ];
 
     pub fn path(self) -> &'static str {
         match self {
             Page::Docs => "/docs",
             Page::Redoc => "/redoc",
             Page::DocsAsset => "/docs/assets/{*file}",
+            Page::ResetPassword => "/account/reset-password",
+            Page::VerifyEmail => "/account/verify-email",
+            Page::AccountAsset => "/account/assets/{*file}",
             Page::Metrics => "/metrics",
         }
     }
@@ -171,6 +190,9 @@ impl Page {
             Page::Docs => "docs",
             Page::Redoc => "redoc",
             Page::DocsAsset => "docs_asset",
+            Page::ResetPassword => "account_reset_password",
+            Page::VerifyEmail => "account_verify_email",
+            Page::AccountAsset => "account_asset",
             Page::Metrics => "metrics",
         }
     }
@@ -240,8 +262,8 @@ pub struct Router {
 }
 
 impl Router {
-    /// The API routes, the documentation pages if `docs` (`DOCS_ENABLED`), and `/metrics`
-    /// if `public_metrics`.
+    /// The API routes, the account pages, the documentation pages if `docs`
+    /// (`DOCS_ENABLED`), and `/metrics` if `public_metrics`.
     pub fn new(public_metrics: bool, docs: bool) -> Router {
         let api = Route::ALL.into_iter().map(|route| {
             let (method, path, _) = route.spec();
@@ -252,6 +274,7 @@ impl Router {
             .filter(|page| match page {
                 Page::Metrics => public_metrics,
                 Page::Docs | Page::Redoc | Page::DocsAsset => docs,
+                Page::ResetPassword | Page::VerifyEmail | Page::AccountAsset => true,
             })
             .map(|page| (Method::GET, page.path(), Target::Page(page)));
         let mut by_path: Vec<(&'static str, Vec<(Method, Target)>)> = Vec::new();
@@ -425,6 +448,54 @@ mod tests {
         match private.resolve(&Method::POST, "/docs") {
             Resolved::MethodNotAllowed { allow } => assert_eq!(allow, "GET, OPTIONS"),
             _ => panic!("expected 405"),
+        }
+    }
+
+    /// The pages emailed links open are there with the documentation off too; the
+    /// documentation is not.
+    #[test]
+    fn account_pages_resolve_whether_or_not_the_docs_are_enabled() {
+        for docs in [false, true] {
+            let router = Router::new(false, docs);
+            for (path, page) in [
+                ("/account/reset-password", Page::ResetPassword),
+                ("/account/verify-email", Page::VerifyEmail),
+                ("/account/assets/account.js", Page::AccountAsset),
+            ] {
+                assert_eq!(
+                    router.resolve(&Method::GET, path).target(),
+                    Some(Target::Page(page)),
+                    "{path} with docs {docs}"
+                );
+            }
+            assert_eq!(
+                router.resolve(&Method::GET, "/docs").target().is_some(),
+                docs
+            );
+        }
+        match Router::new(false, false).resolve(&Method::POST, "/account/reset-password") {
+            Resolved::MethodNotAllowed { allow } => assert_eq!(allow, "GET, OPTIONS"),
+            _ => panic!("expected 405"),
+        }
+    }
+
+    /// The pages are where `mail::Kind::page` sends a link under `APP_BASE_URL`'s default,
+    /// `http://localhost:{PORT}/account`.
+    #[test]
+    fn every_emailed_link_has_its_page_under_account() {
+        use crate::mail::Kind;
+        let router = Router::new(false, false);
+        for kind in Kind::ALL {
+            if let Some(page) = kind.page() {
+                let path = format!("/account/{page}");
+                assert!(
+                    matches!(
+                        router.resolve(&Method::GET, &path).target(),
+                        Some(Target::Page(_))
+                    ),
+                    "{kind:?} links to {path}, which is not served"
+                );
+            }
         }
     }
 }
