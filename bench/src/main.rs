@@ -8,6 +8,8 @@
 //! - `faults-driver free-port`: prints a loopback port nothing listens on.
 //! - `faults-driver load --instances URL,URL --seconds N --workers W --pace-ms P
 //!   --events FILE --database-url URL --out FILE --bcrypt-rounds R`
+//! - `faults-driver resets …`: password-reset requests across the SMTP server's outage,
+//!   and the reconciliation of the outbox with what that server received ([`resets`]).
 //!
 //! Each worker repeats one user's life, alternating instances step by step: sign up, log in,
 //! `GET /auth/me`, log out, and (after a successful logout) `GET /auth/me` with the revoked
@@ -17,6 +19,7 @@
 //! load balancer would; the refusal itself is recorded too.
 
 mod report;
+mod resets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -260,7 +263,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("load") => load(args()?).await,
-        _ => bail!("usage: faults-driver free-port | load --instances URL,URL ..."),
+        Some("resets") => resets::run(args()?).await,
+        _ => bail!(
+            "usage: faults-driver free-port | load --instances URL,URL ... | resets --instances URL,URL ..."
+        ),
     }
 }
 
