@@ -44,7 +44,10 @@ async fn unknown_email_and_wrong_password_each_cost_exactly_one_verification() {
     // and the two above before counting.
     let deadline = Instant::now() + Duration::from_secs(60);
     while verifications(&app).await < 3.0 {
-        assert!(Instant::now() < deadline, "the warm-up verifications never finished");
+        assert!(
+            Instant::now() < deadline,
+            "the warm-up verifications never finished"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
