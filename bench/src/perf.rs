@@ -113,6 +113,7 @@ fn tokens() -> anyhow::Result<()> {
                 id.parse().context("user id")?,
                 email,
                 false,
+                &[],
                 sid.parse().context("session id")?,
             )
             .map_err(|e| anyhow::anyhow!("issuing a token: {e}"))?;

@@ -1,5 +1,6 @@
 //! The binary's command line: which command to run, and the two commands that never start
-//! a server — `check-config` and `healthcheck`.
+//! a server — `check-config` and `healthcheck`. (`admin …`, which bootstraps and audits
+//! administrators, is `jobpath_server::admin`: it needs the database.)
 //!
 //! The parser is hand-written: the commands take no options, so an argument-parsing crate
 //! would add build time and binary size for nothing a test cannot check directly.
@@ -24,6 +25,11 @@ Commands:
   migrate       Apply migrations and exit
   check-config  Validate the configuration and print it, secrets redacted
   healthcheck   Exit 0 if the server on HOST:PORT is ready, 1 if not
+  admin grant EMAIL
+                Give the account with this address the admin role (ends its sessions)
+  admin revoke EMAIL
+                Take the admin role away (ends its sessions)
+  admin list    List the admins
 
 Options:
   -h, --help     Print this help
@@ -37,14 +43,23 @@ uses the PostgreSQL on 127.0.0.1:5432.";
 /// `HEALTHCHECK --timeout`, so a hung server is reported by us rather than killed.
 pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Serve,
     Migrate,
     CheckConfig,
     Healthcheck,
+    Admin(AdminCommand),
     Help,
     Version,
+}
+
+/// `jobpath-server admin …`: the only way to make the first admin (never the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    Grant(String),
+    Revoke(String),
+    List,
 }
 
 /// Parses the arguments after the program name. `Err` carries the message for a usage
@@ -55,6 +70,17 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> 
         Some("migrate") => Command::Migrate,
         Some("check-config") => Command::CheckConfig,
         Some("healthcheck") => Command::Healthcheck,
+        Some("admin") => Command::Admin(match (args.next().as_deref(), args.next()) {
+            (Some("grant"), Some(email)) => AdminCommand::Grant(email),
+            (Some("revoke"), Some(email)) => AdminCommand::Revoke(email),
+            (Some("list"), None) => AdminCommand::List,
+            (Some("grant" | "revoke"), None) => {
+                return Err("admin grant and admin revoke need the account's EMAIL".to_owned());
+            }
+            (Some("list"), Some(extra)) => return Err(format!("unexpected argument '{extra}'")),
+            (Some(other), _) => return Err(format!("unknown admin command '{other}'")),
+            (None, _) => return Err("admin needs a command: grant, revoke or list".to_owned()),
+        }),
         Some("-h" | "--help" | "help") => return Ok(Command::Help),
         Some("-V" | "--version") => return Ok(Command::Version),
         Some(other) => return Err(format!("unknown command '{other}'")),
@@ -138,6 +164,27 @@ mod tests {
         assert_eq!(parse_args(&["healthcheck"]), Ok(Command::Healthcheck));
         assert_eq!(parse_args(&["--help"]), Ok(Command::Help));
         assert_eq!(parse_args(&["-V"]), Ok(Command::Version));
+        assert_eq!(
+            parse_args(&["admin", "grant", "a@b.co"]),
+            Ok(Command::Admin(AdminCommand::Grant("a@b.co".into())))
+        );
+        assert_eq!(
+            parse_args(&["admin", "revoke", "a@b.co"]),
+            Ok(Command::Admin(AdminCommand::Revoke("a@b.co".into())))
+        );
+        assert_eq!(
+            parse_args(&["admin", "list"]),
+            Ok(Command::Admin(AdminCommand::List))
+        );
+        for bad in [
+            &["admin"][..],
+            &["admin", "grant"],
+            &["admin", "promote", "a@b.co"],
+            &["admin", "list", "x"],
+            &["admin", "grant", "a@b.co", "x"],
+        ] {
+            assert!(parse_args(bad).is_err(), "{bad:?}");
+        }
         assert!(parse_args(&["serve", "now"]).is_err());
         assert!(parse_args(&["frobnicate"]).is_err());
     }

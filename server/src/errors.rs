@@ -68,6 +68,15 @@ pub enum ApiError {
     /// `EMAIL_VERIFICATION=required` and the (correct) password's account is unverified.
     #[error("email not verified")]
     EmailNotVerified,
+    /// A valid token without the role the operation needs (the role's name).
+    #[error("forbidden: needs role {0}")]
+    Forbidden(&'static str),
+    /// An admin's change that would lock the admin out (what it was, for the message).
+    #[error("self lockout: {0}")]
+    SelfLockout(&'static str),
+    /// The operation needs an active account (an admin sending a reset email).
+    #[error("account inactive")]
+    AccountInactive,
     #[error("not found")]
     NotFound,
     /// The change lost a race with another change of the same state (`reason` names it,
@@ -107,7 +116,9 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ReauthenticationRequired
             | ApiError::EmailNotVerified
-            | ApiError::InvalidSecret(_) => StatusCode::FORBIDDEN,
+            | ApiError::InvalidSecret(_)
+            | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::SelfLockout(_) | ApiError::AccountInactive => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -133,6 +144,9 @@ impl ApiError {
             ApiError::ReauthenticationRequired => "reauthentication_required",
             ApiError::InvalidSecret(_) => "invalid_secret",
             ApiError::EmailNotVerified => "email_not_verified",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::SelfLockout(_) => "self_lockout",
+            ApiError::AccountInactive => "conflict",
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -172,6 +186,13 @@ impl ApiError {
             ApiError::EmailNotVerified => {
                 "Verify your email address first; check your inbox or ask for a new email".into()
             }
+            ApiError::Forbidden(role) => {
+                Cow::Owned(format!("This operation needs the {role} role"))
+            }
+            ApiError::SelfLockout(what) => Cow::Owned(format!(
+                "An admin cannot {what} their own account; ask another admin"
+            )),
+            ApiError::AccountInactive => "The account is deactivated; reactivate it first".into(),
             ApiError::NotFound => "No such resource".into(),
             ApiError::Conflict(_) => {
                 "A concurrent request changed this first; nothing was changed".into()
@@ -368,6 +389,9 @@ mod tests {
                 reason: "login",
             },
             ApiError::NotFound,
+            ApiError::Forbidden("admin"),
+            ApiError::SelfLockout("deactivate"),
+            ApiError::AccountInactive,
             ApiError::ReauthenticationRequired,
             ApiError::Conflict("password changed concurrently"),
             ApiError::MethodNotAllowed {

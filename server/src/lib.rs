@@ -205,6 +205,88 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
     maintenance.abort();
 }
 
+/// `jobpath-server admin grant|revoke|list`: with the configuration `serve` uses (and its
+/// migration setting), against the same database. Returns what to print; an error (no such
+/// account, no database) is the command's failure. Granting or revoking ends the account's
+/// sessions, like a role change through the API, and is a security event.
+pub async fn admin(config: &Config, command: &cli::AdminCommand) -> anyhow::Result<String> {
+    use anyhow::bail;
+    use db::admin::{Actor, RoleChange};
+    use http::router::ADMIN_ROLE;
+
+    let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
+    let located = db::locate::locate(config, &tls).await?;
+    prepare_schema(
+        &located.target,
+        &tls,
+        config.db_startup_timeout,
+        config.db_migrations,
+        None,
+    )
+    .await?;
+    let db = db::pool_of(&located.target, config, 1, tls)?;
+    let (email, grant) = match command {
+        cli::AdminCommand::List => {
+            let admins = db::admin::holders(&db, ADMIN_ROLE).await?;
+            if admins.is_empty() {
+                return Ok("no account has the admin role; grant it with                            `jobpath-server admin grant EMAIL`"
+                    .to_owned());
+            }
+            let mut out = String::from(
+                "EMAIL	GRANTED AT	GRANTED BY
+",
+            );
+            for (email, at, by) in admins {
+                let by = by.as_deref().unwrap_or("(command line)");
+                out.push_str(&format!(
+                    "{email}	{}	{by}
+",
+                    at.to_rfc3339()
+                ));
+            }
+            return Ok(out.trim_end().to_owned());
+        }
+        cli::AdminCommand::Grant(email) => (email, true),
+        cli::AdminCommand::Revoke(email) => (email, false),
+    };
+    let normalised = match auth::credentials::Email::normalise_for_lookup(email) {
+        Ok(email) => email,
+        Err(_) => bail!("'{email}' is not an email address"),
+    };
+    let Some(user_id) = db::admin::find_by_email(&db, normalised.as_str()).await? else {
+        bail!("no account has the address {}", normalised.as_str());
+    };
+    let change = db::admin::set_roles(&db, None, Actor::Cli, user_id, |held| {
+        let mut roles: Vec<String> = held.iter().filter(|r| *r != ADMIN_ROLE).cloned().collect();
+        if grant {
+            roles.push(ADMIN_ROLE.to_owned());
+        }
+        roles
+    })
+    .await?;
+    let address = normalised.as_str();
+    Ok(match (change, grant) {
+        (RoleChange::Done { changed: true }, true) => {
+            format!("{address} is now an admin (their sessions ended: log in again)")
+        }
+        (RoleChange::Done { changed: false }, true) => format!("{address} is already an admin"),
+        (RoleChange::Done { changed: true }, false) => {
+            let left = db::admin::holders(&db, ADMIN_ROLE).await?.len();
+            let mut out = format!("{address} is no longer an admin (their sessions ended)");
+            if left == 0 {
+                out.push_str(
+                    "
+warning: no account has the admin role now",
+                );
+            }
+            out
+        }
+        (RoleChange::Done { changed: false }, false) => format!("{address} is not an admin"),
+        (RoleChange::NoSuchUser, _) => bail!("no account has the address {address}"),
+        (RoleChange::SelfLockout, _) => unreachable!("the command line is no account"),
+    })
+}
+
 /// Locates the database and applies pending migrations; the `migrate` command.
 pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
     let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;

@@ -26,7 +26,11 @@ fn main() -> ExitCode {
             println!("jobpath-server {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Serve | Command::Migrate | Command::CheckConfig | Command::Healthcheck => {}
+        Command::Serve
+        | Command::Migrate
+        | Command::CheckConfig
+        | Command::Healthcheck
+        | Command::Admin(_) => {}
     }
     match start(command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,7 +63,11 @@ fn start(command: Command) -> anyhow::Result<()> {
             println!("{}", cli::healthcheck(addr, cli::HEALTHCHECK_TIMEOUT)?);
             return Ok(());
         }
-        Command::Serve | Command::Migrate | Command::Help | Command::Version => {}
+        Command::Serve
+        | Command::Migrate
+        | Command::Admin(_)
+        | Command::Help
+        | Command::Version => {}
     }
     telemetry::init(&config)?;
     for warning in &config.warnings {
@@ -73,6 +81,10 @@ fn start(command: Command) -> anyhow::Result<()> {
         if command == Command::Migrate {
             let applied = jobpath_server::migrate(&config).await?;
             tracing::info!(?applied, "migrations up to date");
+            return Ok(());
+        }
+        if let Command::Admin(admin) = &command {
+            println!("{}", jobpath_server::admin(&config, admin).await?);
             return Ok(());
         }
         serve(config).await

@@ -9,6 +9,7 @@ mod helpers;
 mod spec_check;
 
 mod account_pages;
+mod admin;
 mod connections;
 mod contract;
 mod credentials;

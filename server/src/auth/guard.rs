@@ -29,6 +29,20 @@ pub struct CurrentUser {
     pub session_id: Uuid,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub email_verified: bool,
+    /// The token's `roles` claim: current, because changing roles ends the sessions.
+    pub roles: Vec<String>,
+}
+
+impl CurrentUser {
+    /// Refuses a caller whose token does not carry `role` (403 `forbidden`). Dispatch calls
+    /// it for every route that declares a role, after the token and session were accepted:
+    /// an unauthenticated request is 401, an authenticated one without the role 403.
+    pub fn require_role(&self, role: &'static str) -> Result<(), ApiError> {
+        match self.roles.iter().any(|r| r == role) {
+            true => Ok(()),
+            false => Err(ApiError::Forbidden(role)),
+        }
+    }
 }
 
 /// Verifies the bearer token of `headers` and that its session is live and its user active.
@@ -56,6 +70,7 @@ pub async fn require_user(state: &AppState, headers: &HeaderMap) -> Result<Curre
         session_id: claims.sid,
         created_at: owner.created_at,
         email_verified: owner.email_verified,
+        roles: claims.roles,
     })
 }
 

@@ -40,6 +40,11 @@ pub struct Claims {
     /// before email verification existed, which count as unverified.
     #[serde(default)]
     pub email_verified: bool,
+    /// The account's roles when the token was issued (at most [`MAX_ROLES`]). Absent when
+    /// there are none, so the tokens of most users are no larger than before roles existed.
+    /// Changing an account's roles ends its sessions, so a live token's roles are current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
@@ -48,6 +53,9 @@ pub struct Claims {
     /// The session this token belongs to: ending the session ends the token.
     pub sid: Uuid,
 }
+
+/// Most roles an account holds (the `roles` claim's bound; the admin API refuses more).
+pub const MAX_ROLES: usize = 16;
 
 pub struct TokenKeys {
     encoding: EncodingKey,
@@ -92,6 +100,7 @@ impl TokenKeys {
         user_id: Uuid,
         email: &str,
         email_verified: bool,
+        roles: &[String],
         sid: Uuid,
     ) -> Result<(String, Claims), ApiError> {
         let now = Utc::now().timestamp();
@@ -102,6 +111,7 @@ impl TokenKeys {
             user_id,
             email: email.to_owned(),
             email_verified,
+            roles: roles.to_vec(),
             iat: now,
             nbf: now,
             exp: now + self.ttl.as_secs() as i64,
@@ -181,7 +191,7 @@ mod tests {
         let k = keys();
         let id = Uuid::new_v4();
         let (token, claims) = k
-            .issue(id, "ada@example.com", false, Uuid::new_v4())
+            .issue(id, "ada@example.com", false, &[], Uuid::new_v4())
             .unwrap();
         let back = k.verify(&token).unwrap();
         assert_eq!(back, claims);
@@ -192,7 +202,7 @@ mod tests {
     fn alg_none_in_any_casing_is_refused() {
         let k = keys();
         let (token, _) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
             .unwrap();
         let payload = token.split('.').nth(1).unwrap();
         for alg in ["none", "None", "NONE", "nOnE"] {
@@ -218,6 +228,7 @@ mod tests {
             user_id: id,
             email: "a@b.co".into(),
             email_verified: false,
+            roles: Vec::new(),
             iat: now,
             nbf: now,
             exp: now + 60,
@@ -249,7 +260,7 @@ mod tests {
     fn the_raw_secret_signs_nothing_and_the_derived_key_only_access_tokens() {
         let k = keys();
         let (token, claims) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
             .unwrap();
         assert!(k.verify(&token).is_ok());
         assert!(k.verify(&raw(&claims, SECRET, Some(TYPE))).is_err());
@@ -264,7 +275,7 @@ mod tests {
     fn another_issuer_or_audience_and_missing_ones_are_refused() {
         let k = keys();
         let (_, claims) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
             .unwrap();
         for (iss, aud) in [
             ("someone-else", "jobpath"),
@@ -298,7 +309,7 @@ mod tests {
     fn a_token_living_longer_than_configured_is_refused() {
         let k = keys();
         let (_, mut claims) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
             .unwrap();
         claims.exp = claims.iat + 1800 + LEEWAY_SECS as i64;
         assert!(k.verify(&k.sign(&claims).unwrap()).is_ok());
@@ -312,7 +323,7 @@ mod tests {
     fn expired_and_not_yet_valid_tokens_are_refused() {
         let k = keys();
         let (_, mut claims) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, Uuid::new_v4())
+            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
             .unwrap();
         let now = Utc::now().timestamp();
         claims.exp = now - 120;

@@ -18,6 +18,9 @@ use crate::errors::ApiError;
 pub const INSERT: &str =
     "INSERT INTO auth_events (kind, reason, user_id, session_id, ip, user_agent, request_id)";
 
+/// [`INSERT`] with the acting admin's id as an eighth column (`db::admin`).
+pub const INSERT_WITH_ACTOR: &str = "INSERT INTO auth_events (kind, reason, user_id, session_id, ip, user_agent, request_id, actor_id)";
+
 /// One event as the owner sees it.
 pub struct Event {
     pub id: i64,

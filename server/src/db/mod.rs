@@ -11,6 +11,8 @@
 //! - [`events`]: the security event log.
 //! - [`secrets`]: one-time secrets (password reset, email verification) and their changes.
 //! - [`outbox`]: the email outbox as its sender sees it, and the `LISTEN` that wakes it.
+//! - [`admin`]: roles, deactivation and the admin API's reads, each change re-checking the
+//!   acting admin at commit.
 //! - [`limits`]: rate-limit counters and the login throttle, shared by all instances.
 //! - [`tls`]: TLS to PostgreSQL (`sslmode=require`, `DB_SSL_ROOT_CERT`).
 //!
@@ -24,6 +26,7 @@
 //! - if the server does not answer at all (hung, or the network gone), the request gives up
 //!   [`UNANSWERED_GRACE`] later, asks PostgreSQL to cancel, and discards the connection.
 
+pub mod admin;
 pub mod connect;
 pub mod events;
 pub mod limits;

@@ -49,6 +49,8 @@ pub struct Issue<'a> {
     pub secret: &'a Issued,
     pub ttl: std::time::Duration,
     pub per_hour: u32,
+    /// The admin who asked for it (`admin_send_password_reset`), for the event.
+    pub actor: Option<Uuid>,
 }
 
 /// Issues a secret for the active account of `email` (normalised) and queues its email;
@@ -94,13 +96,13 @@ pub async fn issue(
                  {queue} SELECT $8, $2, u.id, u.email, $9, s.expires_at FROM u JOIN s ON s.user_id = u.id
                  RETURNING id
              ), e AS (
-                 {event} SELECT $10, NULL, id, NULL, $11, $12, $13 FROM u
+                 {event} SELECT $10, NULL, id, NULL, $11, $12, $13, $14 FROM u
              ), n AS (
                  {notify} FROM o
              )
              SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM n)",
             queue = outbox::QUEUE,
-            event = events::INSERT,
+            event = events::INSERT_WITH_ACTOR,
             notify = outbox::NOTIFY,
         );
         let stmt = tx.prepare_cached(&sql).await?;
@@ -121,6 +123,7 @@ pub async fn issue(
                     &call.ip(),
                     &call.user_agent,
                     &call.request_id(),
+                    &issue.actor,
                 ],
             )
             .await?;

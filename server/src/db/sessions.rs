@@ -79,6 +79,7 @@ pub enum Rotation {
         user_id: Uuid,
         email: String,
         email_verified: bool,
+        roles: Vec<String>,
         expires_at: DateTime<Utc>,
     },
     /// Unknown token, or its session has ended or expired, or its user is gone/inactive.
@@ -281,7 +282,8 @@ pub async fn rotate(
                         s.ended_at IS NULL AND s.expires_at > now() AND u.is_active
                             AND s.credential_version = u.credential_version
                             AND ($3::float8 = 0 OR s.last_used_at > now() - make_interval(secs => $3)),
-                        s.refresh_secret, u.email_verified_at IS NOT NULL
+                        s.refresh_secret, u.email_verified_at IS NOT NULL,
+                        ARRAY(SELECT role FROM user_roles r WHERE r.user_id = u.id ORDER BY role)
                    FROM refresh_tokens rt
                    JOIN sessions s ON s.id = rt.session_id
                    JOIN users u ON u.id = s.user_id
@@ -383,6 +385,7 @@ pub async fn rotate(
             user_id,
             email: row.get(2),
             email_verified: row.get(8),
+            roles: row.get(9),
             expires_at: row.get(3),
         })
     })

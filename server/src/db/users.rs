@@ -29,6 +29,8 @@ pub struct LoginRecord {
     /// Read with the hash: what a session or a password change compares-and-sets on.
     pub credential_version: i64,
     pub email_verified: bool,
+    /// The account's roles, for the access token's `roles` claim.
+    pub roles: Vec<String>,
 }
 
 /// Inserts an account and its `signup` event — and, with `verification` (the secret and
@@ -106,7 +108,8 @@ pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<Login
         let stmt = client
             .prepare_cached(
                 "SELECT id, email, password_hash, is_active, credential_version,
-                        email_verified_at IS NOT NULL
+                        email_verified_at IS NOT NULL,
+                        ARRAY(SELECT role FROM user_roles r WHERE r.user_id = users.id ORDER BY role)
                    FROM users WHERE lower(email) = $1",
             )
             .await?;
@@ -118,6 +121,7 @@ pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<Login
             is_active: r.get(3),
             credential_version: r.get(4),
             email_verified: r.get(5),
+            roles: r.get(6),
         }))
     })
     .await

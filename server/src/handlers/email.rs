@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::{Message, present_string};
 use crate::auth::credentials::{Email, Password};
@@ -137,10 +138,21 @@ fn presented(
 /// Issues a secret of `kind` for the address (if it has an account that may have one) and
 /// queues its email. Silent either way.
 async fn issue(state: &AppState, call: &Call, email: &Email, kind: Kind) -> Result<(), ApiError> {
+    issue_for(state, call, email, kind, None).await.map(|_| ())
+}
+
+/// [`issue`], for an admin (`actor`) too; whether an email was queued.
+pub(super) async fn issue_for(
+    state: &AppState,
+    call: &Call,
+    email: &Email,
+    kind: Kind,
+    actor: Option<Uuid>,
+) -> Result<bool, ApiError> {
     // An address no account can have (control characters, say) costs no query; every
     // other one costs the same transaction, account or not.
     if !email.could_exist() {
-        return Ok(());
+        return Ok(false);
     }
     let mail = &state.config.mail;
     let ttl = match kind {
@@ -156,11 +168,11 @@ async fn issue(state: &AppState, call: &Call, email: &Email, kind: Kind) -> Resu
             secret: &secret,
             ttl,
             per_hour: mail.per_recipient_per_hour,
+            actor,
         },
         call,
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 pub async fn forgot_password(

@@ -12,6 +12,7 @@
 //! - [`email`]: password reset and email verification (emailed token or code).
 //! - [`meta`]: health, the contract, the metrics scrape.
 //! - [`docs`]: Swagger UI and ReDoc, their assets embedded in the binary.
+//! - [`admin`]: the admin API (role `admin`).
 //! - [`account_pages`]: the reset-password and verify-email pages emailed links open.
 //!
 //! **Protected operations.** The route table declares each operation's
@@ -21,6 +22,7 @@
 
 pub mod account;
 pub mod account_pages;
+pub mod admin;
 pub mod docs;
 pub mod email;
 pub mod events;
@@ -68,6 +70,9 @@ pub async fn dispatch(
         }
         Security::Optional | Security::Public => None,
     };
+    if let (Some(role), Some(caller)) = (route.required_role(), &guarded) {
+        caller.require_role(role)?;
+    }
     let mut user = || {
         guarded.take().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!(
@@ -94,6 +99,19 @@ pub async fn dispatch(
         Route::ResendVerification => {
             email::resend_verification(state, &call, user().ok(), req).await
         }
+        Route::AdminListUsers => admin::list_users(state, query).await,
+        Route::AdminGetUser => admin::get_user(state, &params).await,
+        Route::AdminDeactivateUser => admin::deactivate(state, &call, user()?, &params, req).await,
+        Route::AdminReactivateUser => admin::reactivate(state, &call, user()?, &params).await,
+        Route::AdminListSessions => admin::list_sessions(state, user()?, &params, query).await,
+        Route::AdminEndSessions => admin::end_sessions(state, &call, user()?, &params).await,
+        Route::AdminEndSession => admin::end_session(state, &call, user()?, &params).await,
+        Route::AdminSetRoles => admin::set_roles(state, &call, user()?, &params, req).await,
+        Route::AdminSendPasswordReset => {
+            admin::send_password_reset(state, &call, user()?, &params).await
+        }
+        Route::AdminListUserEvents => admin::list_user_events(state, &params, query).await,
+        Route::AdminListEvents => admin::list_events(state, query).await,
         Route::Liveness => meta::liveness(),
         Route::Readiness => meta::readiness(state).await,
         Route::OpenApiJson => Ok(meta::openapi_json()),

@@ -145,6 +145,7 @@ pub async fn login(
     tokens_response(
         state,
         UserSummary::active(user.id, &user.email, user.email_verified),
+        &user.roles,
         session.id,
         session.expires_at,
         &refresh,
@@ -177,14 +178,16 @@ async fn device_token(
 fn tokens_response(
     state: &AppState,
     user: UserSummary<'_>,
+    roles: &[String],
     session_id: Uuid,
     session_expires_at: DateTime<Utc>,
     refresh_token: &str,
     device_token: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let (token, _) = state
-        .tokens
-        .issue(user.id, user.email, user.email_verified, session_id)?;
+    let (token, _) =
+        state
+            .tokens
+            .issue(user.id, user.email, user.email_verified, roles, session_id)?;
     response::json(
         StatusCode::OK,
         &TokenResponse {
@@ -242,12 +245,14 @@ pub async fn refresh(
             user_id,
             email,
             email_verified,
+            roles,
             expires_at,
         } => {
             tracing::info!(%user_id, %session_id, "session refreshed");
             tokens_response(
                 state,
                 UserSummary::active(user_id, &email, email_verified),
+                &roles,
                 session_id,
                 expires_at,
                 &successor,
@@ -314,6 +319,17 @@ pub async fn list(
     user: CurrentUser,
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
+    page(state, user.id, user.session_id, query).await
+}
+
+/// A page of the live sessions of `user_id` (the caller's, or for an admin anyone's);
+/// `current` marks the caller's own session.
+pub(super) async fn page(
+    state: &AppState,
+    user_id: Uuid,
+    current: Uuid,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
     let limit = page_limit(query, DEFAULT_SESSIONS_PAGE)?;
     let before =
         match query_param(query, "before") {
@@ -325,7 +341,7 @@ pub async fn list(
     // One more than the page: whether it exists says whether there is a next page.
     let mut sessions = db::sessions::list(
         &state.db,
-        user.id,
+        user_id,
         before,
         limit + 1,
         state.config.refresh_idle_timeout,
@@ -346,7 +362,7 @@ pub async fn list(
             expires_at: s.expires_at,
             user_agent: s.user_agent.as_deref(),
             ip: s.ip.as_deref(),
-            current: s.id == user.session_id,
+            current: s.id == current,
         })
         .collect();
     response::json(

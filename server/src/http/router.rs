@@ -4,7 +4,10 @@
 //! Paths are written exactly as in the spec (matchit ≥ 0.8 uses OpenAPI's `{param}` syntax),
 //! and a test checks that the [`Route`] table and the spec list the same (method, path,
 //! operationId) set, and that each route's declared [`Security`] is the spec's `security:`
-//! for that operation. Dispatch (`handlers::dispatch`) runs the guard for every route
+//! for that operation, and that each route's required role ([`Route::required_role`]) is
+//! the operation's `x-required-role` extension (the spec's way of saying which role a
+//! bearer token must carry; a separate security scheme would make the generated client
+//! ask for a second, identical token). Dispatch (`handlers::dispatch`) runs the guard for every route
 //! declared [`Security::Bearer`], so the declaration is what protects a route.
 //!
 //! A path is resolved once per request ([`Router::resolve`]): the target, its parameters,
@@ -52,6 +55,17 @@ pub enum Route {
     ResetPassword,
     VerifyEmail,
     ResendVerification,
+    AdminListUsers,
+    AdminGetUser,
+    AdminDeactivateUser,
+    AdminReactivateUser,
+    AdminListSessions,
+    AdminEndSessions,
+    AdminEndSession,
+    AdminSetRoles,
+    AdminSendPasswordReset,
+    AdminListUserEvents,
+    AdminListEvents,
     Liveness,
     Readiness,
     OpenApiJson,
@@ -59,7 +73,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 18] = [
+    pub const ALL: [Route; 29] = [
         Route::Signup,
         Route::Login,
         Route::GetMe,
@@ -74,6 +88,17 @@ impl Route {
         Route::ResetPassword,
         Route::VerifyEmail,
         Route::ResendVerification,
+        Route::AdminListUsers,
+        Route::AdminGetUser,
+        Route::AdminDeactivateUser,
+        Route::AdminReactivateUser,
+        Route::AdminListSessions,
+        Route::AdminEndSessions,
+        Route::AdminEndSession,
+        Route::AdminSetRoles,
+        Route::AdminSendPasswordReset,
+        Route::AdminListUserEvents,
+        Route::AdminListEvents,
         Route::Liveness,
         Route::Readiness,
         Route::OpenApiJson,
@@ -109,6 +134,49 @@ impl Route {
                 "/auth/email/verify/resend",
                 "resend_verification",
             ),
+            Route::AdminListUsers => (Method::GET, "/admin/users", "admin_list_users"),
+            Route::AdminGetUser => (Method::GET, "/admin/users/{user_id}", "admin_get_user"),
+            Route::AdminDeactivateUser => (
+                Method::POST,
+                "/admin/users/{user_id}/deactivate",
+                "admin_deactivate_user",
+            ),
+            Route::AdminReactivateUser => (
+                Method::POST,
+                "/admin/users/{user_id}/reactivate",
+                "admin_reactivate_user",
+            ),
+            Route::AdminListSessions => (
+                Method::GET,
+                "/admin/users/{user_id}/sessions",
+                "admin_list_sessions",
+            ),
+            Route::AdminEndSessions => (
+                Method::DELETE,
+                "/admin/users/{user_id}/sessions",
+                "admin_end_sessions",
+            ),
+            Route::AdminEndSession => (
+                Method::DELETE,
+                "/admin/users/{user_id}/sessions/{session_id}",
+                "admin_end_session",
+            ),
+            Route::AdminSetRoles => (
+                Method::PUT,
+                "/admin/users/{user_id}/roles",
+                "admin_set_roles",
+            ),
+            Route::AdminSendPasswordReset => (
+                Method::POST,
+                "/admin/users/{user_id}/password-reset",
+                "admin_send_password_reset",
+            ),
+            Route::AdminListUserEvents => (
+                Method::GET,
+                "/admin/users/{user_id}/events",
+                "admin_list_user_events",
+            ),
+            Route::AdminListEvents => (Method::GET, "/admin/events", "admin_list_events"),
             Route::Liveness => (Method::GET, "/health/live", "liveness"),
             Route::Readiness => (Method::GET, "/health/ready", "readiness"),
             Route::OpenApiJson => (Method::GET, "/openapi.json", "get_openapi_json"),
@@ -124,7 +192,18 @@ impl Route {
             | Route::ChangePassword
             | Route::ListSessions
             | Route::RevokeSession
-            | Route::ListEvents => Security::Bearer,
+            | Route::ListEvents
+            | Route::AdminListUsers
+            | Route::AdminGetUser
+            | Route::AdminDeactivateUser
+            | Route::AdminReactivateUser
+            | Route::AdminListSessions
+            | Route::AdminEndSessions
+            | Route::AdminEndSession
+            | Route::AdminSetRoles
+            | Route::AdminSendPasswordReset
+            | Route::AdminListUserEvents
+            | Route::AdminListEvents => Security::Bearer,
             Route::ResendVerification => Security::Optional,
             Route::Signup
             | Route::Login
@@ -140,6 +219,47 @@ impl Route {
         }
     }
 }
+
+impl Route {
+    /// The role the caller's token must carry (`x-required-role` in the spec), checked by
+    /// the guard after the token itself. Exhaustive on purpose: a new route must say.
+    pub fn required_role(self) -> Option<&'static str> {
+        match self {
+            Route::AdminListUsers
+            | Route::AdminGetUser
+            | Route::AdminDeactivateUser
+            | Route::AdminReactivateUser
+            | Route::AdminListSessions
+            | Route::AdminEndSessions
+            | Route::AdminEndSession
+            | Route::AdminSetRoles
+            | Route::AdminSendPasswordReset
+            | Route::AdminListUserEvents
+            | Route::AdminListEvents => Some(ADMIN_ROLE),
+            Route::Signup
+            | Route::Login
+            | Route::GetMe
+            | Route::Logout
+            | Route::Refresh
+            | Route::ChangePassword
+            | Route::ListSessions
+            | Route::RevokeSession
+            | Route::ListEvents
+            | Route::ForgotPassword
+            | Route::CheckPasswordReset
+            | Route::ResetPassword
+            | Route::VerifyEmail
+            | Route::ResendVerification
+            | Route::Liveness
+            | Route::Readiness
+            | Route::OpenApiJson
+            | Route::OpenApiYaml => None,
+        }
+    }
+}
+
+/// The role this service itself checks: the admin API's.
+pub const ADMIN_ROLE: &str = "admin";
 
 /// Everything served that is not an API operation. All are `GET`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -383,6 +503,26 @@ mod tests {
                 }
             };
             assert_eq!(route.security(), declared, "{id}");
+        }
+    }
+
+    /// Each route's required role is its operation's `x-required-role`, and only a
+    /// protected operation can require one.
+    #[test]
+    fn each_routes_required_role_is_the_one_its_operation_declares() {
+        let spec = spec();
+        for route in Route::ALL {
+            let (method, path, id) = route.spec();
+            let op = &spec["paths"][path][method.as_str().to_lowercase()];
+            let declared = op.get("x-required-role").map(|r| r.as_str().unwrap());
+            assert_eq!(route.required_role(), declared, "{id}");
+            if declared.is_some() {
+                assert_eq!(
+                    route.security(),
+                    Security::Bearer,
+                    "{id}: a role needs a token"
+                );
+            }
         }
     }
 
