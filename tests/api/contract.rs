@@ -14,6 +14,8 @@ use crate::helpers::spawn_app;
 
 const EXAMPLES_PER_OPERATION: u32 = 100;
 const CI_SEED: u64 = 20_261_124;
+const ADMIN_EMAIL: &str = "contract-admin@example.com";
+const ADMIN_PASSWORD: &str = "contract admin passphrase";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -67,6 +69,15 @@ async fn schemathesis_finds_no_departure_from_the_contract() {
     // exercises a successful login, not only refusals.
     app.signup("ada@example.com", "correct horse battery staple")
         .await;
+    // The admin whose token the hooks give the admin operations, made as an operator
+    // makes one.
+    app.signup(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    jobpath_server::admin(
+        &crate::helpers::test_config(&app.db),
+        &jobpath_server::cli::AdminCommand::Grant(ADMIN_EMAIL.to_owned()),
+    )
+    .await
+    .expect("admin grant");
     let seed = match std::env::var_os("CI") {
         Some(_) => CI_SEED,
         None => u64::from(std::process::id()) * 7919 % 1_000_000,
@@ -92,6 +103,8 @@ async fn schemathesis_finds_no_departure_from_the_contract() {
         .env("PYTHONPATH", repo_root().join("tests/contract"))
         .env("JOBPATH_BASE_URL", &app.base_url)
         .env("JOBPATH_SPEC", repo_root().join("openapi.yaml"))
+        .env("JOBPATH_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("JOBPATH_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .current_dir(Path::new(env!("CARGO_TARGET_TMPDIR")))
         .output()
         .await

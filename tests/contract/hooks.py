@@ -5,6 +5,10 @@ throwaway account and logs in for a fresh token, so a `logout` case revoking its
 never poison the cases that follow. A stateful step that follows a login link keeps the
 token that login returned. Operations without security get no token, and schemathesis's
 own `ignored_auth` check still sends requests without one or with a broken one.
+
+Operations that require a role (`x-required-role: admin`) get a token of the admin account
+the test made with `jobpath-server admin grant` (JOBPATH_ADMIN_EMAIL/PASSWORD), logged in
+afresh for each case, so the admin API is tested past its 403.
 """
 
 import os
@@ -34,7 +38,21 @@ def protected_operations(spec_path):
     }
 
 
+def admin_operations(spec_path):
+    """`METHOD /path` of every operation that requires the admin role."""
+    with open(spec_path, encoding="utf-8") as f:
+        spec = yaml.safe_load(f)
+    return {
+        f"{method.upper()} {path}"
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and operation.get("x-required-role") == "admin"
+    }
+
+
 PROTECTED = protected_operations(os.environ["JOBPATH_SPEC"])
+ADMIN_ONLY = admin_operations(os.environ["JOBPATH_SPEC"])
+ADMIN = {"email": os.environ["JOBPATH_ADMIN_EMAIL"], "password": os.environ["JOBPATH_ADMIN_PASSWORD"]}
 PASSWORD = "contract run passphrase"
 
 
@@ -43,6 +61,12 @@ def fresh_token():
     signup = requests.post(f"{BASE_URL}/auth/signup", json=credentials, timeout=10)
     signup.raise_for_status()
     login = requests.post(f"{BASE_URL}/auth/login", json=credentials, timeout=10)
+    login.raise_for_status()
+    return login.json()["access_token"]
+
+
+def admin_token():
+    login = requests.post(f"{BASE_URL}/auth/login", json=ADMIN, timeout=10)
     login.raise_for_status()
     return login.json()["access_token"]
 
@@ -60,6 +84,8 @@ class FreshToken:
     def get(self, case, context):
         if case.operation.label not in PROTECTED:
             return None
+        if case.operation.label in ADMIN_ONLY:
+            return admin_token()
         # A step that follows a login link carries that login's real token; other phases
         # pre-fill a random one from the security scheme. Only a token the server accepts
         # is kept.

@@ -133,44 +133,29 @@ fn user_id(params: &Params) -> Result<Uuid, ApiError> {
         .ok_or_else(|| ApiError::validation("user_id", "user_id must be a UUID"))
 }
 
-/// The cursor of the page after one ending with `email`: the address, base64url-encoded,
-/// so that clients treat it as opaque (and it survives any query-string handling).
-fn cursor_for(email: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(email)
-}
-
-fn cursor_email(raw: &str) -> Result<String, ApiError> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| ApiError::validation("cursor", "cursor must be a next_cursor value"))
-}
-
 fn user_response(status: StatusCode, account: &Account) -> Result<Response, ApiError> {
     response::json(status, &AdminUser::from(account))
 }
 
 pub async fn list_users(state: &AppState, query: Option<&str>) -> Result<Response, ApiError> {
     let limit = page_limit(query, DEFAULT_USERS_PAGE)?;
-    let prefix = decoded(query, "q").map(|q| q.trim().to_lowercase());
-    if prefix
-        .as_ref()
-        .is_some_and(|p| p.chars().count() > MAX_PREFIX_CHARS)
+    let q = decoded(query, "q");
+    // The spec's bound is on what was sent; lower-casing may lengthen it.
+    if q.as_ref()
+        .is_some_and(|q| q.chars().count() > MAX_PREFIX_CHARS)
     {
         return Err(ApiError::validation(
             "q",
             "q must be at most 254 characters",
         ));
     }
+    let prefix = q.map(|q| q.trim().to_lowercase());
     let after = match decoded(query, "cursor") {
         None => None,
         Some(raw) if raw.chars().count() > MAX_CURSOR_CHARS => {
             return Err(ApiError::validation("cursor", "cursor is too long"));
         }
-        Some(raw) => Some(cursor_email(&raw)?),
+        Some(raw) => Some(raw.into_owned()),
     };
     let filter = Filter {
         prefix: prefix.as_deref().filter(|p| !p.is_empty()),
@@ -182,7 +167,9 @@ pub async fn list_users(state: &AppState, query: Option<&str>) -> Result<Respons
     let mut accounts = db::admin::list(&state.db, &filter, limit + 1).await?;
     let next_cursor = if accounts.len() as i64 > limit {
         accounts.truncate(limit as usize);
-        accounts.last().map(|a| cursor_for(&a.email))
+        // The last address: any string is a position in the order, so a cursor can never
+        // be invalid, only past the end.
+        accounts.last().map(|a| a.email.clone())
     } else {
         None
     };
@@ -498,13 +485,6 @@ mod tests {
         }
         assert!(role_set(vec!["a".repeat(32)]).is_ok());
         assert!(role_set(Vec::new()).unwrap().is_empty());
-    }
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let c = cursor_for("ada+x@example.com");
-        assert_eq!(cursor_email(&c).unwrap(), "ada+x@example.com");
-        assert!(cursor_email("***").is_err());
     }
 
     #[test]
