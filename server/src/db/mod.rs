@@ -10,6 +10,7 @@
 //! - [`owners`]: that read, the owner of an access token, batched across requests.
 //! - [`events`]: the security event log.
 //! - [`secrets`]: one-time secrets (password reset, email verification) and their changes.
+//! - [`email_change`]: pending email changes: asking, confirming, cancelling.
 //! - [`outbox`]: the email outbox as its sender sees it, and the `LISTEN` that wakes it.
 //! - [`limits`]: rate-limit counters and the login throttle, shared by all instances.
 //! - [`tls`]: TLS to PostgreSQL (`sslmode=require`, `DB_SSL_ROOT_CERT`).
@@ -25,6 +26,7 @@
 //!   [`UNANSWERED_GRACE`] later, asks PostgreSQL to cancel, and discards the connection.
 
 pub mod connect;
+pub mod email_change;
 pub mod events;
 pub mod limits;
 pub mod locate;
