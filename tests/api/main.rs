@@ -14,6 +14,7 @@ mod contract;
 mod credentials;
 mod docs;
 mod email;
+mod email_change;
 mod events;
 mod growth;
 mod guard;
