@@ -64,15 +64,22 @@ async fn cancel(app: &TestServer, token: &str) -> ApiResult<types::MessageRespon
         .await
 }
 
-/// The `n`th message (from 1) to `email` whose subject contains `subject`, once at least
-/// `n` messages to `email` have arrived.
+/// The `n`th message (from 1) to `email` whose subject contains `subject`, once it has
+/// arrived (the harness's wait panics if it does not within `MAIL_DELIVERY`).
 async fn nth_mail(mail: &MailServer, email: &str, n: usize, subject: &str) -> Mail {
-    mail.wait_for_to(email, n, MAIL_DELIVERY)
-        .await
-        .into_iter()
-        .filter(|m| m.header("subject").unwrap_or_default().contains(subject))
-        .nth(n - 1)
-        .unwrap_or_else(|| panic!("no \"{subject}\" email number {n} to {email}"))
+    // Other messages to the address may come first: wait for one more until enough match.
+    for arrived in n.. {
+        let matching: Vec<Mail> = mail
+            .wait_for_to(email, arrived, MAIL_DELIVERY)
+            .await
+            .into_iter()
+            .filter(|m| m.header("subject").unwrap_or_default().contains(subject))
+            .collect();
+        if let Some(m) = matching.into_iter().nth(n - 1) {
+            return m;
+        }
+    }
+    unreachable!("the wait panics first")
 }
 
 /// The confirmation token of the `n`th confirmation sent to `new_email`.
@@ -543,4 +550,103 @@ async fn the_emailed_confirmation_link_changes_the_address_in_chromium_after_a_c
         crate::browser::drive("email-change.mjs", &[&app.base_url, &link, &new], &[]).await;
     assert!(report.contains("changed by the click"), "{report}");
     assert_eq!(me(&app, &mine).await.unwrap().email, new);
+}
+
+/// How many "is about to change" notices `email` has been sent so far.
+fn notices_to(mail: &MailServer, email: &str) -> usize {
+    mail.messages()
+        .iter()
+        .filter(|m| {
+            m.header("subject")
+                .unwrap_or_default()
+                .contains("is about to change")
+        })
+        .filter(|m| {
+            m.envelope_to
+                .iter()
+                .any(|to| to.eq_ignore_ascii_case(email))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_cancellation_racing_a_confirmation_or_another_cancellation_lets_one_act() {
+    let (app, mail) = app_with_mail(|_| {}).await;
+    let mut current = unique_email();
+    app.signup(&current, PASSWORD).await;
+    for round in 1..=3 {
+        let mine = app.login(&current, PASSWORD).await;
+        let new = unique_email();
+        let before = notices_to(&mail, &current);
+        request(&app, &mine, &new, PASSWORD).await.unwrap();
+        let confirmation = confirm_token(&mail, &new, 1).await;
+        let cancellation = cancel_token(&mail, &current, before + 1).await;
+        let (c, x) = tokio::join!(confirm(&app, &confirmation), cancel(&app, &cancellation));
+        let outcomes = (status(&c).0, status(&x).0);
+        assert!(
+            matches!(outcomes, (200, 403) | (403, 200)),
+            "round {round}: the change is confirmed or cancelled, never both: {outcomes:?}"
+        );
+        let email: String = app
+            .db
+            .client()
+            .await
+            .query_one("SELECT email FROM users", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(email == new, outcomes.0 == 200, "round {round}");
+        current = email;
+    }
+
+    // Two concurrent cancellations with one token: one ends the sessions, the other is 403.
+    let mine = app.login(&current, PASSWORD).await;
+    let before = notices_to(&mail, &current);
+    request(&app, &mine, &unique_email(), PASSWORD)
+        .await
+        .unwrap();
+    let token = cancel_token(&mail, &current, before + 1).await;
+    let (a, b) = tokio::join!(cancel(&app, &token), cancel(&app, &token));
+    let mut outcomes = [status(&a).0, status(&b).0];
+    outcomes.sort();
+    assert_eq!(outcomes, [200, 403]);
+    expect_error(me(&app, &mine).await, 401, "invalid_token");
+}
+
+#[tokio::test]
+async fn concurrent_requests_of_one_account_leave_one_pending_change() {
+    let (app, mail) = app_with_mail(|_| {}).await;
+    let old = unique_email();
+    app.signup(&old, PASSWORD).await;
+    let mine = app.login(&old, PASSWORD).await;
+    let (first, second) = (unique_email(), unique_email());
+    let (a, b) = tokio::join!(
+        request(&app, &mine, &first, PASSWORD),
+        request(&app, &mine, &second, PASSWORD)
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(app.db.count("SELECT count(*) FROM email_changes").await, 1);
+    assert_eq!(
+        app.db
+            .count(
+                "SELECT count(*) FROM one_time_secrets
+                  WHERE consumed_at IS NULL AND purpose LIKE 'email_change%'"
+            )
+            .await,
+        2,
+        "one confirmation and one cancel secret are live"
+    );
+    let (t1, t2) = (
+        confirm_token(&mail, &first, 1).await,
+        confirm_token(&mail, &second, 1).await,
+    );
+    let (r1, r2) = (confirm(&app, &t1).await, confirm(&app, &t2).await);
+    let mut outcomes = [status(&r1).0, status(&r2).0];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [200, 403],
+        "only the later request can be confirmed"
+    );
 }
