@@ -650,3 +650,40 @@ async fn concurrent_requests_of_one_account_leave_one_pending_change() {
         "only the later request can be confirmed"
     );
 }
+
+#[tokio::test]
+async fn the_per_ip_and_per_recipient_limits_hold_email_changes() {
+    let (app, mail) = app_with_mail(|c| {
+        c.mail.per_recipient_per_hour = 2;
+        c.rate_limits.password_change_per_ip = 3;
+        c.rate_limits.verify_per_ip = 1;
+    })
+    .await;
+    let old = unique_email();
+    app.signup(&old, PASSWORD).await;
+    let mine = app.login(&old, PASSWORD).await;
+    // Past two notices in the hour, a request is answered alike and issues nothing.
+    for n in 1..=3 {
+        let answer = request(&app, &mine, &unique_email(), PASSWORD)
+            .await
+            .expect("202");
+        assert_eq!(answer.status().as_u16(), 202, "request {n}");
+    }
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM email_outbox WHERE kind = 'email_change_notice'")
+            .await,
+        2
+    );
+    cancel_token(&mail, &old, 2).await;
+    // The fourth from this IP is over the per-IP limit.
+    let refused = expect_error(
+        request(&app, &mine, &unique_email(), PASSWORD).await,
+        429,
+        "rate_limited",
+    );
+    assert!(refused.headers().contains_key("retry-after"));
+    // Confirm and cancel share their own per-IP limit.
+    expect_error(confirm(&app, "not-a-token").await, 403, "invalid_secret");
+    expect_error(cancel(&app, "not-a-token").await, 429, "rate_limited");
+}

@@ -31,6 +31,10 @@ use crate::call::Call;
 use crate::errors::ApiError;
 use crate::mail::secrets::Issued;
 
+/// The advisory lock class of a new address being asked for (the other argument is the
+/// address's hash): distinct from the login throttle's (7) and secret issues' (10).
+const NEW_ADDRESS_LOCK_CLASS: i32 = 12;
+
 /// What asking for a change needs.
 pub struct Request<'a> {
     pub user_id: Uuid,
@@ -67,6 +71,14 @@ pub async fn request(db: &Database, r: Request<'_>, call: &Call) -> Result<Reque
     db.run(async |client| {
         let tx = client.transaction().await?;
         tx.execute(LOCK_USER, &[&r.user_id]).await?;
+        // Requests of other accounts for the same new address are serialised here, so the
+        // count of its confirmations in the last hour holds them all (taken after the user's
+        // row, and by nothing else: no deadlock).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&NEW_ADDRESS_LOCK_CLASS, &r.new_email],
+        )
+        .await?;
         let sql = format!(
             "WITH u AS (
                  SELECT id, email FROM users

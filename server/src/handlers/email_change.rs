@@ -5,9 +5,10 @@
 //!   per-account throttle is charged before the hash and refunded on success, and a wrong
 //!   one is the same 401 `invalid_credentials` with an `email_change_failed` event.
 //! - **No enumeration.** Whether the new address is free, or over its per-recipient limit,
-//!   is never told: every accepted request answers the same 202 and records the same
-//!   `email_change_requested` event (the caller reads their own events). Only the per-IP
-//!   limit and the password throttle answer 429.
+//!   is never told: the answer is the same 202 and the `email_change_requested` event (the
+//!   caller reads their own events) the same either way. Only the per-IP limit and the
+//!   password throttle answer 429; an account over its own per-recipient limit gets the
+//!   202 too, with nothing issued.
 //! - **One error for every bad token**: [`ApiError::InvalidSecret`], with the reason for
 //!   the log and the `email_change_failed` event (for the account, when the token names
 //!   one).
