@@ -48,6 +48,12 @@ pub enum Action {
     Verify,
     /// `resend_verification`.
     Resend,
+    /// `request_email_change`: held to `RATE_LIMIT_PASSWORD_CHANGE_PER_IP`, since it
+    /// checks the password too; counted apart.
+    EmailChange,
+    /// `confirm_email_change` and `cancel_email_change`: held to
+    /// `RATE_LIMIT_VERIFY_PER_IP`, since they take an emailed token; counted apart.
+    EmailChangeToken,
 }
 
 impl Action {
@@ -61,6 +67,8 @@ impl Action {
             Action::Reset => "reset",
             Action::Verify => "verify",
             Action::Resend => "resend",
+            Action::EmailChange => "email_change",
+            Action::EmailChangeToken => "email_change_token",
         }
     }
 
@@ -75,6 +83,8 @@ impl Action {
             Action::Reset => limits.reset_per_ip,
             Action::Verify => limits.verify_per_ip,
             Action::Resend => limits.resend_per_ip,
+            Action::EmailChange => limits.password_change_per_ip,
+            Action::EmailChangeToken => limits.verify_per_ip,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Background chores of a running server, on one timer: closing idle overflow connections
 //! of the pool, pruning what has outlived its use — ended sessions, security events past
-//! `EVENT_RETENTION_DAYS`, rate-limit counters of ended windows, delivered emails and used
-//! one-time secrets — and wrapping password
+//! `EVENT_RETENTION_DAYS`, rate-limit counters of ended windows, delivered emails, used
+//! one-time secrets and the new addresses of ended email changes — and wrapping password
 //! hashes of before the pepper (`auth::hasher`) at start-up and hourly. Every instance runs
 //! them; each change is idempotent or compare-and-set, so instances sharing a database need
 //! no coordination.
@@ -55,6 +55,13 @@ pub async fn run(state: Arc<AppState>) {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned delivered emails and used secrets"),
                 Err(e) => tracing::warn!(error = %e, "pruning the outbox failed"),
+            }
+            // Before the secrets' own prune would cascade to them a day later: the new
+            // address of an expired change is erased within minutes.
+            match db::email_change::prune(&state.db).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "erased the addresses of ended email changes"),
+                Err(e) => tracing::warn!(error = %e, "pruning ended email changes failed"),
             }
         }
         // Counters of ended windows are dead weight: drop them about once a minute.

@@ -154,7 +154,12 @@ fn committed_file(asset: &str) -> Vec<u8> {
 #[tokio::test]
 async fn the_account_pages_are_served_never_stored_under_a_strict_csp_with_their_assets() {
     let app = spawn_app().await;
-    for page in ["/account/reset-password", "/account/verify-email"] {
+    for page in [
+        "/account/reset-password",
+        "/account/verify-email",
+        "/account/confirm-email-change",
+        "/account/cancel-email-change",
+    ] {
         let resp = app.raw(Method::GET, page).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{page}");
         let headers = resp.headers().clone();

@@ -15,6 +15,7 @@ mod contract;
 mod credentials;
 mod docs;
 mod email;
+mod email_change;
 mod events;
 mod growth;
 mod guard;

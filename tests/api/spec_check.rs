@@ -192,9 +192,12 @@ impl SpecCheck {
 /// The media types each page may be served as.
 fn page_types(page: Page) -> &'static [&'static str] {
     match page {
-        Page::Docs | Page::Redoc | Page::ResetPassword | Page::VerifyEmail => {
-            &["text/html; charset=utf-8"]
-        }
+        Page::Docs
+        | Page::Redoc
+        | Page::ResetPassword
+        | Page::VerifyEmail
+        | Page::ConfirmEmailChange
+        | Page::CancelEmailChange => &["text/html; charset=utf-8"],
         Page::DocsAsset | Page::AccountAsset => {
             &["text/javascript; charset=utf-8", "text/css; charset=utf-8"]
         }

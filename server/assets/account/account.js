@@ -1,5 +1,6 @@
-// What both account pages (/account/reset-password, /account/verify-email) share: calling
-// the API, taking the token out of the address, switching views, and a form's messages.
+// What the account pages (/account/reset-password, /account/verify-email and the two
+// email-change pages) share: calling the API, taking the token out of the address,
+// switching views, and a form's messages.
 // Part of JobPath API; no framework, nothing from another origin (the pages' CSP allows
 // none).
 "use strict";

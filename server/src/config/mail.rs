@@ -208,6 +208,9 @@ pub struct MailConfig {
     /// Emails of one kind one account is sent per hour, at most; more are silently not
     /// sent (`RATE_LIMIT_EMAILS_PER_RECIPIENT_PER_HOUR`).
     pub per_recipient_per_hour: u32,
+    /// `EMAIL_CHANGE_TTL_MINUTES`: how long a pending email change (its confirmation and
+    /// cancel links) lives.
+    pub email_change_ttl: Duration,
 }
 
 impl MailConfig {

@@ -129,6 +129,7 @@ pub const VARIABLES: &[&str] = &[
     "PASSWORD_RESET_TTL_MINUTES",
     "EMAIL_VERIFICATION",
     "EMAIL_VERIFICATION_TTL_HOURS",
+    "EMAIL_CHANGE_TTL_MINUTES",
     "DOCS_ENABLED",
     "METRICS_PUBLIC",
     "METRICS_HOST",
@@ -674,6 +675,10 @@ impl Config {
                 "EMAIL_VERIFICATION_TTL_HOURS",
                 (self.mail.verification_ttl.as_secs() / 3600).to_string(),
             ),
+            (
+                "EMAIL_CHANGE_TTL_MINUTES",
+                (self.mail.email_change_ttl.as_secs() / MINUTE).to_string(),
+            ),
             ("DOCS_ENABLED", self.docs_enabled.to_string()),
             ("METRICS_PUBLIC", self.metrics_public.to_string()),
             ("METRICS_HOST", self.metrics_host.to_string()),
@@ -740,6 +745,9 @@ fn read_mail<F: Fn(&str) -> Option<String>>(
             3600 * vars.range("EMAIL_VERIFICATION_TTL_HOURS", 24, 1..=24 * 30)?,
         ),
         per_recipient_per_hour: vars.parse("RATE_LIMIT_EMAILS_PER_RECIPIENT_PER_HOUR", 5)?,
+        email_change_ttl: Duration::from_secs(
+            MINUTE * vars.range("EMAIL_CHANGE_TTL_MINUTES", 60, 1..=DAY / MINUTE)?,
+        ),
     })
 }
 

@@ -10,6 +10,7 @@
 //! - [`owners`]: that read, the owner of an access token, batched across requests.
 //! - [`events`]: the security event log.
 //! - [`secrets`]: one-time secrets (password reset, email verification) and their changes.
+//! - [`email_change`]: pending email changes: asking, confirming, cancelling.
 //! - [`outbox`]: the email outbox as its sender sees it, and the `LISTEN` that wakes it.
 //! - [`admin`]: roles, deactivation and the admin API's reads, each change re-checking the
 //!   acting admin at commit.
@@ -28,6 +29,7 @@
 
 pub mod admin;
 pub mod connect;
+pub mod email_change;
 pub mod events;
 pub mod limits;
 pub mod locate;

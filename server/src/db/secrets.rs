@@ -38,7 +38,11 @@ fn purpose(kind: Kind) -> (&'static str, &'static str) {
     match kind {
         Kind::VerifyEmail => ("verify_email", "email_verification_sent"),
         Kind::PasswordReset => ("password_reset", "password_reset_requested"),
-        Kind::PasswordChanged => unreachable!("a notice carries no secret"),
+        // Email changes issue their secrets in `db::email_change`, not here.
+        Kind::PasswordChanged
+        | Kind::EmailChangeConfirm
+        | Kind::EmailChangeNotice
+        | Kind::EmailChanged => unreachable!("not a secret issued here"),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The two pages emailed links open when there is no front end of one's own (`APP_BASE_URL`
-//! unset, or pointed at this server's `/account`): `/account/reset-password` and
-//! `/account/verify-email`, with their script and style under `/account/assets/`.
+//! The pages emailed links open when there is no front end of one's own (`APP_BASE_URL`
+//! unset, or pointed at this server's `/account`): `/account/reset-password`,
+//! `/account/verify-email`, `/account/confirm-email-change` and
+//! `/account/cancel-email-change`, with their scripts and style under `/account/assets/`.
 //!
 //! They are part of the product, not of the documentation, so they are served whatever
 //! `DOCS_ENABLED` says. Every file is embedded in the binary (`server/assets/account/`):
@@ -46,7 +47,7 @@ pub struct Asset {
     body: &'static str,
 }
 
-pub const ASSETS: [Asset; 4] = [
+pub const ASSETS: [Asset; 6] = [
     Asset {
         file: "account.css",
         content_type: CSS,
@@ -67,10 +68,22 @@ pub const ASSETS: [Asset; 4] = [
         content_type: JS,
         body: include_str!("../../assets/account/verify-email.js"),
     },
+    Asset {
+        file: "confirm-email-change.js",
+        content_type: JS,
+        body: include_str!("../../assets/account/confirm-email-change.js"),
+    },
+    Asset {
+        file: "cancel-email-change.js",
+        content_type: JS,
+        body: include_str!("../../assets/account/cancel-email-change.js"),
+    },
 ];
 
 const RESET_PASSWORD: &str = include_str!("../../assets/account/reset-password.html");
 const VERIFY_EMAIL: &str = include_str!("../../assets/account/verify-email.html");
+const CONFIRM_EMAIL_CHANGE: &str = include_str!("../../assets/account/confirm-email-change.html");
+const CANCEL_EMAIL_CHANGE: &str = include_str!("../../assets/account/cancel-email-change.html");
 
 /// `GET /account/reset-password`.
 pub fn reset_password() -> Response {
@@ -80,6 +93,16 @@ pub fn reset_password() -> Response {
 /// `GET /account/verify-email`.
 pub fn verify_email() -> Response {
     page(VERIFY_EMAIL)
+}
+
+/// `GET /account/confirm-email-change`.
+pub fn confirm_email_change() -> Response {
+    page(CONFIRM_EMAIL_CHANGE)
+}
+
+/// `GET /account/cancel-email-change`.
+pub fn cancel_email_change() -> Response {
+    page(CANCEL_EMAIL_CHANGE)
 }
 
 /// `GET /account/assets/{*file}`.
@@ -115,8 +138,13 @@ mod tests {
     /// Every script and stylesheet a page names is one the server has; nothing is inline
     /// (the CSP would refuse it) and nothing comes from another origin.
     #[test]
-    fn both_pages_load_only_embedded_assets_and_nothing_inline() {
-        for html in [RESET_PASSWORD, VERIFY_EMAIL] {
+    fn every_page_loads_only_embedded_assets_and_nothing_inline() {
+        for html in [
+            RESET_PASSWORD,
+            VERIFY_EMAIL,
+            CONFIRM_EMAIL_CHANGE,
+            CANCEL_EMAIL_CHANGE,
+        ] {
             let links: Vec<&str> = html
                 .split('"')
                 .filter(|s| s.starts_with("assets/"))
@@ -145,7 +173,12 @@ mod tests {
 
     #[test]
     fn pages_are_never_stored_and_assets_have_their_types_and_unknown_ones_are_404() {
-        for resp in [reset_password(), verify_email()] {
+        for resp in [
+            reset_password(),
+            verify_email(),
+            confirm_email_change(),
+            cancel_email_change(),
+        ] {
             assert_eq!(resp.headers()["cache-control"], NO_STORE);
             assert_eq!(resp.headers()["referrer-policy"], "no-referrer");
             assert_eq!(resp.headers()["content-security-policy"], CSP);

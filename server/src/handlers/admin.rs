@@ -445,6 +445,10 @@ const EVENT_KINDS: &[&str] = &[
     "account_deactivated",
     "account_reactivated",
     "sessions_revoked",
+    "email_change_requested",
+    "email_change_confirmed",
+    "email_change_cancelled",
+    "email_change_failed",
 ];
 
 pub async fn list_events(state: &AppState, query: Option<&str>) -> Result<Response, ApiError> {
@@ -485,6 +489,19 @@ mod tests {
         }
         assert!(role_set(vec!["a".repeat(32)]).is_ok());
         assert!(role_set(Vec::new()).unwrap().is_empty());
+    }
+
+    /// `kind` accepts exactly the spec's `EventKind`.
+    #[test]
+    fn the_event_kinds_are_the_specs() {
+        let spec: serde_json::Value = serde_json::from_slice(crate::spec::JSON).unwrap();
+        let kinds: Vec<&str> = spec["components"]["schemas"]["EventKind"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, EVENT_KINDS);
     }
 
     #[test]

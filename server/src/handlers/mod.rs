@@ -10,10 +10,12 @@
 //! - [`sessions`]: login, refresh, logout, the session list and revocation.
 //! - [`events`]: the caller's security events.
 //! - [`email`]: password reset and email verification (emailed token or code).
+//! - [`email_change`]: changing the address (request, confirm, cancel).
 //! - [`meta`]: health, the contract, the metrics scrape.
 //! - [`docs`]: Swagger UI and ReDoc, their assets embedded in the binary.
 //! - [`admin`]: the admin API (role `admin`).
-//! - [`account_pages`]: the reset-password and verify-email pages emailed links open.
+//! - [`account_pages`]: the reset-password, verify-email and email-change pages emailed
+//!   links open.
 //!
 //! **Protected operations.** The route table declares each operation's
 //! [`Security`](crate::http::router::Security). For every route declared `Bearer`,
@@ -25,6 +27,7 @@ pub mod account_pages;
 pub mod admin;
 pub mod docs;
 pub mod email;
+pub mod email_change;
 pub mod events;
 pub mod meta;
 pub mod sessions;
@@ -58,6 +61,10 @@ pub async fn dispatch(
         Target::Page(Page::DocsAsset) => return docs::asset(req.uri().path()),
         Target::Page(Page::ResetPassword) => return Ok(account_pages::reset_password()),
         Target::Page(Page::VerifyEmail) => return Ok(account_pages::verify_email()),
+        Target::Page(Page::ConfirmEmailChange) => {
+            return Ok(account_pages::confirm_email_change());
+        }
+        Target::Page(Page::CancelEmailChange) => return Ok(account_pages::cancel_email_change()),
         Target::Page(Page::AccountAsset) => return account_pages::asset(req.uri().path()),
         Target::Page(Page::Metrics) => return Ok(meta::metrics(state)),
     };
@@ -112,6 +119,9 @@ pub async fn dispatch(
         }
         Route::AdminListUserEvents => admin::list_user_events(state, &params, query).await,
         Route::AdminListEvents => admin::list_events(state, query).await,
+        Route::RequestEmailChange => email_change::request(state, &call, user()?, req).await,
+        Route::ConfirmEmailChange => email_change::confirm(state, &call, req).await,
+        Route::CancelEmailChange => email_change::cancel(state, &call, req).await,
         Route::Liveness => meta::liveness(),
         Route::Readiness => meta::readiness(state).await,
         Route::OpenApiJson => Ok(meta::openapi_json()),

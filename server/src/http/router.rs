@@ -66,6 +66,9 @@ pub enum Route {
     AdminSendPasswordReset,
     AdminListUserEvents,
     AdminListEvents,
+    RequestEmailChange,
+    ConfirmEmailChange,
+    CancelEmailChange,
     Liveness,
     Readiness,
     OpenApiJson,
@@ -73,7 +76,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 29] = [
+    pub const ALL: [Route; 32] = [
         Route::Signup,
         Route::Login,
         Route::GetMe,
@@ -99,6 +102,9 @@ impl Route {
         Route::AdminSendPasswordReset,
         Route::AdminListUserEvents,
         Route::AdminListEvents,
+        Route::RequestEmailChange,
+        Route::ConfirmEmailChange,
+        Route::CancelEmailChange,
         Route::Liveness,
         Route::Readiness,
         Route::OpenApiJson,
@@ -177,6 +183,19 @@ impl Route {
                 "admin_list_user_events",
             ),
             Route::AdminListEvents => (Method::GET, "/admin/events", "admin_list_events"),
+            Route::RequestEmailChange => {
+                (Method::POST, "/auth/email/change", "request_email_change")
+            }
+            Route::ConfirmEmailChange => (
+                Method::POST,
+                "/auth/email/change/confirm",
+                "confirm_email_change",
+            ),
+            Route::CancelEmailChange => (
+                Method::POST,
+                "/auth/email/change/cancel",
+                "cancel_email_change",
+            ),
             Route::Liveness => (Method::GET, "/health/live", "liveness"),
             Route::Readiness => (Method::GET, "/health/ready", "readiness"),
             Route::OpenApiJson => (Method::GET, "/openapi.json", "get_openapi_json"),
@@ -203,7 +222,8 @@ impl Route {
             | Route::AdminSetRoles
             | Route::AdminSendPasswordReset
             | Route::AdminListUserEvents
-            | Route::AdminListEvents => Security::Bearer,
+            | Route::AdminListEvents
+            | Route::RequestEmailChange => Security::Bearer,
             Route::ResendVerification => Security::Optional,
             Route::Signup
             | Route::Login
@@ -212,6 +232,8 @@ impl Route {
             | Route::CheckPasswordReset
             | Route::ResetPassword
             | Route::VerifyEmail
+            | Route::ConfirmEmailChange
+            | Route::CancelEmailChange
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
@@ -250,6 +272,9 @@ impl Route {
             | Route::ResetPassword
             | Route::VerifyEmail
             | Route::ResendVerification
+            | Route::RequestEmailChange
+            | Route::ConfirmEmailChange
+            | Route::CancelEmailChange
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
@@ -275,6 +300,10 @@ pub enum Page {
     ResetPassword,
     /// The page a verification email links to.
     VerifyEmail,
+    /// The page an email-change confirmation links to.
+    ConfirmEmailChange,
+    /// The page the "this wasn't me" link of an email-change notice opens.
+    CancelEmailChange,
     /// The script and style of the two account pages.
     AccountAsset,
     /// The Prometheus scrape, on this port only with `METRICS_PUBLIC=true`.
@@ -282,12 +311,14 @@ pub enum Page {
 }
 
 impl Page {
-    pub const ALL: [Page; 7] = [
+    pub const ALL: [Page; 9] = [
         Page::Docs,
         Page::Redoc,
         Page::DocsAsset,
         Page::ResetPassword,
         Page::VerifyEmail,
+        Page::ConfirmEmailChange,
+        Page::CancelEmailChange,
         Page::AccountAsset,
         Page::Metrics,
     ];
@@ -299,6 +330,8 @@ impl Page {
             Page::DocsAsset => "/docs/assets/{*file}",
             Page::ResetPassword => "/account/reset-password",
             Page::VerifyEmail => "/account/verify-email",
+            Page::ConfirmEmailChange => "/account/confirm-email-change",
+            Page::CancelEmailChange => "/account/cancel-email-change",
             Page::AccountAsset => "/account/assets/{*file}",
             Page::Metrics => "/metrics",
         }
@@ -312,6 +345,8 @@ impl Page {
             Page::DocsAsset => "docs_asset",
             Page::ResetPassword => "account_reset_password",
             Page::VerifyEmail => "account_verify_email",
+            Page::ConfirmEmailChange => "account_confirm_email_change",
+            Page::CancelEmailChange => "account_cancel_email_change",
             Page::AccountAsset => "account_asset",
             Page::Metrics => "metrics",
         }
@@ -394,7 +429,11 @@ impl Router {
             .filter(|page| match page {
                 Page::Metrics => public_metrics,
                 Page::Docs | Page::Redoc | Page::DocsAsset => docs,
-                Page::ResetPassword | Page::VerifyEmail | Page::AccountAsset => true,
+                Page::ResetPassword
+                | Page::VerifyEmail
+                | Page::ConfirmEmailChange
+                | Page::CancelEmailChange
+                | Page::AccountAsset => true,
             })
             .map(|page| (Method::GET, page.path(), Target::Page(page)));
         let mut by_path: Vec<(&'static str, Vec<(Method, Target)>)> = Vec::new();
@@ -600,6 +639,8 @@ mod tests {
             for (path, page) in [
                 ("/account/reset-password", Page::ResetPassword),
                 ("/account/verify-email", Page::VerifyEmail),
+                ("/account/confirm-email-change", Page::ConfirmEmailChange),
+                ("/account/cancel-email-change", Page::CancelEmailChange),
                 ("/account/assets/account.js", Page::AccountAsset),
             ] {
                 assert_eq!(

@@ -27,13 +27,23 @@ pub enum Kind {
     PasswordReset,
     /// The notice that the password was changed (change or reset).
     PasswordChanged,
+    /// The link that confirms a change of address, sent to the new address.
+    EmailChangeConfirm,
+    /// The notice of a requested change, with its "this wasn't me" link, sent to the
+    /// current address.
+    EmailChangeNotice,
+    /// The notice that the address was changed, sent to both the old and the new one.
+    EmailChanged,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [
+    pub const ALL: [Kind; 6] = [
         Kind::VerifyEmail,
         Kind::PasswordReset,
         Kind::PasswordChanged,
+        Kind::EmailChangeConfirm,
+        Kind::EmailChangeNotice,
+        Kind::EmailChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +51,9 @@ impl Kind {
             Kind::VerifyEmail => "verify_email",
             Kind::PasswordReset => "password_reset",
             Kind::PasswordChanged => "password_changed",
+            Kind::EmailChangeConfirm => "email_change_confirm",
+            Kind::EmailChangeNotice => "email_change_notice",
+            Kind::EmailChanged => "email_changed",
         }
     }
 
@@ -53,8 +66,16 @@ impl Kind {
         match self {
             Kind::VerifyEmail => Some("verify-email"),
             Kind::PasswordReset => Some("reset-password"),
-            Kind::PasswordChanged => None,
+            Kind::EmailChangeConfirm => Some("confirm-email-change"),
+            Kind::EmailChangeNotice => Some("cancel-email-change"),
+            Kind::PasswordChanged | Kind::EmailChanged => None,
         }
+    }
+
+    /// Whether the message shows a code to type beside its link. The email-change links
+    /// carry none: the change is confirmed or cancelled by its link only.
+    pub fn has_code(self) -> bool {
+        matches!(self, Kind::VerifyEmail | Kind::PasswordReset)
     }
 }
 

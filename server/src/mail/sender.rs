@@ -130,7 +130,10 @@ async fn deliver(state: &AppState, transport: &Transport, claim: Claimed) {
     let valid_for = match kind {
         super::Kind::PasswordReset => minutes(mail.password_reset_ttl),
         super::Kind::VerifyEmail => minutes(mail.verification_ttl),
-        super::Kind::PasswordChanged => String::new(),
+        super::Kind::EmailChangeConfirm | super::Kind::EmailChangeNotice => {
+            minutes(mail.email_change_ttl)
+        }
+        super::Kind::PasswordChanged | super::Kind::EmailChanged => String::new(),
     };
     let rendered = templates::render(
         kind,

@@ -1,7 +1,7 @@
 //! The messages: a subject, a plain-text part and an HTML part for each [`Kind`], with
 //! `APP_NAME` and links to `APP_BASE_URL`.
 //!
-//! Compiled in, as plain `format!` templates: three short messages do not need a template
+//! Compiled in, as plain `format!` templates: a few short messages do not need a template
 //! engine, and a typo in one is a compile error rather than a broken email. The HTML part
 //! is the text part's content with its values escaped; it loads nothing (no images, no
 //! tracking pixels, no remote styles), so a mail client has nothing to fetch and a mail
@@ -62,15 +62,57 @@ pub fn render(kind: Kind, cx: &Context<'_>) -> Rendered {
              the sign-in page, and review your account's recent activity."
                 .to_owned(),
         ),
+        Kind::EmailChangeConfirm => (
+            format!("Confirm your new email address for {app}"),
+            format!(
+                "Someone, hopefully you, asked to use this address for their {app} account \
+                 instead of its current one."
+            ),
+            "Confirm the new address",
+            format!(
+                "The link works once, for {}; the address changes only when it is used. If \
+                 you did not ask, ignore this email: nothing changes without the link.",
+                cx.valid_for
+            ),
+        ),
+        Kind::EmailChangeNotice => (
+            format!("Your {app} email address is about to change"),
+            format!(
+                "Someone signed in to your {app} account asked to change its email address \
+                 from this one to another. It changes only if the link sent to the new \
+                 address is used within {}.",
+                cx.valid_for
+            ),
+            "This wasn't me: cancel the change and sign out everywhere",
+            "If it was you, there is nothing to do. If it was not, use the link above: it \
+             cancels the change and ends every session of the account. Then reset your \
+             password with \"Forgot password\" on the sign-in page, since whoever asked \
+             knew it."
+                .to_owned(),
+        ),
+        Kind::EmailChanged => (
+            format!("The email address of your {app} account was changed"),
+            format!(
+                "The email address of your {app} account was just changed, and every other \
+                 session of the account has ended. From now on the account signs in with \
+                 the new address."
+            ),
+            "",
+            "If this was not you, contact support at once: the account's old address no \
+             longer signs in."
+                .to_owned(),
+        ),
     };
-    let text = match cx.secret {
-        Some(_) => format!(
+    let code = kind.has_code().then_some(code);
+    let text = match (cx.secret, code) {
+        (Some(_), Some(code)) => format!(
             "{intro}\n\n{action}:\n{link}\n\nOr enter this code: {code}\n\n{after}\n\n-- \n{app}\n"
         ),
-        None => format!("{intro}\n\n{after}\n\n-- \n{app}\n"),
+        (Some(_), None) => format!("{intro}\n\n{action}:\n{link}\n\n{after}\n\n-- \n{app}\n"),
+        (None, _) => format!("{intro}\n\n{after}\n\n-- \n{app}\n"),
     };
-    let body = match cx.secret {
-        Some(_) => format!(
+    let body = match (cx.secret, code) {
+        (Some(_), Some(code)) => format!(
             "<p>{}</p>\n<p><a href=\"{}\">{}</a></p>\n<p>Or enter this code: \
              <strong style=\"font-family:monospace;font-size:1.3em\">{}</strong></p>\n<p>{}</p>",
             escape(&intro),
@@ -79,7 +121,14 @@ pub fn render(kind: Kind, cx: &Context<'_>) -> Rendered {
             escape(code),
             escape(&after)
         ),
-        None => format!("<p>{}</p>\n<p>{}</p>", escape(&intro), escape(&after)),
+        (Some(_), None) => format!(
+            "<p>{}</p>\n<p><a href=\"{}\">{}</a></p>\n<p>{}</p>",
+            escape(&intro),
+            escape(link),
+            escape(action),
+            escape(&after)
+        ),
+        (None, _) => format!("<p>{}</p>\n<p>{}</p>", escape(&intro), escape(&after)),
     };
     let html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
@@ -141,6 +190,38 @@ mod tests {
     fn a_notice_has_no_link() {
         let r = render(
             Kind::PasswordChanged,
+            &Context {
+                app_name: "JobPath",
+                secret: None,
+                valid_for: "",
+            },
+        );
+        assert!(!r.text.contains("http") && !r.html.contains("href"));
+    }
+
+    /// The email-change messages: the two with a link carry no code, and the notice after
+    /// the change has no link at all.
+    #[test]
+    fn email_change_messages_carry_their_link_only() {
+        let link = "https://app.example.com/cancel-email-change#token=abc";
+        for kind in [Kind::EmailChangeConfirm, Kind::EmailChangeNotice] {
+            let r = render(
+                kind,
+                &Context {
+                    app_name: "JobPath",
+                    secret: Some((link, "12345678")),
+                    valid_for: "60 minutes",
+                },
+            );
+            assert!(
+                r.text.contains(link) && r.text.contains("60 minutes"),
+                "{kind:?}"
+            );
+            assert!(!r.text.contains("12345678") && !r.html.contains("12345678"));
+            assert_eq!(r.html.matches("href=").count(), 1);
+        }
+        let r = render(
+            Kind::EmailChanged,
             &Context {
                 app_name: "JobPath",
                 secret: None,
