@@ -7,6 +7,7 @@
 //! `.env` or variable of the developer's leaks in. Servers use a fresh database on the local
 //! PostgreSQL (`TEST_DATABASE_URL`, as for the end-to-end suite) and port 0.
 
+mod admin;
 mod container;
 mod outbox;
 mod production;
