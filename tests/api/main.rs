@@ -12,6 +12,7 @@ mod account_pages;
 mod connections;
 mod contract;
 mod credentials;
+mod deletion;
 mod docs;
 mod email;
 mod events;

@@ -101,13 +101,15 @@ pub async fn insert(
     .await
 }
 
+/// The account of `email`, if it has one; a deleted account has none (its address is a
+/// placeholder no one can log in with, and it is refused exactly as an unknown one).
 pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<LoginRecord>, ApiError> {
     db.run(async |client| {
         let stmt = client
             .prepare_cached(
                 "SELECT id, email, password_hash, is_active, credential_version,
                         email_verified_at IS NOT NULL
-                   FROM users WHERE lower(email) = $1",
+                   FROM users WHERE lower(email) = $1 AND deleted_at IS NULL",
             )
             .await?;
         let row = client.query_opt(&stmt, &[&email.as_str()]).await?;

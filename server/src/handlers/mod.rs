@@ -7,6 +7,7 @@
 //! `http::service` does everything else (ids, logging, error bodies, headers).
 //!
 //! - [`account`]: signup, the caller's account, password change.
+//! - [`deletion`]: the caller deleting their account.
 //! - [`sessions`]: login, refresh, logout, the session list and revocation.
 //! - [`events`]: the caller's security events.
 //! - [`email`]: password reset and email verification (emailed token or code).
@@ -21,6 +22,7 @@
 
 pub mod account;
 pub mod account_pages;
+pub mod deletion;
 pub mod docs;
 pub mod email;
 pub mod events;
@@ -80,6 +82,7 @@ pub async fn dispatch(
     match route {
         Route::Signup => account::signup(state, &call, req).await,
         Route::GetMe => account::get_me(user()?),
+        Route::DeleteMe => deletion::delete_me(state, &call, user()?, req).await,
         Route::ChangePassword => account::change_password(state, &call, user()?, req).await,
         Route::Login => sessions::login(state, &call, req).await,
         Route::Refresh => sessions::refresh(state, &call, req).await,

@@ -41,6 +41,7 @@ pub enum Route {
     Signup,
     Login,
     GetMe,
+    DeleteMe,
     Logout,
     Refresh,
     ChangePassword,
@@ -59,10 +60,11 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 18] = [
+    pub const ALL: [Route; 19] = [
         Route::Signup,
         Route::Login,
         Route::GetMe,
+        Route::DeleteMe,
         Route::Logout,
         Route::Refresh,
         Route::ChangePassword,
@@ -86,6 +88,7 @@ impl Route {
             Route::Signup => (Method::POST, "/auth/signup", "signup"),
             Route::Login => (Method::POST, "/auth/login", "login"),
             Route::GetMe => (Method::GET, "/auth/me", "get_me"),
+            Route::DeleteMe => (Method::POST, "/auth/me/delete", "delete_me"),
             Route::Logout => (Method::POST, "/auth/logout", "logout"),
             Route::Refresh => (Method::POST, "/auth/refresh", "refresh"),
             Route::ChangePassword => (Method::POST, "/auth/password", "change_password"),
@@ -120,6 +123,7 @@ impl Route {
     pub fn security(self) -> Security {
         match self {
             Route::GetMe
+            | Route::DeleteMe
             | Route::Logout
             | Route::ChangePassword
             | Route::ListSessions

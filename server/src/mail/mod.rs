@@ -27,13 +27,16 @@ pub enum Kind {
     PasswordReset,
     /// The notice that the password was changed (change or reset).
     PasswordChanged,
+    /// The last notice to a deleted account's address.
+    AccountDeleted,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [
+    pub const ALL: [Kind; 4] = [
         Kind::VerifyEmail,
         Kind::PasswordReset,
         Kind::PasswordChanged,
+        Kind::AccountDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Kind {
             Kind::VerifyEmail => "verify_email",
             Kind::PasswordReset => "password_reset",
             Kind::PasswordChanged => "password_changed",
+            Kind::AccountDeleted => "account_deleted",
         }
     }
 
@@ -53,7 +57,7 @@ impl Kind {
         match self {
             Kind::VerifyEmail => Some("verify-email"),
             Kind::PasswordReset => Some("reset-password"),
-            Kind::PasswordChanged => None,
+            Kind::PasswordChanged | Kind::AccountDeleted => None,
         }
     }
 }

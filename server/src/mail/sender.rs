@@ -130,7 +130,7 @@ async fn deliver(state: &AppState, transport: &Transport, claim: Claimed) {
     let valid_for = match kind {
         super::Kind::PasswordReset => minutes(mail.password_reset_ttl),
         super::Kind::VerifyEmail => minutes(mail.verification_ttl),
-        super::Kind::PasswordChanged => String::new(),
+        super::Kind::PasswordChanged | super::Kind::AccountDeleted => String::new(),
     };
     let rendered = templates::render(
         kind,

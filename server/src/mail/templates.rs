@@ -1,7 +1,7 @@
 //! The messages: a subject, a plain-text part and an HTML part for each [`Kind`], with
 //! `APP_NAME` and links to `APP_BASE_URL`.
 //!
-//! Compiled in, as plain `format!` templates: three short messages do not need a template
+//! Compiled in, as plain `format!` templates: a few short messages do not need a template
 //! engine, and a typo in one is a compile error rather than a broken email. The HTML part
 //! is the text part's content with its values escaped; it loads nothing (no images, no
 //! tracking pixels, no remote styles), so a mail client has nothing to fetch and a mail
@@ -60,6 +60,18 @@ pub fn render(kind: Kind, cx: &Context<'_>) -> Rendered {
             "",
             "If this was not you, reset your password at once with \"Forgot password\" on \
              the sign-in page, and review your account's recent activity."
+                .to_owned(),
+        ),
+        Kind::AccountDeleted => (
+            format!("Your {app} account was deleted"),
+            format!(
+                "The {app} account of this address was just deleted: every session has \
+                 ended, the password no longer works, and this address is free to sign up \
+                 with again. This is the last email the account gets."
+            ),
+            "",
+            "If this was not you, someone who knew your password deleted the account: \
+             change that password wherever else you use it."
                 .to_owned(),
         ),
     };
@@ -147,6 +159,21 @@ mod tests {
                 valid_for: "",
             },
         );
+        assert!(!r.text.contains("http") && !r.html.contains("href"));
+    }
+
+    #[test]
+    fn the_deletion_notice_says_the_address_is_free_and_has_no_link() {
+        let r = render(
+            Kind::AccountDeleted,
+            &Context {
+                app_name: "JobPath",
+                secret: None,
+                valid_for: "",
+            },
+        );
+        assert_eq!(r.subject, "Your JobPath account was deleted");
+        assert!(r.text.contains("free to sign up with again"));
         assert!(!r.text.contains("http") && !r.html.contains("href"));
     }
 }
