@@ -680,6 +680,34 @@ async fn a_deletion_racing_logins_leaves_no_live_session() {
 }
 
 #[tokio::test]
+async fn a_deletion_racing_reset_requests_leaves_no_live_secret() {
+    let app = spawn_app_with(|c| c.mail.verification = Verification::Off).await;
+    for _ in 0..10 {
+        let (email, token) = app.user_with_token().await;
+        let id = user_id(&app.db, &email).await;
+        let forgot = || {
+            app.api
+                .forgot_password()
+                .body(types::EmailAddress::builder().email(email.as_str()))
+                .send()
+        };
+        let requests = futures::future::join_all((0..8).map(|_| forgot()));
+        let owner = app.authed(&token);
+        let (deletion, requests) = tokio::join!(delete_me(&owner, PASSWORD), requests);
+        assert_eq!(status(&deletion), 200);
+        assert!(requests.iter().all(|r| status(r) == 202));
+        let live = app
+            .db
+            .count_with(
+                "SELECT count(*) FROM one_time_secrets WHERE user_id = $1 AND consumed_at IS NULL",
+                &[&id],
+            )
+            .await;
+        assert_eq!(live, 0, "a reset secret outlived the deletion");
+    }
+}
+
+#[tokio::test]
 async fn the_deletion_function_serves_an_admin_and_says_what_it_found() {
     let app = spawn_app().await;
     let (email, token) = app.user_with_token().await;
