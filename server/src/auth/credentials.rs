@@ -80,13 +80,13 @@ impl Email {
     /// Normalises an address typed at login as signup does, without judging its shape: an
     /// address that could never have signed up simply matches no account.
     pub fn normalise_for_lookup(raw: &str) -> Result<Email, ApiError> {
-        // Only the raw value is held to the schema (`minLength: 1`); one that trims to
-        // nothing is well-formed input that matches no account.
+        // Only the raw value is held to the schema (`minLength: 1`, `maxLength: 254`); one
+        // that trims to nothing is well-formed input that matches no account.
         if raw.is_empty() {
             return Err(ApiError::validation("email", "Email must not be empty"));
         }
         let email = raw.trim();
-        if email.chars().count() > EMAIL_MAX_CHARS {
+        if raw.chars().count() > EMAIL_MAX_CHARS {
             return Err(ApiError::validation(
                 "email",
                 "Email must be at most 254 characters",
@@ -385,6 +385,11 @@ mod tests {
         let blank = Email::normalise_for_lookup("\u{a0}").unwrap();
         assert!(!blank.could_exist(), "white space only matches no account");
         assert!(Email::normalise_for_lookup("").is_err());
+        // The schema's maxLength is the raw value's: white space around it counts.
+        let long = format!("\n{}@example.com", "a".repeat(EMAIL_MAX_CHARS - 12));
+        assert_eq!(long.trim().chars().count(), EMAIL_MAX_CHARS);
+        assert!(Email::normalise_for_lookup(&long).is_err());
+        assert!(Email::normalise_for_lookup(long.trim()).is_ok());
     }
 
     fn ada() -> Email {
