@@ -2,7 +2,7 @@
 //!
 //! The password is checked as `change_password` checks the current one — the per-IP limit,
 //! then the per-account throttle charged before the hash is verified and refunded on
-//! success, the same 401 `invalid_credentials` and a `account_deletion_failed` event for a
+//! success, the same 401 `invalid_credentials` and an `account_deletion_failed` event for a
 //! wrong one — and the deletion itself is `db::accounts::delete`, the transaction the
 //! admin's deletion runs too, as a compare-and-set on this session and on the credential
 //! version the password was checked against.
