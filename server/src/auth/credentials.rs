@@ -197,7 +197,9 @@ impl Password {
         }
         let password = Password::new(raw);
         let chars = password.normalised.chars().count();
-        if chars < PASSWORD_MIN_CHARS {
+        // Both forms: the schema's minLength is the typed one's, and normalisation can
+        // lengthen (`¾` is three characters once normalised).
+        if chars < PASSWORD_MIN_CHARS || password.typed.chars().count() < PASSWORD_MIN_CHARS {
             return Err(ApiError::validation(
                 field,
                 "Password must be at least 8 characters",
@@ -390,6 +392,19 @@ mod tests {
         assert_eq!(long.trim().chars().count(), EMAIL_MAX_CHARS);
         assert!(Email::normalise_for_lookup(&long).is_err());
         assert!(Email::normalise_for_lookup(long.trim()).is_ok());
+    }
+
+    #[test]
+    fn a_new_password_is_too_short_if_either_form_is() {
+        let email = Email::parse("someone@example.com").unwrap();
+        // Seven characters as typed, nine once `¾` is normalised to `3⁄4`.
+        let short = "¾v4Mq0z".to_owned();
+        assert_eq!(short.chars().count(), 7);
+        assert!(matches!(
+            Password::parse_new(short, &email, "password"),
+            Err(ApiError::Validation { .. })
+        ));
+        assert!(Password::parse_new("¾v4Mq0zk".to_owned(), &email, "password").is_ok());
     }
 
     fn ada() -> Email {
