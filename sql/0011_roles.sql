@@ -33,6 +33,8 @@ CREATE INDEX users_email_c_idx ON users ((email COLLATE "C"));
 -- Who did it, when it was not the account's owner: the acting admin's id. No foreign key:
 -- the record of an admin's action outlives the admin's account.
 ALTER TABLE auth_events ADD COLUMN actor_id uuid;
+-- The purge of a deleted admin's account finds the events it acted in.
+CREATE INDEX auth_events_actor_id_idx ON auth_events (actor_id) WHERE actor_id IS NOT NULL;
 CREATE INDEX auth_events_kind_idx ON auth_events (kind, id DESC);
 
 ALTER TABLE sessions DROP CONSTRAINT sessions_end_reason;

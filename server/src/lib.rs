@@ -21,7 +21,8 @@
 //! - [`metrics`]: the Prometheus registry of one server.
 //! - [`cli`]: the binary's commands (`serve`, `migrate`, `check-config`, `healthcheck`).
 //! - [`mail`]: the email outbox's sender (SMTP or the log), templates, emailed secrets.
-//! - [`maintenance`]: the background chores (idle connections, pruning).
+//! - [`maintenance`]: the background chores (idle connections, pruning, the purge of
+//!   deleted accounts).
 //! - [`config`]: environment → typed `Config`: the one list of variables, range checks,
 //!   `DATABASE_URL` parsed once.
 //! - [`telemetry`], [`spec`], [`state`]: start-up and shared state.

@@ -1,7 +1,8 @@
 //! Background chores of a running server, on one timer: closing idle overflow connections
 //! of the pool, pruning what has outlived its use — ended sessions, security events past
 //! `EVENT_RETENTION_DAYS`, rate-limit counters of ended windows, delivered emails, used
-//! one-time secrets and the new addresses of ended email changes — and wrapping password
+//! one-time secrets, the new addresses of ended email changes, accounts deleted more than
+//! `ACCOUNT_PURGE_DAYS` ago — and wrapping password
 //! hashes of before the pepper (`auth::hasher`) at start-up and hourly. Every instance runs
 //! them; each change is idempotent or compare-and-set, so instances sharing a database need
 //! no coordination.
@@ -62,6 +63,12 @@ pub async fn run(state: Arc<AppState>) {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "erased the addresses of ended email changes"),
                 Err(e) => tracing::warn!(error = %e, "pruning ended email changes failed"),
+            }
+            // Instances purging together split the rows (`db::accounts::purge`).
+            match db::accounts::purge(&state.db, state.config.account_purge).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "purged deleted accounts"),
+                Err(e) => tracing::warn!(error = %e, "purging deleted accounts failed"),
             }
         }
         // Counters of ended windows are dead weight: drop them about once a minute.

@@ -13,6 +13,7 @@ mod admin;
 mod connections;
 mod contract;
 mod credentials;
+mod deletion;
 mod docs;
 mod email;
 mod email_change;

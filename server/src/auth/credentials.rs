@@ -80,13 +80,13 @@ impl Email {
     /// Normalises an address typed at login as signup does, without judging its shape: an
     /// address that could never have signed up simply matches no account.
     pub fn normalise_for_lookup(raw: &str) -> Result<Email, ApiError> {
-        // Only the raw value is held to the schema (`minLength: 1`); one that trims to
-        // nothing is well-formed input that matches no account.
+        // Only the raw value is held to the schema (`minLength: 1`, `maxLength: 254`); one
+        // that trims to nothing is well-formed input that matches no account.
         if raw.is_empty() {
             return Err(ApiError::validation("email", "Email must not be empty"));
         }
         let email = raw.trim();
-        if email.chars().count() > EMAIL_MAX_CHARS {
+        if raw.chars().count() > EMAIL_MAX_CHARS {
             return Err(ApiError::validation(
                 "email",
                 "Email must be at most 254 characters",
@@ -197,7 +197,9 @@ impl Password {
         }
         let password = Password::new(raw);
         let chars = password.normalised.chars().count();
-        if chars < PASSWORD_MIN_CHARS {
+        // Both forms: the schema's minLength is the typed one's, and normalisation can
+        // lengthen (`¾` is three characters once normalised).
+        if chars < PASSWORD_MIN_CHARS || password.typed.chars().count() < PASSWORD_MIN_CHARS {
             return Err(ApiError::validation(
                 field,
                 "Password must be at least 8 characters",
@@ -385,6 +387,24 @@ mod tests {
         let blank = Email::normalise_for_lookup("\u{a0}").unwrap();
         assert!(!blank.could_exist(), "white space only matches no account");
         assert!(Email::normalise_for_lookup("").is_err());
+        // The schema's maxLength is the raw value's: white space around it counts.
+        let long = format!("\n{}@example.com", "a".repeat(EMAIL_MAX_CHARS - 12));
+        assert_eq!(long.trim().chars().count(), EMAIL_MAX_CHARS);
+        assert!(Email::normalise_for_lookup(&long).is_err());
+        assert!(Email::normalise_for_lookup(long.trim()).is_ok());
+    }
+
+    #[test]
+    fn a_new_password_is_too_short_if_either_form_is() {
+        let email = Email::parse("someone@example.com").unwrap();
+        // Seven characters as typed, nine once `¾` is normalised to `3⁄4`.
+        let short = "¾v4Mq0z".to_owned();
+        assert_eq!(short.chars().count(), 7);
+        assert!(matches!(
+            Password::parse_new(short, &email, "password"),
+            Err(ApiError::Validation { .. })
+        ));
+        assert!(Password::parse_new("¾v4Mq0zk".to_owned(), &email, "password").is_ok());
     }
 
     fn ada() -> Email {

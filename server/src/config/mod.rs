@@ -121,6 +121,7 @@ pub const VARIABLES: &[&str] = &[
     "TRUSTED_PROXIES",
     "TRUSTED_PROXY_HEADER",
     "EVENT_RETENTION_DAYS",
+    "ACCOUNT_PURGE_DAYS",
     "MAILER",
     "SMTP_URL",
     "SMTP_FROM",
@@ -253,6 +254,9 @@ pub struct Config {
     pub trusted_proxy_header: ProxyHeader,
     /// How long security events are kept (`EVENT_RETENTION_DAYS`).
     pub event_retention: Duration,
+    /// How long after its deletion a deleted account's row is purged
+    /// (`ACCOUNT_PURGE_DAYS`; zero: at the next maintenance pass, `db::accounts::purge`).
+    pub account_purge: Duration,
     /// The mailer, links and emailed secrets (`MAILER`, `SMTP_*`, `APP_BASE_URL`, …).
     pub mail: MailConfig,
     /// Serve Swagger UI (`/docs`), ReDoc (`/redoc`) and their assets (`DOCS_ENABLED`; on in
@@ -497,6 +501,9 @@ impl Config {
             event_retention: Duration::from_secs(
                 DAY * vars.range("EVENT_RETENTION_DAYS", 90, 1..=3650)?,
             ),
+            account_purge: Duration::from_secs(
+                DAY * vars.range("ACCOUNT_PURGE_DAYS", 30, 0..=3650)?,
+            ),
             docs_enabled: vars.flag("DOCS_ENABLED", !production)?,
             metrics_public,
             metrics_host: vars.parse("METRICS_HOST", IpAddr::from([127, 0, 0, 1]))?,
@@ -640,6 +647,7 @@ impl Config {
                 self.trusted_proxy_header.name().to_owned(),
             ),
             ("EVENT_RETENTION_DAYS", days(self.event_retention)),
+            ("ACCOUNT_PURGE_DAYS", days(self.account_purge)),
             (
                 "MAILER",
                 match self.mail.mailer {
@@ -1076,5 +1084,17 @@ mod tests {
             config(&[("CORS_ORIGINS", "*")]).unwrap().cors_origins,
             CorsOrigins::Any
         );
+    }
+
+    #[test]
+    fn deleted_accounts_are_purged_after_30_days_or_as_configured_down_to_at_once() {
+        assert_eq!(
+            config(&[]).unwrap().account_purge,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        let c = config(&[("ACCOUNT_PURGE_DAYS", "0")]).unwrap();
+        assert_eq!(c.account_purge, Duration::ZERO);
+        let err = config(&[("ACCOUNT_PURGE_DAYS", "3651")]).unwrap_err();
+        assert!(format!("{err:#}").contains("ACCOUNT_PURGE_DAYS"), "{err:#}");
     }
 }

@@ -47,6 +47,8 @@ pub struct Account {
     pub last_login_at: Option<DateTime<Utc>>,
     pub deactivated_at: Option<DateTime<Utc>>,
     pub deactivation_reason: Option<String>,
+    /// When the account was deleted (by its owner or an admin); it is purged later.
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of [`Account`], for `FROM users u`. Live sessions are counted as the guard
@@ -59,7 +61,7 @@ const ACCOUNT_COLUMNS: &str = "u.id, u.email, u.created_at, u.is_active,
            AND s.credential_version = u.credential_version),
        (SELECT e.occurred_at FROM auth_events e
          WHERE e.user_id = u.id AND e.kind = 'login_succeeded' ORDER BY e.id DESC LIMIT 1),
-       u.deactivated_at, u.deactivation_reason";
+       u.deactivated_at, u.deactivation_reason, u.deleted_at";
 
 fn account(r: &Row) -> Account {
     Account {
@@ -73,6 +75,7 @@ fn account(r: &Row) -> Account {
         last_login_at: r.get(7),
         deactivated_at: r.get(8),
         deactivation_reason: r.get(9),
+        deleted_at: r.get(10),
     }
 }
 
@@ -181,7 +184,10 @@ impl Actor {
 pub const CLI_USER_AGENT: &str = "jobpath-server admin (command line)";
 
 /// Takes the admin lock and re-checks the actor (see the module documentation).
-async fn begin(tx: &deadpool_postgres::Transaction<'_>, actor: Actor) -> Result<(), ApiError> {
+pub(super) async fn begin(
+    tx: &deadpool_postgres::Transaction<'_>,
+    actor: Actor,
+) -> Result<(), ApiError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMIN_LOCK])
         .await?;
     let Actor::Admin { id, session_id } = actor else {
@@ -254,13 +260,17 @@ async fn end_all_sessions(
         .await?)
 }
 
-/// Locks the account's row; false if there is none.
+/// Locks the account's row; false if there is none (or it is deleted: a deleted account
+/// is changed by nothing but the purge).
 async fn lock_user(
     tx: &deadpool_postgres::Transaction<'_>,
     user_id: Uuid,
 ) -> Result<bool, ApiError> {
     Ok(tx
-        .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user_id])
+        .query_opt(
+            "SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            &[&user_id],
+        )
         .await?
         .is_some())
 }
@@ -281,7 +291,7 @@ pub async fn deactivate(
             begin(&tx, actor).await?;
             let Some(row) = tx
                 .query_opt(
-                    "SELECT is_active FROM users WHERE id = $1 FOR UPDATE",
+                    "SELECT is_active FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
                     &[&user_id],
                 )
                 .await?
@@ -345,7 +355,7 @@ pub async fn reactivate(
             begin(&tx, actor).await?;
             let Some(row) = tx
                 .query_opt(
-                    "SELECT is_active FROM users WHERE id = $1 FOR UPDATE",
+                    "SELECT is_active FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
                     &[&user_id],
                 )
                 .await?

@@ -44,7 +44,8 @@ pub async fn record(
     db.run(async |client| {
         let sql = format!(
             "{INSERT} VALUES ($1, $2,
-                 coalesce($3, (SELECT id FROM users WHERE $4::text IS NOT NULL AND lower(email) = $4)),
+                 coalesce($3, (SELECT id FROM users WHERE $4::text IS NOT NULL AND lower(email) = $4
+                                                 AND deleted_at IS NULL)),
                  NULL, $5, $6, $7)"
         );
         let stmt = client.prepare_cached(&sql).await?;

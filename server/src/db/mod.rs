@@ -5,6 +5,7 @@
 //!   from, which settles its TLS mode.
 //! - [`migrate`]: the numbered migrations of `sql/`, applied once under an advisory lock.
 //! - [`users`]: accounts and their password hashes.
+//! - [`accounts`]: deleting an account, and purging deleted accounts.
 //! - [`sessions`]: sessions, refresh-token rotation, logout scopes.
 //! - [`shared`]: the few connections all requests share for the hot read of `/auth/me`.
 //! - [`owners`]: that read, the owner of an access token, batched across requests.
@@ -27,6 +28,7 @@
 //! - if the server does not answer at all (hung, or the network gone), the request gives up
 //!   [`UNANSWERED_GRACE`] later, asks PostgreSQL to cancel, and discards the connection.
 
+pub mod accounts;
 pub mod admin;
 pub mod connect;
 pub mod email_change;

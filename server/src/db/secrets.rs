@@ -27,7 +27,7 @@ use crate::mail::secrets::{Issued, MAX_CODE_ATTEMPTS};
 
 /// The advisory lock class of secret issues (the other argument is the address's hash):
 /// distinct from the login throttle's (7).
-const ISSUE_LOCK_CLASS: i32 = 10;
+pub(super) const ISSUE_LOCK_CLASS: i32 = 10;
 
 /// How long a notice may wait in the outbox before it is no longer worth sending.
 pub const NOTICE_TTL_HOURS: f64 = 72.0;
@@ -38,8 +38,10 @@ fn purpose(kind: Kind) -> (&'static str, &'static str) {
     match kind {
         Kind::VerifyEmail => ("verify_email", "email_verification_sent"),
         Kind::PasswordReset => ("password_reset", "password_reset_requested"),
-        // Email changes issue their secrets in `db::email_change`, not here.
+        // Email changes issue their secrets in `db::email_change`, not here; notices
+        // carry none.
         Kind::PasswordChanged
+        | Kind::AccountDeleted
         | Kind::EmailChangeConfirm
         | Kind::EmailChangeNotice
         | Kind::EmailChanged => unreachable!("not a secret issued here"),

@@ -103,6 +103,8 @@ pub async fn insert(
     .await
 }
 
+/// The account of `email`, if it has one; a deleted account has none (its address is a
+/// placeholder no one can log in with, and it is refused exactly as an unknown one).
 pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<LoginRecord>, ApiError> {
     db.run(async |client| {
         let stmt = client
@@ -110,7 +112,7 @@ pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<Login
                 "SELECT id, email, password_hash, is_active, credential_version,
                         email_verified_at IS NOT NULL,
                         ARRAY(SELECT role FROM user_roles r WHERE r.user_id = users.id ORDER BY role)
-                   FROM users WHERE lower(email) = $1",
+                   FROM users WHERE lower(email) = $1 AND deleted_at IS NULL",
             )
             .await?;
         let row = client.query_opt(&stmt, &[&email.as_str()]).await?;

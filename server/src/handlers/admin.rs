@@ -4,8 +4,8 @@
 //! Dispatch has already checked the caller's token and its `admin` role (the route table
 //! declares it); every change is re-checked at commit by `db::admin` (the admin may have
 //! lost the role since) and recorded as an event carrying the admin's id. An admin cannot
-//! lock themselves out: deactivating their own account or removing their own `admin`
-//! role is 409 `self_lockout`.
+//! lock themselves out: deactivating or deleting their own account, or removing their own
+//! `admin` role, is 409 `self_lockout`.
 
 use std::borrow::Cow;
 
@@ -21,6 +21,7 @@ use crate::auth::guard::CurrentUser;
 use crate::auth::token::MAX_ROLES;
 use crate::call::Call;
 use crate::db;
+use crate::db::accounts::{DeletedBy, Deletion};
 use crate::db::admin::{Account, Actor, Filter, RoleChange};
 use crate::errors::ApiError;
 use crate::http::body;
@@ -42,6 +43,7 @@ struct AdminUser<'a> {
     last_login_at: Option<DateTime<Utc>>,
     deactivated_at: Option<DateTime<Utc>>,
     deactivation_reason: Option<&'a str>,
+    deleted_at: Option<DateTime<Utc>>,
 }
 
 impl<'a> From<&'a Account> for AdminUser<'a> {
@@ -57,6 +59,7 @@ impl<'a> From<&'a Account> for AdminUser<'a> {
             last_login_at: a.last_login_at,
             deactivated_at: a.deactivated_at,
             deactivation_reason: a.deactivation_reason.as_deref(),
+            deleted_at: a.deleted_at,
         }
     }
 }
@@ -215,6 +218,34 @@ pub async fn deactivate(
     user_response(StatusCode::OK, &account)
 }
 
+pub async fn delete_user(
+    state: &AppState,
+    call: &Call,
+    admin: CurrentUser,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let target = user_id(params)?;
+    if target == admin.id {
+        return Err(ApiError::SelfLockout("delete"));
+    }
+    let by = DeletedBy::Admin {
+        actor_id: admin.id,
+        session_id: admin.session_id,
+    };
+    match db::accounts::delete(&state.db, call, target, by).await? {
+        Deletion::Deleted { .. } => {}
+        Deletion::AlreadyDeleted | Deletion::NotFound => return Err(ApiError::NotFound),
+        // Only an owner's deletion checks the owner's session and password.
+        Deletion::CallerEnded | Deletion::Conflict => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "an admin's deletion answered as an owner's"
+            )));
+        }
+    }
+    tracing::info!(admin_id = %admin.id, user_id = %target, "account deleted by an admin");
+    Ok(response::empty(StatusCode::NO_CONTENT))
+}
+
 pub async fn reactivate(
     state: &AppState,
     call: &Call,
@@ -341,6 +372,9 @@ pub async fn send_password_reset(
     let account = db::admin::get(&state.db, target)
         .await?
         .ok_or(ApiError::NotFound)?;
+    if account.deleted_at.is_some() {
+        return Err(ApiError::NotFound);
+    }
     if !account.is_active {
         return Err(ApiError::AccountInactive);
     }
@@ -449,6 +483,8 @@ const EVENT_KINDS: &[&str] = &[
     "email_change_confirmed",
     "email_change_cancelled",
     "email_change_failed",
+    "account_deleted",
+    "account_deletion_failed",
 ];
 
 pub async fn list_events(state: &AppState, query: Option<&str>) -> Result<Response, ApiError> {

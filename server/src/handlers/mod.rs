@@ -7,6 +7,7 @@
 //! `http::service` does everything else (ids, logging, error bodies, headers).
 //!
 //! - [`account`]: signup, the caller's account, password change.
+//! - [`deletion`]: the caller deleting their account.
 //! - [`sessions`]: login, refresh, logout, the session list and revocation.
 //! - [`events`]: the caller's security events.
 //! - [`email`]: password reset and email verification (emailed token or code).
@@ -25,6 +26,7 @@
 pub mod account;
 pub mod account_pages;
 pub mod admin;
+pub mod deletion;
 pub mod docs;
 pub mod email;
 pub mod email_change;
@@ -92,6 +94,7 @@ pub async fn dispatch(
     match route {
         Route::Signup => account::signup(state, &call, req).await,
         Route::GetMe => account::get_me(user()?),
+        Route::DeleteMe => deletion::delete_me(state, &call, user()?, req).await,
         Route::ChangePassword => account::change_password(state, &call, user()?, req).await,
         Route::Login => sessions::login(state, &call, req).await,
         Route::Refresh => sessions::refresh(state, &call, req).await,
@@ -119,6 +122,7 @@ pub async fn dispatch(
         }
         Route::AdminListUserEvents => admin::list_user_events(state, &params, query).await,
         Route::AdminListEvents => admin::list_events(state, query).await,
+        Route::AdminDeleteUser => admin::delete_user(state, &call, user()?, &params).await,
         Route::RequestEmailChange => email_change::request(state, &call, user()?, req).await,
         Route::ConfirmEmailChange => email_change::confirm(state, &call, req).await,
         Route::CancelEmailChange => email_change::cancel(state, &call, req).await,

@@ -44,6 +44,7 @@ pub enum Route {
     Signup,
     Login,
     GetMe,
+    DeleteMe,
     Logout,
     Refresh,
     ChangePassword,
@@ -66,6 +67,7 @@ pub enum Route {
     AdminSendPasswordReset,
     AdminListUserEvents,
     AdminListEvents,
+    AdminDeleteUser,
     RequestEmailChange,
     ConfirmEmailChange,
     CancelEmailChange,
@@ -76,10 +78,11 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 32] = [
+    pub const ALL: [Route; 34] = [
         Route::Signup,
         Route::Login,
         Route::GetMe,
+        Route::DeleteMe,
         Route::Logout,
         Route::Refresh,
         Route::ChangePassword,
@@ -102,6 +105,7 @@ impl Route {
         Route::AdminSendPasswordReset,
         Route::AdminListUserEvents,
         Route::AdminListEvents,
+        Route::AdminDeleteUser,
         Route::RequestEmailChange,
         Route::ConfirmEmailChange,
         Route::CancelEmailChange,
@@ -117,6 +121,7 @@ impl Route {
             Route::Signup => (Method::POST, "/auth/signup", "signup"),
             Route::Login => (Method::POST, "/auth/login", "login"),
             Route::GetMe => (Method::GET, "/auth/me", "get_me"),
+            Route::DeleteMe => (Method::POST, "/auth/me/delete", "delete_me"),
             Route::Logout => (Method::POST, "/auth/logout", "logout"),
             Route::Refresh => (Method::POST, "/auth/refresh", "refresh"),
             Route::ChangePassword => (Method::POST, "/auth/password", "change_password"),
@@ -183,6 +188,11 @@ impl Route {
                 "admin_list_user_events",
             ),
             Route::AdminListEvents => (Method::GET, "/admin/events", "admin_list_events"),
+            Route::AdminDeleteUser => (
+                Method::DELETE,
+                "/admin/users/{user_id}",
+                "admin_delete_user",
+            ),
             Route::RequestEmailChange => {
                 (Method::POST, "/auth/email/change", "request_email_change")
             }
@@ -207,6 +217,7 @@ impl Route {
     pub fn security(self) -> Security {
         match self {
             Route::GetMe
+            | Route::DeleteMe
             | Route::Logout
             | Route::ChangePassword
             | Route::ListSessions
@@ -223,6 +234,7 @@ impl Route {
             | Route::AdminSendPasswordReset
             | Route::AdminListUserEvents
             | Route::AdminListEvents
+            | Route::AdminDeleteUser
             | Route::RequestEmailChange => Security::Bearer,
             Route::ResendVerification => Security::Optional,
             Route::Signup
@@ -257,7 +269,8 @@ impl Route {
             | Route::AdminSetRoles
             | Route::AdminSendPasswordReset
             | Route::AdminListUserEvents
-            | Route::AdminListEvents => Some(ADMIN_ROLE),
+            | Route::AdminListEvents
+            | Route::AdminDeleteUser => Some(ADMIN_ROLE),
             Route::Signup
             | Route::Login
             | Route::GetMe
@@ -272,6 +285,7 @@ impl Route {
             | Route::ResetPassword
             | Route::VerifyEmail
             | Route::ResendVerification
+            | Route::DeleteMe
             | Route::RequestEmailChange
             | Route::ConfirmEmailChange
             | Route::CancelEmailChange

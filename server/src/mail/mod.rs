@@ -34,16 +34,19 @@ pub enum Kind {
     EmailChangeNotice,
     /// The notice that the address was changed, sent to both the old and the new one.
     EmailChanged,
+    /// The last notice to a deleted account's address.
+    AccountDeleted,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::VerifyEmail,
         Kind::PasswordReset,
         Kind::PasswordChanged,
         Kind::EmailChangeConfirm,
         Kind::EmailChangeNotice,
         Kind::EmailChanged,
+        Kind::AccountDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl Kind {
             Kind::EmailChangeConfirm => "email_change_confirm",
             Kind::EmailChangeNotice => "email_change_notice",
             Kind::EmailChanged => "email_changed",
+            Kind::AccountDeleted => "account_deleted",
         }
     }
 
@@ -68,7 +72,7 @@ impl Kind {
             Kind::PasswordReset => Some("reset-password"),
             Kind::EmailChangeConfirm => Some("confirm-email-change"),
             Kind::EmailChangeNotice => Some("cancel-email-change"),
-            Kind::PasswordChanged | Kind::EmailChanged => None,
+            Kind::PasswordChanged | Kind::EmailChanged | Kind::AccountDeleted => None,
         }
     }
 

@@ -133,7 +133,9 @@ async fn deliver(state: &AppState, transport: &Transport, claim: Claimed) {
         super::Kind::EmailChangeConfirm | super::Kind::EmailChangeNotice => {
             minutes(mail.email_change_ttl)
         }
-        super::Kind::PasswordChanged | super::Kind::EmailChanged => String::new(),
+        super::Kind::PasswordChanged | super::Kind::EmailChanged | super::Kind::AccountDeleted => {
+            String::new()
+        }
     };
     let rendered = templates::render(
         kind,

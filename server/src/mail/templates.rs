@@ -102,6 +102,18 @@ pub fn render(kind: Kind, cx: &Context<'_>) -> Rendered {
              longer signs in."
                 .to_owned(),
         ),
+        Kind::AccountDeleted => (
+            format!("Your {app} account was deleted"),
+            format!(
+                "The {app} account of this address was just deleted: every session has \
+                 ended, the password no longer works, and this address is free to sign up \
+                 with again. This is the last email the account gets."
+            ),
+            "",
+            "If this was not you, someone who knew your password deleted the account: \
+             change that password wherever else you use it."
+                .to_owned(),
+        ),
     };
     let code = kind.has_code().then_some(code);
     let text = match (cx.secret, code) {
@@ -228,6 +240,21 @@ mod tests {
                 valid_for: "",
             },
         );
+        assert!(!r.text.contains("http") && !r.html.contains("href"));
+    }
+
+    #[test]
+    fn the_deletion_notice_says_the_address_is_free_and_has_no_link() {
+        let r = render(
+            Kind::AccountDeleted,
+            &Context {
+                app_name: "JobPath",
+                secret: None,
+                valid_for: "",
+            },
+        );
+        assert_eq!(r.subject, "Your JobPath account was deleted");
+        assert!(r.text.contains("free to sign up with again"));
         assert!(!r.text.contains("http") && !r.html.contains("href"));
     }
 }
