@@ -1170,3 +1170,85 @@ async fn instances_starting_together_with_a_zero_period_purge_at_their_first_pas
     assert_eq!(purged, ids.len() as u64, "{json}");
     drop((b, c, a));
 }
+
+/// An admin who acted on others and is then deleted and purged: the events of their
+/// actions on other accounts stay whole but for `actor_id`; and a deactivated account's
+/// purge erases the admin's free-text reason from its own events.
+#[tokio::test]
+async fn the_purge_of_an_admin_erases_their_id_from_what_they_did_and_of_a_deactivated_account_the_reason()
+ {
+    let app = spawn_app().await;
+    let (admin_email, _) = app.user_with_token().await;
+    let admin_id = user_id(&app.db, &admin_email).await;
+    jobpath_server::admin(
+        &crate::helpers::test_config(&app.db),
+        &jobpath_server::cli::AdminCommand::Grant(admin_email.clone()),
+    )
+    .await
+    .unwrap();
+    let admin = app.login(&admin_email, PASSWORD).await;
+    let (kept_email, _) = app.user_with_token().await;
+    let kept = user_id(&app.db, &kept_email).await;
+    let (gone_email, _) = app.user_with_token().await;
+    let gone = user_id(&app.db, &gone_email).await;
+    let reason = "reported by jane.doe@example.com";
+    for target in [kept, gone] {
+        app.authed(&admin)
+            .admin_deactivate_user()
+            .user_id(target)
+            .body(types::Deactivation {
+                reason: reason.parse().unwrap(),
+            })
+            .send()
+            .await
+            .unwrap();
+    }
+    app.authed(&admin)
+        .admin_delete_user()
+        .user_id(gone)
+        .send()
+        .await
+        .unwrap();
+    delete_me(&app.authed(&admin), PASSWORD).await.unwrap();
+    for id in [gone, admin_id] {
+        deleted_ago(&app.db, id, 31 * DAY).await;
+        outbox_drained(&app.db, id).await;
+    }
+    let period = app.state.config.account_purge;
+    assert_eq!(accounts::purge(&app.state.db, period).await.unwrap(), 2);
+
+    assert!(
+        traces(&app.db, &[admin_id, gone], &[admin_email, gone_email])
+            .await
+            .is_empty()
+    );
+    // The kept account's deactivation is still whole, but for who did it.
+    let client = app.db.client().await;
+    let row = client
+        .query_one(
+            "SELECT actor_id, reason, anonymised_at FROM auth_events
+              WHERE user_id = $1 AND kind = 'account_deactivated'",
+            &[&kept],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<Uuid>>(0), None);
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some(reason));
+    assert!(
+        row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(2)
+            .is_none()
+    );
+    // The purged account's own deactivation keeps its kind and time, not the reason.
+    let reasons: Vec<Option<String>> = client
+        .query(
+            "SELECT reason FROM auth_events
+              WHERE anonymised_at IS NOT NULL AND kind = 'account_deactivated'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(reasons, [None]);
+}
