@@ -36,6 +36,10 @@ ALTER TABLE auth_events ADD COLUMN actor_id uuid;
 -- The purge of a deleted admin's account finds the events it acted in.
 CREATE INDEX auth_events_actor_id_idx ON auth_events (actor_id) WHERE actor_id IS NOT NULL;
 CREATE INDEX auth_events_kind_idx ON auth_events (kind, id DESC);
+-- An account's last login, as the admin API shows it, without walking its other events
+-- (thousands of failed logins, for an account under attack).
+CREATE INDEX auth_events_last_login_idx ON auth_events (user_id, id DESC)
+    WHERE kind = 'login_succeeded';
 
 ALTER TABLE sessions DROP CONSTRAINT sessions_end_reason;
 ALTER TABLE sessions ADD CONSTRAINT sessions_end_reason CHECK (

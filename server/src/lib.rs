@@ -230,8 +230,10 @@ pub async fn admin(config: &Config, command: &cli::AdminCommand) -> anyhow::Resu
         cli::AdminCommand::List => {
             let admins = db::admin::holders(&db, ADMIN_ROLE).await?;
             if admins.is_empty() {
-                return Ok("no account has the admin role; grant it with                            `jobpath-server admin grant EMAIL`"
-                    .to_owned());
+                return Ok(
+                    "no account has the admin role; grant it with `jobpath-server admin grant EMAIL`"
+                        .to_owned(),
+                );
             }
             let mut out = String::from(
                 "EMAIL	GRANTED AT	GRANTED BY
@@ -285,6 +287,10 @@ warning: no account has the admin role now",
         (RoleChange::Done { changed: false }, false) => format!("{address} is not an admin"),
         (RoleChange::NoSuchUser, _) => bail!("no account has the address {address}"),
         (RoleChange::SelfLockout, _) => unreachable!("the command line is no account"),
+        (RoleChange::TooMany, _) => bail!(
+            "{address} already holds {} roles, the most an account can hold",
+            crate::auth::token::MAX_ROLES
+        ),
     })
 }
 

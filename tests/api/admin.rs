@@ -361,6 +361,18 @@ async fn deactivation_is_refused_by_every_instance_at_once_and_reactivation_undo
         401,
         "invalid_credentials",
     );
+    // A NUL in a reason is kept as the replacement character, not a 500.
+    let (_, nul_id, _) = new_user(&app).await;
+    let nul = app
+        .raw(Method::POST, &format!("/admin/users/{nul_id}/deactivate"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "reason": "a\u{0}b" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nul.status(), 200);
+    let nul: serde_json::Value = nul.json().await.unwrap();
+    assert_eq!(nul["deactivation_reason"], "a\u{FFFD}b");
     // Deactivating again changes nothing and says the same.
     let again = app
         .authed(&admin)
@@ -527,6 +539,15 @@ async fn the_admin_sends_a_reset_email_it_never_sees() {
         409,
         "conflict",
     );
+    expect_error(
+        app.authed(&admin)
+            .admin_send_password_reset()
+            .user_id(Uuid::new_v4())
+            .send()
+            .await,
+        404,
+        "not_found",
+    );
     // Nothing was queued for it (the outbox is where any email would be).
     let resets = app
         .db
@@ -658,6 +679,28 @@ async fn the_admin_lists_and_ends_an_accounts_sessions() {
         kinds.contains(&types::EventKind::SessionsRevoked),
         "{kinds:?}"
     );
+    // ... without the admin's address or browser.
+    let own_events = app
+        .authed(&own)
+        .list_events()
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let by_admin = own_events
+        .iter()
+        .find(|e| e.kind == types::EventKind::SessionsRevoked)
+        .unwrap();
+    assert!(
+        by_admin.ip.is_none() && by_admin.user_agent.is_none(),
+        "{by_admin:?}"
+    );
+    let own_login = own_events
+        .iter()
+        .find(|e| e.kind == types::EventKind::LoginSucceeded)
+        .unwrap();
+    assert!(own_login.ip.is_some(), "the owner's own events keep theirs");
 }
 
 #[tokio::test]
@@ -760,6 +803,32 @@ async fn the_account_list_pages_by_address_and_filters() {
         .unwrap()
         .into_inner();
     assert!(past.users.is_empty() && past.next_cursor.is_none());
+    // A NUL cannot be in an address (nor in PostgreSQL's text): a prefix holding one
+    // matches nothing, and a cursor holding one is the position before it.
+    for query in ["q=%00", "q=list%00x", "cursor=%00", "cursor=list-%00zz"] {
+        let resp = app
+            .raw(Method::GET, &format!("/admin/users?{query}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{query}");
+        let page: serde_json::Value = resp.json().await.unwrap();
+        if query.starts_with('q') {
+            assert_eq!(page["users"], serde_json::json!([]), "{query}");
+        }
+    }
+    // The prefix is normalised as addresses are: full-width and upper-case letters match.
+    let wide = app
+        .authed(&admin)
+        .admin_list_users()
+        .q("ＬＩＳＴ-".to_owned() + &tag)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(wide.len(), 5);
 }
 
 #[tokio::test]
@@ -879,4 +948,50 @@ async fn two_admins_demoting_each_other_at_once_leave_exactly_one_admin() {
             .await;
         assert_eq!(admins, 1);
     }
+}
+
+/// Logins racing the removal of the account's role: whatever the order, no token that is
+/// still accepted carries a role the account no longer holds. (The roles are read in the
+/// session's own transaction, under the lock a role change takes; read before the
+/// password check instead, a login overtaken by the removal hands out a live token with
+/// the old role.)
+#[tokio::test]
+async fn a_login_racing_a_role_removal_never_yields_a_live_token_with_the_old_role() {
+    let app = spawn_app().await;
+    let (_, _, admin) = new_admin(&app).await;
+    let mut stale = Vec::new();
+    for _ in 0..20 {
+        let (email, id, _) = new_user(&app).await;
+        app.authed(&admin)
+            .admin_set_roles()
+            .user_id(id)
+            .body(roles(&["support"]))
+            .send()
+            .await
+            .unwrap();
+        let admin_client = app.authed(&admin);
+        let removal = admin_client
+            .admin_set_roles()
+            .user_id(id)
+            .body(roles(&[]))
+            .send();
+        let (l1, l2, l3, removed) = tokio::join!(
+            app.try_login(&email, PASSWORD),
+            app.try_login(&email, PASSWORD),
+            app.try_login(&email, PASSWORD),
+            removal,
+        );
+        removed.unwrap();
+        for login in [l1, l2, l3].into_iter().flatten() {
+            let token = login.into_inner().access_token;
+            let live = app.authed(&token).get_me().send().await.is_ok();
+            if live && claims(&token).get("roles").is_some() {
+                stale.push(claims(&token));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "live tokens with a removed role: {stale:?}"
+    );
 }

@@ -121,6 +121,13 @@ impl Email {
 /// NFKC, lower case, NFKC again: lower-casing an NFKC string can leave it un-normalised
 /// (a lower-case letter may compose with a following mark), and the stored key must be a
 /// fixed point so that normalising it again changes nothing.
+/// An address prefix (the admin list's `q`) normalised as stored addresses are (NFKC,
+/// lower case), so that it matches what it looks like. A domain is stored in its ASCII
+/// (`xn--`) form, which a prefix of an internationalised domain must use.
+pub fn normalise_prefix(prefix: &str) -> String {
+    normalise(prefix.trim())
+}
+
 fn normalise(email: &str) -> String {
     email
         .nfkc()

@@ -31,7 +31,6 @@ pub struct Verified {
     /// The credential version the verified hash belongs to; the session records it.
     pub credential_version: i64,
     pub email_verified: bool,
-    pub roles: Vec<String>,
     /// The attempt's charge to the throttle, not yet refunded: the transaction that opens
     /// the session refunds it (`db::sessions::start`), saving a commit per login.
     pub attempt: Option<limits::Attempt>,
@@ -82,7 +81,6 @@ pub async fn verify(
         email: user.email,
         credential_version: user.credential_version,
         email_verified: user.email_verified,
-        roles: user.roles,
         attempt,
     })
 }

@@ -15,8 +15,10 @@
 //! The command line takes the same lock.
 //!
 //! **A role change ends the account's sessions** (`end_reason = 'role_changed'`): the
-//! `roles` claim of a live token is therefore always the account's current roles, and the
-//! guard can decide on the token alone, with no read on the hot path.
+//! `roles` claim of a token whose session is live is the account's current roles, so the
+//! guard checks the claim with no read beyond the session lookup it makes anyway. (A
+//! login reads the roles it signs in the session's own transaction, under the user lock
+//! that `set_roles` also takes: `db::sessions::start`.)
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
@@ -26,6 +28,7 @@ use uuid::Uuid;
 use super::Database;
 use super::events;
 use crate::auth::guard::CurrentUser;
+use crate::auth::token::MAX_ROLES;
 use crate::call::Call;
 use crate::errors::ApiError;
 use crate::http::router::ADMIN_ROLE;
@@ -47,8 +50,6 @@ pub struct Account {
     pub last_login_at: Option<DateTime<Utc>>,
     pub deactivated_at: Option<DateTime<Utc>>,
     pub deactivation_reason: Option<String>,
-    /// When the account was deleted (by its owner or an admin); it is purged later.
-    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of [`Account`], for `FROM users u`. Live sessions are counted as the guard
@@ -61,7 +62,7 @@ const ACCOUNT_COLUMNS: &str = "u.id, u.email, u.created_at, u.is_active,
            AND s.credential_version = u.credential_version),
        (SELECT e.occurred_at FROM auth_events e
          WHERE e.user_id = u.id AND e.kind = 'login_succeeded' ORDER BY e.id DESC LIMIT 1),
-       u.deactivated_at, u.deactivation_reason, u.deleted_at";
+       u.deactivated_at, u.deactivation_reason";
 
 fn account(r: &Row) -> Account {
     Account {
@@ -75,7 +76,6 @@ fn account(r: &Row) -> Account {
         last_login_at: r.get(7),
         deactivated_at: r.get(8),
         deactivation_reason: r.get(9),
-        deleted_at: r.get(10),
     }
 }
 
@@ -102,7 +102,9 @@ pub async fn list(
     filter: &Filter<'_>,
     limit: i64,
 ) -> Result<Vec<Account>, ApiError> {
-    let mut conditions: Vec<String> = Vec::new();
+    // A deleted account is gone from the admin API: only its scrubbed row waits for the
+    // purge, and its events stay in the log.
+    let mut conditions: Vec<String> = vec!["u.deleted_at IS NULL".to_owned()];
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     let prefix_upper = filter.prefix.map(|p| format!("{p}\u{10FFFF}"));
     if let (Some(prefix), Some(upper)) = (&filter.prefix, &prefix_upper) {
@@ -128,10 +130,7 @@ pub async fn list(
     }
     params.push(&limit);
     let limit_param = params.len();
-    let filter_sql = match conditions.is_empty() {
-        true => String::new(),
-        false => format!("WHERE {}", conditions.join(" AND ")),
-    };
+    let filter_sql = format!("WHERE {}", conditions.join(" AND "));
     let sql = format!(
         "SELECT {ACCOUNT_COLUMNS} FROM users u {filter_sql}
           ORDER BY u.email COLLATE \"C\" LIMIT ${limit_param}"
@@ -147,7 +146,9 @@ pub async fn list(
 /// One account.
 pub async fn get(db: &Database, user_id: Uuid) -> Result<Option<Account>, ApiError> {
     db.run(async |client| {
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.id = $1");
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.id = $1 AND u.deleted_at IS NULL"
+        );
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client
             .query_opt(&stmt, &[&user_id])
@@ -392,6 +393,8 @@ pub enum RoleChange {
     NoSuchUser,
     /// The actor would remove their own `admin` role.
     SelfLockout,
+    /// More than [`MAX_ROLES`]: the `roles` claim is bounded.
+    TooMany,
 }
 
 /// Makes the account hold the roles `new` makes of the roles it holds (read under the
@@ -421,6 +424,9 @@ pub async fn set_roles(
             .map(|r| r.get(0))
             .collect();
         let roles = new(&held);
+        if roles.len() > MAX_ROLES {
+            return Ok(RoleChange::TooMany);
+        }
         let removed: Vec<&String> = held.iter().filter(|r| !roles.contains(r)).collect();
         let added: Vec<&String> = roles.iter().filter(|r| !held.contains(r)).collect();
         if actor.id() == Some(user_id) && removed.iter().any(|r| *r == ADMIN_ROLE) {
@@ -471,7 +477,8 @@ pub async fn holders(
     db.run(async |client| {
         let rows = client
             .query(
-                "SELECT u.email, r.granted_at, g.email
+                "SELECT u.email || CASE WHEN u.is_active THEN '' ELSE ' (deactivated)' END,
+                        r.granted_at, g.email
                    FROM user_roles r JOIN users u ON u.id = r.user_id
                    LEFT JOIN users g ON g.id = r.granted_by
                   WHERE r.role = $1

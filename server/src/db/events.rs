@@ -21,7 +21,8 @@ pub const INSERT: &str =
 /// [`INSERT`] with the acting admin's id as an eighth column (`db::admin`).
 pub const INSERT_WITH_ACTOR: &str = "INSERT INTO auth_events (kind, reason, user_id, session_id, ip, user_agent, request_id, actor_id)";
 
-/// One event as the owner sees it.
+/// One event as the owner sees it: an admin's action on the account shows neither the
+/// admin's address nor their user agent.
 pub struct Event {
     pub id: i64,
     pub kind: String,
@@ -79,7 +80,9 @@ pub async fn list(
     db.run(async |client| {
         let stmt = client
             .prepare_cached(
-                "SELECT id, kind, occurred_at, session_id, ip, user_agent
+                "SELECT id, kind, occurred_at, session_id,
+                        CASE WHEN actor_id IS NULL THEN ip END,
+                        CASE WHEN actor_id IS NULL THEN user_agent END
                    FROM auth_events
                   WHERE user_id = $1 AND ($2::int8 IS NULL OR id < $2)
                   ORDER BY id DESC

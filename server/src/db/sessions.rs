@@ -67,6 +67,10 @@ const SPENT_KEPT: i64 = 8;
 pub struct NewSession {
     pub id: Uuid,
     pub expires_at: DateTime<Utc>,
+    /// The account's roles, read under the user's lock in the session's transaction: a
+    /// role change (which takes that lock, and ends the sessions) either committed before
+    /// and is seen here, or waits and ends this session too.
+    pub roles: Vec<String>,
 }
 
 /// The result of presenting a refresh token.
@@ -184,7 +188,7 @@ pub async fn start(
         // version compared is the current one, and so is the count of live sessions.
         let sql = format!(
             "WITH u AS (
-                 SELECT id FROM users WHERE id = $1 AND credential_version = $7
+                 SELECT id FROM users WHERE id = $1 AND credential_version = $7 AND is_active
              ), evicted AS (
                  UPDATE sessions SET ended_at = now(), end_reason = 'evicted'
                   WHERE id IN (
@@ -216,7 +220,9 @@ pub async fn start(
              ), e AS (
                  {insert} SELECT 'login_succeeded', NULL, $1, id, $4, $3, $6 FROM s
              )
-             SELECT id, expires_at FROM s",
+             SELECT id, expires_at,
+                    ARRAY(SELECT role FROM user_roles r WHERE r.user_id = $1 ORDER BY role)
+               FROM s",
             insert = events::INSERT
         );
         let stmt = tx.prepare_cached(&sql).await?;
@@ -244,6 +250,7 @@ pub async fn start(
         Ok(row.map(|row| NewSession {
             id: row.get(0),
             expires_at: row.get(1),
+            roles: row.get(2),
         }))
     })
     .await

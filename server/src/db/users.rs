@@ -29,8 +29,6 @@ pub struct LoginRecord {
     /// Read with the hash: what a session or a password change compares-and-sets on.
     pub credential_version: i64,
     pub email_verified: bool,
-    /// The account's roles, for the access token's `roles` claim.
-    pub roles: Vec<String>,
 }
 
 /// Inserts an account and its `signup` event — and, with `verification` (the secret and
@@ -110,8 +108,7 @@ pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<Login
         let stmt = client
             .prepare_cached(
                 "SELECT id, email, password_hash, is_active, credential_version,
-                        email_verified_at IS NOT NULL,
-                        ARRAY(SELECT role FROM user_roles r WHERE r.user_id = users.id ORDER BY role)
+                        email_verified_at IS NOT NULL
                    FROM users WHERE lower(email) = $1 AND deleted_at IS NULL",
             )
             .await?;
@@ -123,7 +120,6 @@ pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<Login
             is_active: r.get(3),
             credential_version: r.get(4),
             email_verified: r.get(5),
-            roles: r.get(6),
         }))
     })
     .await

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Message, page_limit};
-use crate::auth::credentials::Email;
+use crate::auth::credentials::{self, Email};
 use crate::auth::guard::CurrentUser;
 use crate::auth::token::MAX_ROLES;
 use crate::call::Call;
@@ -43,7 +43,6 @@ struct AdminUser<'a> {
     last_login_at: Option<DateTime<Utc>>,
     deactivated_at: Option<DateTime<Utc>>,
     deactivation_reason: Option<&'a str>,
-    deleted_at: Option<DateTime<Utc>>,
 }
 
 impl<'a> From<&'a Account> for AdminUser<'a> {
@@ -59,7 +58,6 @@ impl<'a> From<&'a Account> for AdminUser<'a> {
             last_login_at: a.last_login_at,
             deactivated_at: a.deactivated_at,
             deactivation_reason: a.deactivation_reason.as_deref(),
-            deleted_at: a.deleted_at,
         }
     }
 }
@@ -90,9 +88,14 @@ struct AdminEventView<'a> {
     id: i64,
     kind: &'a str,
     occurred_at: DateTime<Utc>,
+    /// Ids are absent rather than null when there is none: a null id invites a client (or
+    /// a tool following links) to build `/admin/users/null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     actor_id: Option<Uuid>,
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<Uuid>,
     ip: Option<&'a str>,
     user_agent: Option<&'a str>,
@@ -152,13 +155,26 @@ pub async fn list_users(state: &AppState, query: Option<&str>) -> Result<Respons
             "q must be at most 254 characters",
         ));
     }
-    let prefix = q.map(|q| q.trim().to_lowercase());
+    let prefix = q.map(|q| credentials::normalise_prefix(&q));
+    // No stored address holds a NUL (PostgreSQL's text cannot), so such a prefix matches
+    // nothing; and it cannot be sent as a parameter.
+    if prefix.as_ref().is_some_and(|p| p.contains('\0')) {
+        return response::json(
+            StatusCode::OK,
+            &AdminUserList {
+                users: Vec::new(),
+                next_cursor: None,
+            },
+        );
+    }
     let after = match decoded(query, "cursor") {
         None => None,
         Some(raw) if raw.chars().count() > MAX_CURSOR_CHARS => {
             return Err(ApiError::validation("cursor", "cursor is too long"));
         }
-        Some(raw) => Some(raw.into_owned()),
+        // A position in byte order: what follows a NUL cannot change it (no address holds
+        // one), and PostgreSQL's text cannot carry it.
+        Some(raw) => Some(raw.split('\0').next().unwrap_or_default().to_owned()),
     };
     let filter = Filter {
         prefix: prefix.as_deref().filter(|p| !p.is_empty()),
@@ -210,10 +226,12 @@ pub async fn deactivate(
     if target == admin.id {
         return Err(ApiError::SelfLockout("deactivate"));
     }
-    let account =
-        db::admin::deactivate(&state.db, call, Actor::admin(&admin), target, &body.reason)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+    // PostgreSQL's text cannot hold a NUL; the reason is for people, so it is shown as
+    // the replacement character rather than refused.
+    let reason = body.reason.replace('\0', "\u{FFFD}");
+    let account = db::admin::deactivate(&state.db, call, Actor::admin(&admin), target, &reason)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     tracing::info!(admin_id = %admin.id, user_id = %target, "account deactivated");
     user_response(StatusCode::OK, &account)
 }
@@ -355,6 +373,7 @@ pub async fn set_roles(
         }
         RoleChange::NoSuchUser => return Err(ApiError::NotFound),
         RoleChange::SelfLockout => return Err(ApiError::SelfLockout("remove the admin role of")),
+        RoleChange::TooMany => return Err(ApiError::validation("roles", "at most 16 roles")),
     }
     let account = db::admin::get(&state.db, target)
         .await?
@@ -372,9 +391,6 @@ pub async fn send_password_reset(
     let account = db::admin::get(&state.db, target)
         .await?
         .ok_or(ApiError::NotFound)?;
-    if account.deleted_at.is_some() {
-        return Err(ApiError::NotFound);
-    }
     if !account.is_active {
         return Err(ApiError::AccountInactive);
     }
@@ -382,11 +398,15 @@ pub async fn send_password_reset(
     let queued =
         super::email::issue_for(state, call, &email, Kind::PasswordReset, Some(admin.id)).await?;
     if !queued {
-        // Active a moment ago: the per-recipient limit refused it (or the account was
-        // deactivated meanwhile, which the next read shows).
-        return Err(ApiError::TooManyRequests {
-            retry_after: 3600,
-            reason: "emails per recipient per hour",
+        // Active a moment ago: deactivated meanwhile, or over the per-recipient limit.
+        let now = db::admin::get(&state.db, target).await?;
+        return Err(match now {
+            Some(a) if a.is_active => ApiError::TooManyRequests {
+                retry_after: 3600,
+                reason: "emails per recipient per hour",
+            },
+            Some(_) => ApiError::AccountInactive,
+            None => ApiError::NotFound,
         });
     }
     tracing::info!(admin_id = %admin.id, user_id = %target, "password reset email queued by an admin");

@@ -139,13 +139,13 @@ pub async fn login(
     )
     .await?
     .ok_or(ApiError::InvalidCredentials(
-        "password changed during the login",
+        "password changed or account deactivated during the login",
     ))?;
     tracing::info!(user_id = %user.id, session_id = %session.id, "login succeeded");
     tokens_response(
         state,
         UserSummary::active(user.id, &user.email, user.email_verified),
-        &user.roles,
+        &session.roles,
         session.id,
         session.expires_at,
         &refresh,
