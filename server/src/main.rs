@@ -69,7 +69,10 @@ fn start(command: Command) -> anyhow::Result<()> {
         | Command::Help
         | Command::Version => {}
     }
-    telemetry::init(&config)?;
+    match command {
+        Command::Admin(_) => telemetry::init_on_stderr(&config)?,
+        _ => telemetry::init(&config)?,
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -26,9 +26,23 @@ pub fn filter(log_level: &str) -> anyhow::Result<EnvFilter> {
 
 /// Installs the global subscriber. Fails if one is already installed.
 pub fn init(config: &Config) -> anyhow::Result<()> {
+    install(config, std::io::stdout, std::io::stdout().is_terminal())
+}
+
+/// [`init`] for a command whose standard output is its answer (`admin list`): the log
+/// lines go to standard error, so a script reading the answer reads only the answer.
+pub fn init_on_stderr(config: &Config) -> anyhow::Result<()> {
+    install(config, std::io::stderr, std::io::stderr().is_terminal())
+}
+
+fn install<W>(config: &Config, writer: W, ansi: bool) -> anyhow::Result<()>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(&config.log_level)?)
-        .with_ansi(std::io::stdout().is_terminal());
+        .with_writer(writer)
+        .with_ansi(ansi);
     let result = match config.log_format {
         LogFormat::Json => builder
             .json()

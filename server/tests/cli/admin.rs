@@ -72,6 +72,9 @@ async fn admin_grant_revoke_and_list_bootstrap_the_first_admin_with_clear_exit_c
 
     let (code, out, _) = admin(&db, &["list"]);
     assert_eq!(code, 0);
+    // Standard output is the answer alone (the log goes to standard error).
+    assert!(out.starts_with("EMAIL\tGRANTED AT\tGRANTED BY\n"), "{out}");
+    assert_eq!(out.lines().count(), 2, "{out}");
     let line = out
         .lines()
         .find(|l| l.starts_with("ops@example.com\t"))
