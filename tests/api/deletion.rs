@@ -259,10 +259,13 @@ async fn the_old_credentials_are_refused_exactly_like_an_unknown_address() {
 async fn the_final_notice_reaches_the_old_address_through_the_smtp_server() {
     let (app, mail) = app_with_mail(|c| c.mail.verification = Verification::Off).await;
     let email = unique_email();
-    app.signup(&email, PASSWORD).await;
+    let id = app.signup(&email, PASSWORD).await.id;
     let token = app.login(&email, PASSWORD).await;
     delete_me(&app.authed(&token), PASSWORD).await.unwrap();
     let notice = mail.wait_for_to(&email, 1, MAIL_DELIVERY).await.remove(0);
+    // The SMTP server stores the message before the sender records its 250: wait for
+    // the record too.
+    outbox_drained(&app.db, id).await;
     assert_eq!(notice.envelope_to, vec![email.clone()]);
     assert_eq!(notice.header("to").as_deref(), Some(email.as_str()));
     assert_eq!(
