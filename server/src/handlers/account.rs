@@ -112,33 +112,15 @@ pub async fn change_password(
     })?;
     let email = Email::normalise_for_lookup(&user.email)?;
     let new = Password::parse_new(body.new_password, &email, "new_password")?;
-    limits::check(
+    let stored = recheck_password(
         state,
-        limits::Action::PasswordChange,
         call,
-        None,
-        Some(user.id),
+        &user,
+        current,
+        limits::Action::PasswordChange,
+        ("password_change_failed", "wrong_current_password"),
     )
     .await?;
-    // A stolen access token must not buy unlimited guesses at the password: the same
-    // per-account throttle as login, charged before the hash and refunded on success.
-    let attempt = limits::charge(state, call, &email, None, Some(user.id)).await?;
-    let stored = db::users::find_for_login(&state.db, &email)
-        .await?
-        .ok_or(ApiError::InvalidToken("user no longer exists"))?;
-    if !state.hasher.verify(current, stored.password_hash).await? {
-        db::events::record(
-            &state.db,
-            call,
-            "password_change_failed",
-            Some("wrong_current_password"),
-            Some(user.id),
-            None,
-        )
-        .await?;
-        return Err(ApiError::InvalidCredentials("wrong current password"));
-    }
-    limits::refund(state, attempt).await?;
     let hash = state.hasher.hash(new).await?;
     let ended = match db::sessions::change_password(
         &state.db,
@@ -172,4 +154,39 @@ pub async fn change_password(
             message: "Password changed",
         },
     )
+}
+
+/// Re-checks the caller's password before an operation that needs more than a token
+/// (password change, email change, deletion): the operation's per-IP `action` limit, then
+/// the login throttle of the account — a stolen access token must not buy unlimited
+/// guesses — charged before the hash and refunded on success. A wrong password is the
+/// `failure` event (kind, reason) and 401 `invalid_credentials`. The account is read by
+/// address, as login reads it, and must still be the caller's: a new account that took
+/// the address of this one (deleted meanwhile) never stands in for it.
+pub(super) async fn recheck_password(
+    state: &AppState,
+    call: &Call,
+    user: &CurrentUser,
+    password: Password,
+    action: limits::Action,
+    failure: (&'static str, &'static str),
+) -> Result<db::users::LoginRecord, ApiError> {
+    let email = Email::normalise_for_lookup(&user.email)?;
+    limits::check(state, action, call, None, Some(user.id)).await?;
+    let attempt = limits::charge(state, call, &email, None, Some(user.id)).await?;
+    let stored = db::users::find_for_login(&state.db, &email)
+        .await?
+        .filter(|stored| stored.id == user.id)
+        .ok_or(ApiError::InvalidToken("user no longer exists"))?;
+    if !state
+        .hasher
+        .verify(password, std::sync::Arc::clone(&stored.password_hash))
+        .await?
+    {
+        let (kind, reason) = failure;
+        db::events::record(&state.db, call, kind, Some(reason), Some(user.id), None).await?;
+        return Err(ApiError::InvalidCredentials(reason));
+    }
+    limits::refund(state, attempt).await?;
+    Ok(stored)
 }

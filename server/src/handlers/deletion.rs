@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::Message;
-use crate::auth::credentials::{Email, Password};
+use crate::auth::credentials::Password;
 use crate::auth::guard::CurrentUser;
 use crate::call::Call;
 use crate::db;
@@ -38,36 +38,16 @@ pub async fn delete_me(
     let body: AccountDeletionBody = body::json(req, state.config.body_read_timeout).await?;
     let password = Password::for_login(body.password)
         .map_err(|_| ApiError::validation("password", "password must be 1 to 256 characters"))?;
-    let email = Email::normalise_for_lookup(&user.email)?;
     // Re-checking a password from a session is what a password change does: one limit.
-    limits::check(
+    let stored = super::account::recheck_password(
         state,
-        limits::Action::PasswordChange,
         call,
-        None,
-        Some(user.id),
+        &user,
+        password,
+        limits::Action::PasswordChange,
+        ("account_deletion_failed", "wrong_password"),
     )
     .await?;
-    let attempt = limits::charge(state, call, &email, None, Some(user.id)).await?;
-    // By address, as login reads it; the id check keeps a new account that took the
-    // address of this one (deleted meanwhile) from standing in for it.
-    let stored = db::users::find_for_login(&state.db, &email)
-        .await?
-        .filter(|stored| stored.id == user.id)
-        .ok_or(ApiError::InvalidToken("user no longer exists"))?;
-    if !state.hasher.verify(password, stored.password_hash).await? {
-        db::events::record(
-            &state.db,
-            call,
-            "account_deletion_failed",
-            Some("wrong_password"),
-            Some(user.id),
-            None,
-        )
-        .await?;
-        return Err(ApiError::InvalidCredentials("wrong password"));
-    }
-    limits::refund(state, attempt).await?;
     let by = DeletedBy::Owner {
         session_id: user.session_id,
         verified: stored.credential_version,

@@ -71,34 +71,15 @@ pub async fn request(
     })?;
     let password = Password::for_login(body.password)
         .map_err(|_| ApiError::validation("password", "password must be 1 to 256 characters"))?;
-    let email = Email::normalise_for_lookup(&user.email)?;
-    limits::check(
+    super::account::recheck_password(
         state,
-        limits::Action::EmailChange,
         call,
-        None,
-        Some(user.id),
+        &user,
+        password,
+        limits::Action::EmailChange,
+        ("email_change_failed", "wrong_password"),
     )
     .await?;
-    // A stolen access token must not buy unlimited guesses at the password: the login
-    // throttle of the account, charged before the hash and refunded on success.
-    let attempt = limits::charge(state, call, &email, None, Some(user.id)).await?;
-    let stored = db::users::find_for_login(&state.db, &email)
-        .await?
-        .ok_or(ApiError::InvalidToken("user no longer exists"))?;
-    if !state.hasher.verify(password, stored.password_hash).await? {
-        db::events::record(
-            &state.db,
-            call,
-            "email_change_failed",
-            Some("wrong_password"),
-            Some(user.id),
-            None,
-        )
-        .await?;
-        return Err(ApiError::InvalidCredentials("wrong password"));
-    }
-    limits::refund(state, attempt).await?;
     let mail = &state.config.mail;
     let (confirm, cancel) = (state.email_secrets.issue(), state.email_secrets.issue());
     let outcome = db::email_change::request(
