@@ -71,6 +71,19 @@ pub enum ApiError {
     /// A valid token without the role the operation needs (the role's name).
     #[error("forbidden: needs role {0}")]
     Forbidden(&'static str),
+    /// The session has not passed the second factor this operation needs.
+    #[error("second factor required")]
+    MfaRequired,
+    /// A TOTP or recovery code that is wrong, spent or too old — never said which to the
+    /// client; `reason` is for the log.
+    #[error("invalid second-factor code: {0}")]
+    InvalidMfaCode(&'static str),
+    /// The operation needs a verified second factor and the account has none.
+    #[error("no second factor")]
+    NoFactor,
+    /// The account has the most second factors it may have.
+    #[error("too many factors")]
+    TooManyFactors,
     /// An admin's change that would lock the admin out (what it was, for the message).
     #[error("self lockout: {0}")]
     SelfLockout(&'static str),
@@ -117,8 +130,13 @@ impl ApiError {
             ApiError::ReauthenticationRequired
             | ApiError::EmailNotVerified
             | ApiError::InvalidSecret(_)
-            | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::SelfLockout(_) | ApiError::AccountInactive => StatusCode::CONFLICT,
+            | ApiError::Forbidden(_)
+            | ApiError::MfaRequired
+            | ApiError::InvalidMfaCode(_) => StatusCode::FORBIDDEN,
+            ApiError::SelfLockout(_)
+            | ApiError::AccountInactive
+            | ApiError::TooManyFactors
+            | ApiError::NoFactor => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -146,7 +164,9 @@ impl ApiError {
             ApiError::EmailNotVerified => "email_not_verified",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::SelfLockout(_) => "self_lockout",
-            ApiError::AccountInactive => "conflict",
+            ApiError::MfaRequired => "mfa_required",
+            ApiError::InvalidMfaCode(_) => "invalid_mfa_code",
+            ApiError::AccountInactive | ApiError::TooManyFactors | ApiError::NoFactor => "conflict",
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -189,6 +209,15 @@ impl ApiError {
             ApiError::Forbidden(role) => {
                 Cow::Owned(format!("This operation needs the {role} role"))
             }
+            ApiError::MfaRequired => {
+                "This operation needs a second factor; verify a code at /auth/mfa/verify first"
+                    .into()
+            }
+            ApiError::InvalidMfaCode(_) => "The code is wrong or was already used".into(),
+            ApiError::NoFactor => "The account has no verified second factor".into(),
+            ApiError::TooManyFactors => {
+                "The account has the most second factors it may have (5); remove one first".into()
+            }
             ApiError::SelfLockout(what) => Cow::Owned(format!(
                 "An admin cannot {what} their own account; ask another admin"
             )),
@@ -225,6 +254,7 @@ impl ApiError {
             ApiError::InvalidCredentials(reason)
             | ApiError::InvalidToken(reason)
             | ApiError::InvalidSecret(reason)
+            | ApiError::InvalidMfaCode(reason)
             | ApiError::Conflict(reason) => Cow::Borrowed(reason),
             ApiError::WeakPassword(reason) => Cow::Borrowed(reason),
             ApiError::TooManyRequests { reason, .. } => Cow::Borrowed(reason),
@@ -391,6 +421,10 @@ mod tests {
             ApiError::NotFound,
             ApiError::Forbidden("admin"),
             ApiError::SelfLockout("deactivate"),
+            ApiError::MfaRequired,
+            ApiError::InvalidMfaCode("replayed"),
+            ApiError::TooManyFactors,
+            ApiError::NoFactor,
             ApiError::AccountInactive,
             ApiError::ReauthenticationRequired,
             ApiError::Conflict("password changed concurrently"),
