@@ -16,6 +16,8 @@ const EXAMPLES_PER_OPERATION: u32 = 100;
 const CI_SEED: u64 = 20_261_124;
 const ADMIN_EMAIL: &str = "contract-admin@example.com";
 const ADMIN_PASSWORD: &str = "contract admin passphrase";
+const MFA_EMAIL: &str = "contract-mfa@example.com";
+const MFA_PASSWORD: &str = "contract mfa passphrase";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -78,6 +80,36 @@ async fn schemathesis_finds_no_departure_from_the_contract() {
     )
     .await
     .expect("admin grant");
+    // The account with two-factor authentication whose aal1 sessions the hooks give the
+    // step-up, enrolled as a user does it.
+    let mfa_secret = {
+        app.signup(MFA_EMAIL, MFA_PASSWORD).await;
+        let token = app.login(MFA_EMAIL, MFA_PASSWORD).await;
+        let enrolment = app
+            .authed(&token)
+            .enrol_totp()
+            .body(
+                jobpath_client::types::TotpEnrolmentRequest::builder()
+                    .password(MFA_PASSWORD)
+                    .label("contract"),
+            )
+            .send()
+            .await
+            .expect("enrolled")
+            .into_inner();
+        let step = chrono::Utc::now().timestamp() / 30;
+        app.authed(&token)
+            .confirm_totp()
+            .factor_id(enrolment.factor_id)
+            .body(
+                jobpath_client::types::MfaCode::builder()
+                    .code(crate::mfa::code(&enrolment.secret, step)),
+            )
+            .send()
+            .await
+            .expect("confirmed");
+        enrolment.secret
+    };
     let seed = match std::env::var_os("CI") {
         Some(_) => CI_SEED,
         None => u64::from(std::process::id()) * 7919 % 1_000_000,
@@ -105,6 +137,9 @@ async fn schemathesis_finds_no_departure_from_the_contract() {
         .env("JOBPATH_SPEC", repo_root().join("openapi.yaml"))
         .env("JOBPATH_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("JOBPATH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("JOBPATH_MFA_EMAIL", MFA_EMAIL)
+        .env("JOBPATH_MFA_PASSWORD", MFA_PASSWORD)
+        .env("JOBPATH_MFA_SECRET", &mfa_secret)
         .current_dir(Path::new(env!("CARGO_TARGET_TMPDIR")))
         .output()
         .await

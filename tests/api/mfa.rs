@@ -55,7 +55,7 @@ async fn app() -> (TestApp, TestClock) {
 }
 
 /// The code of the base32 `secret` for `step`, as an authenticator app computes it.
-fn code(secret: &str, step: i64) -> String {
+pub(crate) fn code(secret: &str, step: i64) -> String {
     let bytes = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, secret)
         .expect("a base32 secret");
     assert_eq!(bytes.len(), 20, "160 bits");
@@ -990,4 +990,24 @@ async fn a_password_change_of_an_account_with_2fa_needs_an_aal2_token() {
     );
     let aal2 = app.refresh(&user.session.refresh_token).await.access_token;
     change(&aal2).await.expect("changed at aal2");
+}
+
+/// The enrolment's QR code as a front end shows it: Chromium renders the SVG as it came,
+/// and a QR decoder (jsqr) reads the same `otpauth://` URI back from the pixels.
+#[tokio::test]
+async fn the_qr_code_renders_in_chromium_and_reads_back_as_the_otpauth_uri() {
+    let (app, _clock) = app().await;
+    let (_, token) = app.user_with_token().await;
+    let enrolment = enrol(&app, &token).await.unwrap().into_inner();
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("qr-{}.svg", enrolment.factor_id));
+    std::fs::write(&file, &enrolment.qr_svg).unwrap();
+    let out = crate::browser::drive(
+        "qr.mjs",
+        &[file.to_str().unwrap(), &enrolment.otpauth_uri],
+        &[],
+    )
+    .await;
+    assert!(out.contains("decoded to the otpauth URI"), "{out}");
+    let _ = std::fs::remove_file(&file);
 }

@@ -9,9 +9,20 @@ own `ignored_auth` check still sends requests without one or with a broken one.
 Operations that require a role (`x-required-role: admin`) get a token of the admin account
 the test made with `jobpath-server admin grant` (JOBPATH_ADMIN_EMAIL/PASSWORD), logged in
 afresh for each case, so the admin API is tested past its 403.
+
+The step-up (`verify_mfa`) gets a fresh password login of the account with two-factor
+authentication the test enrolled (JOBPATH_MFA_EMAIL/PASSWORD/SECRET): a session at aal1
+that owes its second factor, so the operation is tested past its 409 (no factor). Half of
+its well-formed code cases carry the code the account's app would show now (computed here,
+RFC 6238), so the step-up itself succeeds too; the rest are wrong or replayed codes, and
+the account's lock after ten of them (429) is part of the contract.
 """
 
+import base64
+import hashlib
+import hmac
 import os
+import time
 import uuid
 
 import requests
@@ -54,6 +65,32 @@ PROTECTED = protected_operations(os.environ["JOBPATH_SPEC"])
 ADMIN_ONLY = admin_operations(os.environ["JOBPATH_SPEC"])
 ADMIN = {"email": os.environ["JOBPATH_ADMIN_EMAIL"], "password": os.environ["JOBPATH_ADMIN_PASSWORD"]}
 PASSWORD = "contract run passphrase"
+MFA = {"email": os.environ["JOBPATH_MFA_EMAIL"], "password": os.environ["JOBPATH_MFA_PASSWORD"]}
+MFA_SECRET = os.environ["JOBPATH_MFA_SECRET"]
+STEP_UP = "POST /auth/mfa/verify"
+
+
+def totp_now(secret):
+    """The 6-digit code of a base32 secret for the current 30 s step (RFC 6238, SHA-1)."""
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    counter = int(time.time()) // 30
+    digest = hmac.new(key, counter.to_bytes(8, "big"), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = int.from_bytes(digest[offset:offset + 4], "big") & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
+
+
+# The bearer token each factor was enrolled with (factor id -> `Authorization` value), so a
+# stateful step that follows an enrolment's link to confirm or remove the factor acts as the
+# account that owns it, not as a stranger (who is rightly told 404).
+FACTOR_OWNERS = {}
+
+
+def mfa_pending_token():
+    login = requests.post(f"{BASE_URL}/auth/login", json=MFA, timeout=10)
+    login.raise_for_status()
+    assert login.json().get("mfa_required") is True, login.text
+    return login.json()["access_token"]
 
 
 def fresh_token():
@@ -86,6 +123,8 @@ class FreshToken:
             return None
         if case.operation.label in ADMIN_ONLY:
             return admin_token()
+        if case.operation.label == STEP_UP:
+            return mfa_pending_token()
         # A step that follows a login link carries that login's real token; other phases
         # pre-fill a random one from the security scheme. Only a token the server accepts
         # is kept.
@@ -97,6 +136,28 @@ class FreshToken:
     def set(self, case, data, context):
         case.headers = case.headers or {}
         case.headers["Authorization"] = f"Bearer {data}"
+
+
+@schemathesis.hook
+def before_call(context, case, **kwargs):
+    """A call about a factor the run enrolled is made by the account that enrolled it (a
+    stateful step's path parameter comes from the enrolment's link only after the auth hook
+    ran). Only a live token is replaced: a case sent without credentials, or with broken
+    ones (schemathesis's `ignored_auth` check), is left as it is."""
+    owner = FACTOR_OWNERS.get(str((case.path_parameters or {}).get("factor_id")))
+    present = (case.headers or {}).get("Authorization", "")
+    if owner is not None and present != owner and present.startswith("Bearer ") and is_live(present):
+        case.headers["Authorization"] = owner
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    """Remembers who enrolled each factor (see FACTOR_OWNERS)."""
+    if case.operation.label != "POST /auth/mfa/totp" or response.status_code != 201:
+        return
+    authorization = (case.headers or {}).get("Authorization")
+    if authorization:
+        FACTOR_OWNERS[response.json()["factor_id"]] = authorization
 
 
 def _contains_local_part(email, password):
@@ -137,11 +198,26 @@ def map_body(context, body):
     gets the 401), so the deletion itself is exercised too. A string of 1 to 256
     characters stays one: a case's validity is unchanged."""
     operation = context.operation
-    if operation is None or operation.label != "POST /auth/me/delete":
+    if operation is None or not isinstance(body, dict):
         return body
-    if not isinstance(body, dict):
-        return body
+    if operation.label != "POST /auth/me/delete":
+        return _real_secrets(operation, body)
     password = body.get("password")
     if isinstance(password, str) and 1 <= len(password) <= 256 and len(password) % 2 == 0:
         return {**body, "password": PASSWORD}
+    return body
+
+
+def _real_secrets(operation, body):
+    """The step-up's code, and the enrolment's password, as a real client sends them, for
+    half of the well-formed cases (a 6-digit code stays one; a 1 to 256 character password
+    stays one): so `verify_mfa` and `enrol_totp` succeed too, not only refuse."""
+    if operation.label == STEP_UP:
+        code = body.get("code")
+        if isinstance(code, str) and len(code) == 6 and code.isdigit() and int(code) % 2 == 0:
+            return {**body, "code": totp_now(MFA_SECRET)}
+    if operation.label == "POST /auth/mfa/totp":
+        password = body.get("password")
+        if isinstance(password, str) and 1 <= len(password) <= 256 and len(password) % 2 == 0:
+            return {**body, "password": PASSWORD}
     return body

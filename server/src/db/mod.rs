@@ -15,6 +15,8 @@
 //! - [`outbox`]: the email outbox as its sender sees it, and the `LISTEN` that wakes it.
 //! - [`admin`]: roles, deactivation and the admin API's reads, each change re-checking the
 //!   acting admin at commit.
+//! - [`mfa`]: second factors: enrolment, confirmation, step-up, attempts and locks,
+//!   recovery codes, removal.
 //! - [`limits`]: rate-limit counters and the login throttle, shared by all instances.
 //! - [`tls`]: TLS to PostgreSQL (`sslmode=require`, `DB_SSL_ROOT_CERT`).
 //!
