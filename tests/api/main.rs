@@ -12,6 +12,7 @@ mod account_pages;
 mod admin;
 mod connections;
 mod contract;
+mod cookie_mode;
 mod credentials;
 mod deletion;
 mod docs;
