@@ -39,3 +39,4 @@ mod sessions;
 mod signup;
 mod skips;
 mod tls;
+mod typescript;
