@@ -38,5 +38,6 @@ mod reliability;
 mod sessions;
 mod signup;
 mod skips;
+mod spa;
 mod tls;
 mod typescript;
