@@ -114,6 +114,7 @@ fn tokens() -> anyhow::Result<()> {
                 email,
                 false,
                 &[],
+                &jobpath_server::auth::token::Assurance::password(),
                 sid.parse().context("session id")?,
             )
             .map_err(|e| anyhow::anyhow!("issuing a token: {e}"))?;

@@ -79,6 +79,19 @@ pub enum ApiError {
     /// allowed: a possible cross-site request forgery (the check that failed, for the log).
     #[error("origin not allowed: {0}")]
     OriginNotAllowed(&'static str),
+    /// The session has not passed the second factor this operation needs.
+    #[error("second factor required")]
+    MfaRequired,
+    /// A TOTP or recovery code that is wrong, spent or too old — never said which to the
+    /// client; `reason` is for the log.
+    #[error("invalid second-factor code: {0}")]
+    InvalidMfaCode(&'static str),
+    /// The operation needs a verified second factor and the account has none.
+    #[error("no second factor")]
+    NoFactor,
+    /// The account has the most second factors it may have.
+    #[error("too many factors")]
+    TooManyFactors,
     /// An admin's change that would lock the admin out (what it was, for the message).
     #[error("self lockout: {0}")]
     SelfLockout(&'static str),
@@ -127,8 +140,13 @@ impl ApiError {
             | ApiError::EmailNotVerified
             | ApiError::InvalidSecret(_)
             | ApiError::Forbidden(_)
-            | ApiError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
-            ApiError::SelfLockout(_) | ApiError::AccountInactive => StatusCode::CONFLICT,
+            | ApiError::OriginNotAllowed(_)
+            | ApiError::MfaRequired
+            | ApiError::InvalidMfaCode(_) => StatusCode::FORBIDDEN,
+            ApiError::SelfLockout(_)
+            | ApiError::AccountInactive
+            | ApiError::TooManyFactors
+            | ApiError::NoFactor => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -157,7 +175,9 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::SelfLockout(_) => "self_lockout",
             ApiError::OriginNotAllowed(_) => "origin_not_allowed",
-            ApiError::AccountInactive => "conflict",
+            ApiError::MfaRequired => "mfa_required",
+            ApiError::InvalidMfaCode(_) => "invalid_mfa_code",
+            ApiError::AccountInactive | ApiError::TooManyFactors | ApiError::NoFactor => "conflict",
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -203,6 +223,15 @@ impl ApiError {
             ApiError::Forbidden(role) => {
                 Cow::Owned(format!("This operation needs the {role} role"))
             }
+            ApiError::MfaRequired => {
+                "This operation needs a second factor; verify a code at /auth/mfa/verify first"
+                    .into()
+            }
+            ApiError::InvalidMfaCode(_) => "The code is wrong or was already used".into(),
+            ApiError::NoFactor => "The account has no verified second factor".into(),
+            ApiError::TooManyFactors => {
+                "The account has the most second factors it may have (5); remove one first".into()
+            }
             ApiError::SelfLockout(what) => Cow::Owned(format!(
                 "An admin cannot {what} their own account; ask another admin"
             )),
@@ -244,6 +273,7 @@ impl ApiError {
             | ApiError::InvalidRefreshCookie(reason)
             | ApiError::InvalidSecret(reason)
             | ApiError::OriginNotAllowed(reason)
+            | ApiError::InvalidMfaCode(reason)
             | ApiError::Conflict(reason) => Cow::Borrowed(reason),
             ApiError::WeakPassword(reason) => Cow::Borrowed(reason),
             ApiError::TooManyRequests { reason, .. } => Cow::Borrowed(reason),
@@ -412,6 +442,10 @@ mod tests {
             ApiError::Forbidden("admin"),
             ApiError::SelfLockout("deactivate"),
             ApiError::OriginNotAllowed("no origin"),
+            ApiError::MfaRequired,
+            ApiError::InvalidMfaCode("replayed"),
+            ApiError::TooManyFactors,
+            ApiError::NoFactor,
             ApiError::AccountInactive,
             ApiError::ReauthenticationRequired,
             ApiError::Conflict("password changed concurrently"),

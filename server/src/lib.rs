@@ -114,6 +114,10 @@ impl App {
         let refresh = RefreshKeys::new(config.jwt_secret.expose().as_bytes());
         let devices = auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes());
         let email_secrets = mail::secrets::SecretKeys::new(config.jwt_secret.expose().as_bytes());
+        let mfa = auth::mfa::MfaKeys::new(
+            config.jwt_secret.expose().as_bytes(),
+            config.mfa_clock.clone(),
+        );
         let transport = mail::transport::Transport::new(&config.mail)?;
         Ok(App {
             state: Arc::new(AppState {
@@ -129,6 +133,7 @@ impl App {
                 refresh,
                 devices,
                 email_secrets,
+                mfa,
                 metrics,
                 observer: std::sync::OnceLock::new(),
             }),

@@ -54,6 +54,10 @@ pub enum Action {
     /// `confirm_email_change` and `cancel_email_change`: held to
     /// `RATE_LIMIT_VERIFY_PER_IP`, since they take an emailed token; counted apart.
     EmailChangeToken,
+    /// The second-factor operations that take a password or a code (enrol, confirm,
+    /// verify, remove): held to `RATE_LIMIT_PASSWORD_CHANGE_PER_IP`; counted apart. The
+    /// session's and the account's attempt counts (`db::mfa`) are the finer limits.
+    Mfa,
 }
 
 impl Action {
@@ -69,6 +73,7 @@ impl Action {
             Action::Resend => "resend",
             Action::EmailChange => "email_change",
             Action::EmailChangeToken => "email_change_token",
+            Action::Mfa => "mfa",
         }
     }
 
@@ -85,6 +90,7 @@ impl Action {
             Action::Resend => limits.resend_per_ip,
             Action::EmailChange => limits.password_change_per_ip,
             Action::EmailChangeToken => limits.verify_per_ip,
+            Action::Mfa => limits.password_change_per_ip,
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct AppState {
     pub devices: DeviceKeys,
     /// The keys of emailed tokens and codes.
     pub email_secrets: SecretKeys,
+    /// The keys of second factors (sealed TOTP secrets, recovery-code hashes) and the
+    /// clock TOTP reads.
+    pub mfa: crate::auth::mfa::MfaKeys,
     pub metrics: Metrics,
     pub router: Router,
     /// Sees every response just before it is sent. Unset in production; the test suite uses

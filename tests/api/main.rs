@@ -31,6 +31,7 @@ mod login;
 mod logout;
 mod me;
 mod metrics;
+mod mfa;
 mod origin;
 mod policy;
 mod reauth;

@@ -4,12 +4,26 @@
 // call's answer is the documented success, or for the emailed-secret operations (whose
 // secrets only the mailbox has) the documented refusal, decoded as an ApiError.
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { test } from "node:test";
 
 import { ApiError, Session, createApiClient, unwrap } from "../dist/index.js";
 import { ADMIN, API, PASSWORD, uniqueEmail } from "./env.mjs";
 
 const FAKE_SECRET = "A".repeat(43);
+
+/** The current 6-digit TOTP code of a base32 secret (SHA-1, 30 s), as an app shows it. */
+function totp(secret, at = Date.now()) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of secret.replace(/=+$/, "").toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 30_000)));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, "0");
+}
 
 async function refused(promise, status, code) {
   const result = await promise;
@@ -150,6 +164,49 @@ test("every operation of the contract answers through the generated client", asy
   await leaving.login(email, "another fine passphrase");
   unwrap(await leaving.api.POST("/auth/me/delete", { body: { password: "another fine passphrase" } }));
   call("delete_me");
+
+  // Two-factor authentication, on an account of its own (a factor changes what its
+  // sessions may do). The code is computed here as an authenticator app does (RFC 6238).
+  const mfaEmail = uniqueEmail("mfa");
+  const mfaId = unwrap(await anonymous.POST("/auth/signup", { body: { email: mfaEmail, password: PASSWORD } })).id;
+  const mfa = new Session({ baseUrl: API });
+  await mfa.login(mfaEmail, PASSWORD);
+  const enrolment = unwrap(await mfa.api.POST("/auth/mfa/totp", { body: { password: PASSWORD, label: "Phone" } }));
+  call("enrol_totp");
+  const confirmed = unwrap(await mfa.api.POST("/auth/mfa/totp/{factor_id}/confirm", {
+    params: { path: { factor_id: enrolment.factor_id } },
+    body: { code: totp(enrolment.secret) },
+  }));
+  call("confirm_totp");
+  assert.equal(confirmed.recovery_codes.length, 10);
+  const factors = unwrap(await mfa.api.GET("/auth/mfa/factors"));
+  call("list_mfa_factors");
+  assert.ok(factors.factors.some((f) => f.id === enrolment.factor_id));
+  // A new login owes the second factor; a recovery code pays it (the TOTP code just used
+  // for the confirmation cannot be used twice).
+  const owing = new Session({ baseUrl: API });
+  assert.equal((await owing.login(mfaEmail, PASSWORD)).mfa_required, true);
+  const stepped = unwrap(await owing.api.POST("/auth/mfa/verify", { body: { recovery_code: confirmed.recovery_codes[0] } }));
+  call("verify_mfa");
+  const aal2 = createApiClient(API, {
+    fetch: (request) => {
+      const headers = new Headers(request.headers);
+      headers.set("authorization", `Bearer ${stepped.access_token}`);
+      return fetch(new Request(request, { headers }));
+    },
+  });
+  unwrap(await aal2.GET("/auth/mfa/recovery-codes"));
+  call("get_recovery_codes_status");
+  const regenerated = unwrap(await aal2.POST("/auth/mfa/recovery-codes")).recovery_codes;
+  call("regenerate_recovery_codes");
+  assert.equal(regenerated.length, 10);
+  unwrap(await aal2.DELETE("/auth/mfa/factors/{factor_id}", {
+    params: { path: { factor_id: enrolment.factor_id }, header: { "X-MFA-Code": regenerated[0] } },
+  }));
+  call("remove_mfa_factor");
+  const reset = await admin.api.DELETE("/admin/users/{user_id}/mfa", { params: { path: { user_id: mfaId } } });
+  assert.equal(reset.response.status, 200);
+  call("admin_reset_mfa");
 
   const documented = new Set(
     Object.values(spec.paths).flatMap((item) =>

@@ -31,6 +31,11 @@ pub struct CurrentUser {
     pub email_verified: bool,
     /// The token's `roles` claim: current, because changing roles ends the sessions.
     pub roles: Vec<String>,
+    /// The token's assurance level (`aal` claim): 2 once the session passed a second
+    /// factor. A session only ever rises, so a token's level is never above its session's.
+    pub aal: u8,
+    /// The token's `mfa_required` claim: the session must still pass its second factor.
+    pub mfa_required: bool,
 }
 
 impl CurrentUser {
@@ -41,6 +46,15 @@ impl CurrentUser {
         match self.roles.iter().any(|r| r == role) {
             true => Ok(()),
             false => Err(ApiError::Forbidden(role)),
+        }
+    }
+
+    /// Refuses a session that must still pass its second factor (403 `mfa_required`).
+    /// Dispatch calls it for every route not declared `x-allowed-before-mfa`.
+    pub fn require_mfa_passed(&self) -> Result<(), ApiError> {
+        match self.mfa_required {
+            true => Err(ApiError::MfaRequired),
+            false => Ok(()),
         }
     }
 }
@@ -71,6 +85,8 @@ pub async fn require_user(state: &AppState, headers: &HeaderMap) -> Result<Curre
         created_at: owner.created_at,
         email_verified: owner.email_verified,
         roles: claims.roles,
+        aal: claims.aal,
+        mfa_required: claims.mfa_required,
     })
 }
 

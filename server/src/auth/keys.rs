@@ -22,6 +22,10 @@ pub enum Purpose {
     EmailSecret,
     /// Stored hashes of emailed tokens and codes (`mail::secrets`).
     EmailSecretHash,
+    /// AES-256-GCM sealing of TOTP secrets at rest (`auth::mfa`).
+    TotpSecret,
+    /// Stored hashes of recovery codes (`auth::mfa`).
+    RecoveryCodeHash,
 }
 
 impl Purpose {
@@ -32,6 +36,8 @@ impl Purpose {
             Purpose::DeviceToken => b"jobpath device-token hash v1",
             Purpose::EmailSecret => b"jobpath email secret from seed v1",
             Purpose::EmailSecretHash => b"jobpath email secret hash v1",
+            Purpose::TotpSecret => b"jobpath totp secret sealing v1",
+            Purpose::RecoveryCodeHash => b"jobpath recovery code hash v1",
         }
     }
 }
@@ -62,6 +68,8 @@ mod tests {
             derive(secret, Purpose::DeviceToken),
             derive(secret, Purpose::EmailSecret),
             derive(secret, Purpose::EmailSecretHash),
+            derive(secret, Purpose::TotpSecret),
+            derive(secret, Purpose::RecoveryCodeHash),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {

@@ -9,6 +9,7 @@
 //! - [`token`]: HS256 JWTs with the algorithm pinned and every claim required.
 //! - [`refresh`]: single-use refresh tokens and their derived successors.
 //! - [`device`]: device tokens, a successful login's proof for the login throttle.
+//! - [`mfa`]: the second factor's codes, sealed secrets, QR code and recovery codes.
 //! - [`keys`]: the keys of the three above, each derived from the JWT secret with HKDF.
 
 pub mod credentials;
@@ -17,5 +18,6 @@ pub mod guard;
 pub mod hasher;
 pub mod keys;
 pub mod login;
+pub mod mfa;
 pub mod refresh;
 pub mod token;

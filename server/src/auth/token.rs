@@ -45,6 +45,18 @@ pub struct Claims {
     /// Changing an account's roles ends its sessions, so a live token's roles are current.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The session's authenticator assurance level when the token was issued: 1 after a
+    /// password, 2 after a second factor too. Absent from tokens of before 2FA existed,
+    /// which count as 1.
+    #[serde(default = "aal1")]
+    pub aal: u8,
+    /// How the session authenticated (RFC 8176 method names: `pwd`, `otp`, `recovery`).
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// The session must still pass its second factor: the guard lets such a token call
+    /// only the operations the route table allows before it. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mfa_required: bool,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
@@ -52,6 +64,29 @@ pub struct Claims {
     pub jti: Uuid,
     /// The session this token belongs to: ending the session ends the token.
     pub sid: Uuid,
+}
+
+fn aal1() -> u8 {
+    1
+}
+
+/// A session's assurance, as its access tokens carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assurance {
+    pub aal: u8,
+    pub amr: Vec<String>,
+    pub mfa_required: bool,
+}
+
+impl Assurance {
+    /// A session opened with a password alone, with no second factor to pass.
+    pub fn password() -> Assurance {
+        Assurance {
+            aal: 1,
+            amr: vec!["pwd".to_owned()],
+            mfa_required: false,
+        }
+    }
 }
 
 /// Most roles an account holds (the `roles` claim's bound; the admin API refuses more).
@@ -101,6 +136,7 @@ impl TokenKeys {
         email: &str,
         email_verified: bool,
         roles: &[String],
+        assurance: &Assurance,
         sid: Uuid,
     ) -> Result<(String, Claims), ApiError> {
         let now = Utc::now().timestamp();
@@ -112,6 +148,9 @@ impl TokenKeys {
             email: email.to_owned(),
             email_verified,
             roles: roles.to_vec(),
+            aal: assurance.aal,
+            amr: assurance.amr.clone(),
+            mfa_required: assurance.mfa_required,
             iat: now,
             nbf: now,
             exp: now + self.ttl.as_secs() as i64,
@@ -191,7 +230,14 @@ mod tests {
         let k = keys();
         let id = Uuid::new_v4();
         let (token, claims) = k
-            .issue(id, "ada@example.com", false, &[], Uuid::new_v4())
+            .issue(
+                id,
+                "ada@example.com",
+                false,
+                &[],
+                &Assurance::password(),
+                Uuid::new_v4(),
+            )
             .unwrap();
         let back = k.verify(&token).unwrap();
         assert_eq!(back, claims);
@@ -202,7 +248,14 @@ mod tests {
     fn alg_none_in_any_casing_is_refused() {
         let k = keys();
         let (token, _) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
+            .issue(
+                Uuid::new_v4(),
+                "a@b.co",
+                false,
+                &[],
+                &Assurance::password(),
+                Uuid::new_v4(),
+            )
             .unwrap();
         let payload = token.split('.').nth(1).unwrap();
         for alg in ["none", "None", "NONE", "nOnE"] {
@@ -229,6 +282,9 @@ mod tests {
             email: "a@b.co".into(),
             email_verified: false,
             roles: Vec::new(),
+            aal: 1,
+            amr: Vec::new(),
+            mfa_required: false,
             iat: now,
             nbf: now,
             exp: now + 60,
@@ -260,7 +316,14 @@ mod tests {
     fn the_raw_secret_signs_nothing_and_the_derived_key_only_access_tokens() {
         let k = keys();
         let (token, claims) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
+            .issue(
+                Uuid::new_v4(),
+                "a@b.co",
+                false,
+                &[],
+                &Assurance::password(),
+                Uuid::new_v4(),
+            )
             .unwrap();
         assert!(k.verify(&token).is_ok());
         assert!(k.verify(&raw(&claims, SECRET, Some(TYPE))).is_err());
@@ -275,7 +338,14 @@ mod tests {
     fn another_issuer_or_audience_and_missing_ones_are_refused() {
         let k = keys();
         let (_, claims) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
+            .issue(
+                Uuid::new_v4(),
+                "a@b.co",
+                false,
+                &[],
+                &Assurance::password(),
+                Uuid::new_v4(),
+            )
             .unwrap();
         for (iss, aud) in [
             ("someone-else", "jobpath"),
@@ -309,7 +379,14 @@ mod tests {
     fn a_token_living_longer_than_configured_is_refused() {
         let k = keys();
         let (_, mut claims) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
+            .issue(
+                Uuid::new_v4(),
+                "a@b.co",
+                false,
+                &[],
+                &Assurance::password(),
+                Uuid::new_v4(),
+            )
             .unwrap();
         claims.exp = claims.iat + 1800 + LEEWAY_SECS as i64;
         assert!(k.verify(&k.sign(&claims).unwrap()).is_ok());
@@ -323,7 +400,14 @@ mod tests {
     fn expired_and_not_yet_valid_tokens_are_refused() {
         let k = keys();
         let (_, mut claims) = k
-            .issue(Uuid::new_v4(), "a@b.co", false, &[], Uuid::new_v4())
+            .issue(
+                Uuid::new_v4(),
+                "a@b.co",
+                false,
+                &[],
+                &Assurance::password(),
+                Uuid::new_v4(),
+            )
             .unwrap();
         let now = Utc::now().timestamp();
         claims.exp = now - 120;

@@ -89,6 +89,7 @@ pub const VARIABLES: &[&str] = &[
     "REFRESH_IDLE_TIMEOUT_DAYS",
     "REAUTH_WINDOW_MINUTES",
     "PASSWORD_PEPPER",
+    "MFA_REQUIRED_FOR_ROLES",
     "BCRYPT_ROUNDS",
     "HASH_THREADS",
     "CORS_ORIGINS",
@@ -218,6 +219,12 @@ pub struct Config {
     pub refresh_idle_timeout: Duration,
     /// How recent the caller's login must be to end other sessions (`REAUTH_WINDOW_MINUTES`).
     pub reauth_window: Duration,
+    /// Roles whose holders must pass a second factor before any other operation
+    /// (`MFA_REQUIRED_FOR_ROLES`, comma-separated; none by default).
+    pub mfa_required_for_roles: Vec<String>,
+    /// Where TOTP checks read the time: the system clock; tests set their own. Not read
+    /// from the environment.
+    pub mfa_clock: crate::auth::mfa::Clock,
     pub bcrypt_cost: u32,
     pub hash_threads: usize,
     pub cors_origins: CorsOrigins,
@@ -449,6 +456,12 @@ impl Config {
             reauth_window: Duration::from_secs(
                 MINUTE * vars.range("REAUTH_WINDOW_MINUTES", 10, 1..=DAY / MINUTE)?,
             ),
+            mfa_required_for_roles: vars.parse_with(
+                "MFA_REQUIRED_FOR_ROLES",
+                Vec::new(),
+                parse_roles,
+            )?,
+            mfa_clock: crate::auth::mfa::Clock::default(),
             bcrypt_cost,
             hash_threads: vars.range("HASH_THREADS", cores, 1..)?,
             cors_origins: CorsOrigins::parse(vars.get("CORS_ORIGINS"))?,
@@ -574,6 +587,10 @@ impl Config {
                     true => "<unset: development's public pepper>".to_owned(),
                     false => "<set, redacted>".to_owned(),
                 },
+            ),
+            (
+                "MFA_REQUIRED_FOR_ROLES",
+                self.mfa_required_for_roles.join(","),
             ),
             ("BCRYPT_ROUNDS", self.bcrypt_cost.to_string()),
             ("HASH_THREADS", self.hash_threads.to_string()),
@@ -757,6 +774,23 @@ fn read_mail<F: Fn(&str) -> Option<String>>(
             MINUTE * vars.range("EMAIL_CHANGE_TTL_MINUTES", 60, 1..=DAY / MINUTE)?,
         ),
     })
+}
+
+/// `MFA_REQUIRED_FOR_ROLES`: role names (as the admin API accepts them), comma-separated.
+fn parse_roles(raw: &str) -> anyhow::Result<Vec<String>> {
+    let mut roles: Vec<String> = Vec::new();
+    for role in raw.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let valid = role.len() <= 32
+            && role.starts_with(|c: char| c.is_ascii_lowercase())
+            && role
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        anyhow::ensure!(valid, "'{role}' is not a role name (a-z, 0-9, _; 1 to 32)");
+        if !roles.iter().any(|r| r == role) {
+            roles.push(role.to_owned());
+        }
+    }
+    Ok(roles)
 }
 
 #[cfg(test)]

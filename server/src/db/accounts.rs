@@ -200,6 +200,10 @@ pub async fn delete(
                  DELETE FROM login_throttle WHERE email = $2
              ), roles AS (
                  DELETE FROM user_roles WHERE user_id = $1
+             ), factors AS (
+                 DELETE FROM mfa_factors WHERE user_id = $1
+             ), recovery AS (
+                 DELETE FROM mfa_recovery_codes WHERE user_id = $1
              ), o AS (
                  {queue} SELECT $3, 'account_deleted', id, $2, NULL,
                                 now() + make_interval(hours => {ttl}) FROM u

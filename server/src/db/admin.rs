@@ -524,6 +524,42 @@ pub async fn end_sessions(
     .await
 }
 
+/// Removes every second factor and recovery code of the account (and unlocks its second
+/// factor), ends its sessions when it had a factor, records `mfa_removed` with the actor,
+/// and notices the owner (outbox row `notice_id`). `None` if there is no such account;
+/// otherwise how many verified factors there were (0: nothing else happened).
+pub async fn reset_mfa(
+    db: &Database,
+    call: &Call,
+    actor: Actor,
+    user_id: Uuid,
+    notice_id: Uuid,
+) -> Result<Option<u64>, ApiError> {
+    db.run(async |client| {
+        let tx = client.transaction().await?;
+        begin(&tx, actor).await?;
+        if !lock_user(&tx, user_id).await? {
+            return Ok(None);
+        }
+        let removed = super::mfa::remove_all_in(&tx, user_id, notice_id).await?;
+        if removed > 0 {
+            end_all_sessions(&tx, user_id, "mfa_reset").await?;
+            record(
+                &tx,
+                Some(call),
+                "mfa_removed",
+                Some("admin"),
+                user_id,
+                actor,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(removed))
+    })
+    .await
+}
+
 /// Ends one live session of the account; false if the account has no such live session.
 pub async fn end_session(
     db: &Database,

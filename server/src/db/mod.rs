@@ -35,6 +35,7 @@ pub mod email_change;
 pub mod events;
 pub mod limits;
 pub mod locate;
+pub mod mfa;
 pub mod migrate;
 pub mod outbox;
 pub mod owners;

@@ -39,6 +39,8 @@ pub struct Claimed {
     pub kind: Option<Kind>,
     pub recipient: String,
     pub seed: Option<Vec<u8>>,
+    /// The notice's one non-secret value (how many recovery codes are left).
+    pub detail: Option<String>,
     /// This attempt's number, from 1.
     pub attempt: i32,
     /// The message's link would already be dead (or a notice is too old to matter).
@@ -63,7 +65,7 @@ pub async fn claim(db: &Database, limit: i64, lease: Duration) -> Result<Vec<Cla
                          LIMIT $1
                            FOR UPDATE SKIP LOCKED)
                 RETURNING id, kind, recipient, secret_seed, attempts, expires_at < now(),
-                          lease_until",
+                          lease_until, detail",
             )
             .await?;
         let rows = client.query(&stmt, &[&limit, &lease.as_secs_f64()]).await?;
@@ -77,6 +79,7 @@ pub async fn claim(db: &Database, limit: i64, lease: Duration) -> Result<Vec<Cla
                 attempt: r.get(4),
                 expired: r.get(5),
                 lease_until: r.get(6),
+                detail: r.get(7),
             })
             .collect())
     })

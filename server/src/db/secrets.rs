@@ -44,7 +44,11 @@ fn purpose(kind: Kind) -> (&'static str, &'static str) {
         | Kind::AccountDeleted
         | Kind::EmailChangeConfirm
         | Kind::EmailChangeNotice
-        | Kind::EmailChanged => unreachable!("not a secret issued here"),
+        | Kind::EmailChanged
+        | Kind::MfaEnrolled
+        | Kind::MfaRemoved
+        | Kind::MfaLocked
+        | Kind::RecoveryCodeUsed => unreachable!("not a secret issued here"),
     }
 }
 

@@ -71,6 +71,9 @@ pub struct NewSession {
     /// role change (which takes that lock, and ends the sessions) either committed before
     /// and is seen here, or waits and ends this session too.
     pub roles: Vec<String>,
+    /// Whether the account has a verified second factor (read in the same statement): the
+    /// session then starts owing it.
+    pub has_factor: bool,
 }
 
 /// The result of presenting a refresh token.
@@ -85,6 +88,11 @@ pub enum Rotation {
         email_verified: bool,
         roles: Vec<String>,
         expires_at: DateTime<Utc>,
+        /// The session's assurance level and methods, which a refresh keeps.
+        aal: i16,
+        amr: Vec<String>,
+        /// Whether the account has a verified second factor.
+        has_factor: bool,
     },
     /// Unknown token, or its session has ended or expired, or its user is gone/inactive.
     Refused,
@@ -131,6 +139,8 @@ pub struct SessionInfo {
     pub expires_at: DateTime<Utc>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    pub aal: i16,
+    pub amr: Vec<String>,
 }
 
 /// Device tokens kept per user: a new one beyond them forgets the oldest, so a client that
@@ -221,7 +231,9 @@ pub async fn start(
                  {insert} SELECT 'login_succeeded', NULL, $1, id, $4, $3, $6 FROM s
              )
              SELECT id, expires_at,
-                    ARRAY(SELECT role FROM user_roles r WHERE r.user_id = $1 ORDER BY role)
+                    ARRAY(SELECT role FROM user_roles r WHERE r.user_id = $1 ORDER BY role),
+                    EXISTS (SELECT 1 FROM mfa_factors f
+                             WHERE f.user_id = $1 AND f.status = 'verified')
                FROM s",
             insert = events::INSERT
         );
@@ -251,6 +263,7 @@ pub async fn start(
             id: row.get(0),
             expires_at: row.get(1),
             roles: row.get(2),
+            has_factor: row.get(3),
         }))
     })
     .await
@@ -290,7 +303,10 @@ pub async fn rotate(
                             AND s.credential_version = u.credential_version
                             AND ($3::float8 = 0 OR s.last_used_at > now() - make_interval(secs => $3)),
                         s.refresh_secret, u.email_verified_at IS NOT NULL,
-                        ARRAY(SELECT role FROM user_roles r WHERE r.user_id = u.id ORDER BY role)
+                        ARRAY(SELECT role FROM user_roles r WHERE r.user_id = u.id ORDER BY role),
+                        s.aal, s.amr,
+                        EXISTS (SELECT 1 FROM mfa_factors f
+                                 WHERE f.user_id = u.id AND f.status = 'verified')
                    FROM refresh_tokens rt
                    JOIN sessions s ON s.id = rt.session_id
                    JOIN users u ON u.id = s.user_id
@@ -394,6 +410,9 @@ pub async fn rotate(
             email_verified: row.get(8),
             roles: row.get(9),
             expires_at: row.get(3),
+            aal: row.get(10),
+            amr: row.get(11),
+            has_factor: row.get(12),
         })
     })
     .await
@@ -557,7 +576,7 @@ pub async fn list(
     db.run(async |client| {
         let stmt = client
             .prepare_cached(
-                "SELECT id, created_at, last_used_at, expires_at, user_agent, ip
+                "SELECT id, created_at, last_used_at, expires_at, user_agent, ip, aal, amr
                    FROM sessions
                   WHERE user_id = $1 AND ended_at IS NULL AND expires_at > now()
                     AND ($4::float8 = 0 OR last_used_at > now() - make_interval(secs => $4))
@@ -583,6 +602,8 @@ pub async fn list(
                 expires_at: r.get(3),
                 user_agent: r.get(4),
                 ip: r.get(5),
+                aal: r.get(6),
+                amr: r.get(7),
             })
             .collect())
     })
@@ -685,7 +706,7 @@ pub async fn prune(db: &Database) -> Result<u64, ApiError> {
 }
 
 /// Writes an event inside a transaction that makes the change it records.
-async fn record_in(
+pub(super) async fn record_in(
     tx: &deadpool_postgres::Transaction<'_>,
     call: &Call,
     kind: &str,

@@ -157,7 +157,9 @@ pub async fn change_password(
 }
 
 /// Re-checks the caller's password before an operation that needs more than a token
-/// (password change, email change, deletion): the operation's per-IP `action` limit, then
+/// (password change, email change, deletion, enrolling a second factor): first, for an
+/// account with a verified second factor, a session at aal2 (403 `mfa_required`
+/// otherwise); then the operation's per-IP `action` limit, then
 /// the login throttle of the account — a stolen access token must not buy unlimited
 /// guesses — charged before the hash and refunded on success. A wrong password is the
 /// `failure` event (kind, reason) and 401 `invalid_credentials`. The account is read by
@@ -172,6 +174,11 @@ pub(super) async fn recheck_password(
     failure: (&'static str, &'static str),
 ) -> Result<db::users::LoginRecord, ApiError> {
     let email = Email::normalise_for_lookup(&user.email)?;
+    // An account with a verified second factor is changed only from a session that passed
+    // it: a password alone (a phished one, say) changes nothing of such an account.
+    if user.aal < 2 && db::mfa::has_verified(&state.db, user.id).await? {
+        return Err(ApiError::MfaRequired);
+    }
     limits::check(state, action, call, None, Some(user.id)).await?;
     let attempt = limits::charge(state, call, &email, None, Some(user.id)).await?;
     let stored = db::users::find_for_login(&state.db, &email)

@@ -306,6 +306,37 @@ pub async fn end_sessions(
     response::json(StatusCode::OK, &SessionsEnded { ended })
 }
 
+/// `MfaReset` in the spec.
+#[derive(Serialize)]
+struct MfaReset {
+    factors_removed: u64,
+}
+
+pub async fn reset_mfa(
+    state: &AppState,
+    call: &Call,
+    admin: CurrentUser,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let target = user_id(params)?;
+    let removed = db::admin::reset_mfa(
+        &state.db,
+        call,
+        Actor::admin(&admin),
+        target,
+        Uuid::new_v4(),
+    )
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    tracing::info!(admin_id = %admin.id, user_id = %target, removed, "second factors reset by an admin");
+    response::json(
+        StatusCode::OK,
+        &MfaReset {
+            factors_removed: removed,
+        },
+    )
+}
+
 pub async fn end_session(
     state: &AppState,
     call: &Call,
@@ -505,6 +536,13 @@ const EVENT_KINDS: &[&str] = &[
     "email_change_failed",
     "account_deleted",
     "account_deletion_failed",
+    "mfa_enrolled",
+    "mfa_removed",
+    "mfa_verified",
+    "mfa_failed",
+    "mfa_locked",
+    "recovery_code_used",
+    "recovery_codes_regenerated",
 ];
 
 pub async fn list_events(state: &AppState, query: Option<&str>) -> Result<Response, ApiError> {

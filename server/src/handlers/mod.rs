@@ -14,6 +14,7 @@
 //! - [`email_change`]: changing the address (request, confirm, cancel).
 //! - [`meta`]: health, the contract, the metrics scrape.
 //! - [`docs`]: Swagger UI and ReDoc, their assets embedded in the binary.
+//! - [`mfa`]: two-factor authentication: TOTP enrolment, step-up, recovery codes.
 //! - [`admin`]: the admin API (role `admin`).
 //! - [`account_pages`]: the reset-password, verify-email and email-change pages emailed
 //!   links open.
@@ -22,6 +23,9 @@
 //! [`Security`](crate::http::router::Security). For every route declared `Bearer`,
 //! [`dispatch`] runs the guard (`auth::guard::require_user`) before the handler, and the
 //! handler receives the [`guard::CurrentUser`]; a handler never reads the `Authorization` header.
+//! Then, from the same table, a session that must still pass its second factor is refused
+//! every route not allowed before it (403 `mfa_required`), and a route that names a role
+//! is refused to a token without it (403 `forbidden`).
 
 pub mod account;
 pub mod account_pages;
@@ -32,6 +36,7 @@ pub mod email;
 pub mod email_change;
 pub mod events;
 pub mod meta;
+pub mod mfa;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -79,6 +84,13 @@ pub async fn dispatch(
         }
         Security::Optional | Security::Public => None,
     };
+    // A session still owing its second factor is held to the few routes that let it pass
+    // one (checked before the role: such an admin's answer is "step up", not "no role").
+    if let Some(caller) = &guarded
+        && !route.allowed_before_mfa()
+    {
+        caller.require_mfa_passed()?;
+    }
     if let (Some(role), Some(caller)) = (route.required_role(), &guarded) {
         caller.require_role(role)?;
     }
@@ -126,6 +138,16 @@ pub async fn dispatch(
         Route::RequestEmailChange => email_change::request(state, &call, user()?, req).await,
         Route::ConfirmEmailChange => email_change::confirm(state, &call, req).await,
         Route::CancelEmailChange => email_change::cancel(state, &call, req).await,
+        Route::EnrolTotp => mfa::enrol_totp(state, &call, user()?, req).await,
+        Route::ConfirmTotp => mfa::confirm_totp(state, &call, user()?, &params, req).await,
+        Route::VerifyMfa => mfa::verify(state, &call, user()?, req).await,
+        Route::ListMfaFactors => mfa::list_factors(state, user()?).await,
+        Route::RemoveMfaFactor => mfa::remove_factor(state, &call, user()?, &params, req).await,
+        Route::GetRecoveryCodesStatus => mfa::recovery_codes_status(state, user()?).await,
+        Route::RegenerateRecoveryCodes => {
+            mfa::regenerate_recovery_codes(state, &call, user()?).await
+        }
+        Route::AdminResetMfa => admin::reset_mfa(state, &call, user()?, &params).await,
         Route::Liveness => meta::liveness(),
         Route::Readiness => meta::readiness(state).await,
         Route::OpenApiJson => Ok(meta::openapi_json()),

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::{Message, page_limit, present_string, query_param};
 use crate::auth::credentials::{Email, Password};
 use crate::auth::guard::CurrentUser;
+use crate::auth::token::Assurance;
 use crate::auth::{device, login as login_decision, refresh as refresh_token};
 use crate::call::Call;
 use crate::config::Verification;
@@ -28,7 +29,7 @@ use crate::limits;
 use crate::state::AppState;
 
 #[derive(Serialize)]
-struct UserSummary<'a> {
+pub(super) struct UserSummary<'a> {
     id: Uuid,
     email: &'a str,
     is_active: bool,
@@ -37,7 +38,7 @@ struct UserSummary<'a> {
 
 impl<'a> UserSummary<'a> {
     /// A session is only ever opened or renewed for an active account.
-    fn active(id: Uuid, email: &'a str, email_verified: bool) -> Self {
+    pub(super) fn active(id: Uuid, email: &'a str, email_verified: bool) -> Self {
         UserSummary {
             id,
             email,
@@ -58,6 +59,8 @@ struct TokenResponse<'a> {
     refresh_expires_in: i64,
     session_id: Uuid,
     user: UserSummary<'a>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    mfa_required: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     device_token: Option<&'a str>,
 }
@@ -77,7 +80,7 @@ struct LoginBody {
 /// Where the refresh token travels (`refresh_token_transport`).
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-enum Transport {
+pub(super) enum Transport {
     #[default]
     Body,
     Cookie,
@@ -99,6 +102,8 @@ struct SessionView<'a> {
     user_agent: Option<&'a str>,
     ip: Option<&'a str>,
     current: bool,
+    aal: i16,
+    amr: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -168,15 +173,22 @@ pub async fn login(
         "password changed or account deactivated during the login",
     ))?;
     tracing::info!(user_id = %user.id, session_id = %session.id, "login succeeded");
+    let assurance = Assurance {
+        mfa_required: mfa_owed(state, 1, session.has_factor, &session.roles),
+        ..Assurance::password()
+    };
     tokens_response(
         state,
         UserSummary::active(user.id, &user.email, user.email_verified),
         &session.roles,
-        session.id,
-        session.expires_at,
-        &refresh,
-        transport,
-        Some(&device_token),
+        &assurance,
+        Granted {
+            session_id: session.id,
+            expires_at: session.expires_at,
+            refresh_token: &refresh,
+            device_token: Some(&device_token),
+            transport,
+        },
     )
 }
 
@@ -201,23 +213,51 @@ async fn device_token(
     Ok((token, Some(hash)))
 }
 
-/// The login and refresh answer: a new access token for `session_id`, and its refresh
-/// token, in the body or (cookie mode) as the cookie.
-#[expect(clippy::too_many_arguments, reason = "one answer of two operations")]
-fn tokens_response(
+/// Whether a session at `aal` still owes a second factor: its account has one, or holds a
+/// role that `MFA_REQUIRED_FOR_ROLES` names, and the session has not passed one.
+pub(super) fn mfa_owed(state: &AppState, aal: i16, has_factor: bool, roles: &[String]) -> bool {
+    aal < 2
+        && (has_factor
+            || roles
+                .iter()
+                .any(|r| state.config.mfa_required_for_roles.contains(r)))
+}
+
+/// The session a token response is for, and the tokens it hands out besides the access
+/// token.
+pub(super) struct Granted<'a> {
+    pub session_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub refresh_token: &'a str,
+    pub device_token: Option<&'a str>,
+    /// Where the refresh token goes: the body, or the cookie of cookie mode.
+    pub transport: Transport,
+}
+
+/// The login, refresh and step-up answer: a new access token for the session, and its
+/// refresh token, in the body or (cookie mode) as the cookie.
+pub(super) fn tokens_response(
     state: &AppState,
     user: UserSummary<'_>,
     roles: &[String],
-    session_id: Uuid,
-    session_expires_at: DateTime<Utc>,
-    refresh_token: &str,
-    transport: Transport,
-    device_token: Option<&str>,
+    assurance: &Assurance,
+    granted: Granted<'_>,
 ) -> Result<Response, ApiError> {
-    let (token, _) =
-        state
-            .tokens
-            .issue(user.id, user.email, user.email_verified, roles, session_id)?;
+    let Granted {
+        session_id,
+        expires_at: session_expires_at,
+        refresh_token,
+        device_token,
+        transport,
+    } = granted;
+    let (token, _) = state.tokens.issue(
+        user.id,
+        user.email,
+        user.email_verified,
+        roles,
+        assurance,
+        session_id,
+    )?;
     let refresh_expires_in = (session_expires_at - Utc::now()).num_seconds().max(1);
     let mut resp = response::json(
         StatusCode::OK,
@@ -229,6 +269,7 @@ fn tokens_response(
             refresh_expires_in,
             session_id,
             user,
+            mfa_required: assurance.mfa_required,
             device_token,
         },
     )?;
@@ -319,17 +360,28 @@ async fn rotate(
             email_verified,
             roles,
             expires_at,
+            aal,
+            amr,
+            has_factor,
         } => {
             tracing::info!(%user_id, %session_id, "session refreshed");
+            let assurance = Assurance {
+                aal: aal as u8,
+                amr,
+                mfa_required: mfa_owed(state, aal, has_factor, &roles),
+            };
             tokens_response(
                 state,
                 UserSummary::active(user_id, &email, email_verified),
                 &roles,
-                session_id,
-                expires_at,
-                &successor,
-                transport,
-                None,
+                &assurance,
+                Granted {
+                    session_id,
+                    expires_at,
+                    refresh_token: &successor,
+                    device_token: None,
+                    transport,
+                },
             )
         }
         Rotation::Refused => Err(ApiError::InvalidToken(
@@ -444,6 +496,8 @@ pub(super) async fn page(
             user_agent: s.user_agent.as_deref(),
             ip: s.ip.as_deref(),
             current: s.id == current,
+            aal: s.aal,
+            amr: &s.amr,
         })
         .collect();
     response::json(

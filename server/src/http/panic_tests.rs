@@ -55,6 +55,10 @@ fn state() -> Arc<AppState> {
         refresh: crate::auth::refresh::RefreshKeys::new(config.jwt_secret.expose().as_bytes()),
         devices: crate::auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes()),
         email_secrets: crate::mail::secrets::SecretKeys::new(config.jwt_secret.expose().as_bytes()),
+        mfa: crate::auth::mfa::MfaKeys::new(
+            config.jwt_secret.expose().as_bytes(),
+            config.mfa_clock.clone(),
+        ),
         router: Router::new(false, true),
         metrics,
         observer: std::sync::OnceLock::new(),

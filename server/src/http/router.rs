@@ -71,6 +71,14 @@ pub enum Route {
     RequestEmailChange,
     ConfirmEmailChange,
     CancelEmailChange,
+    EnrolTotp,
+    ConfirmTotp,
+    VerifyMfa,
+    ListMfaFactors,
+    RemoveMfaFactor,
+    GetRecoveryCodesStatus,
+    RegenerateRecoveryCodes,
+    AdminResetMfa,
     Liveness,
     Readiness,
     OpenApiJson,
@@ -78,7 +86,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 34] = [
+    pub const ALL: [Route; 42] = [
         Route::Signup,
         Route::Login,
         Route::GetMe,
@@ -109,6 +117,14 @@ impl Route {
         Route::RequestEmailChange,
         Route::ConfirmEmailChange,
         Route::CancelEmailChange,
+        Route::EnrolTotp,
+        Route::ConfirmTotp,
+        Route::VerifyMfa,
+        Route::ListMfaFactors,
+        Route::RemoveMfaFactor,
+        Route::GetRecoveryCodesStatus,
+        Route::RegenerateRecoveryCodes,
+        Route::AdminResetMfa,
         Route::Liveness,
         Route::Readiness,
         Route::OpenApiJson,
@@ -206,6 +222,34 @@ impl Route {
                 "/auth/email/change/cancel",
                 "cancel_email_change",
             ),
+            Route::EnrolTotp => (Method::POST, "/auth/mfa/totp", "enrol_totp"),
+            Route::ConfirmTotp => (
+                Method::POST,
+                "/auth/mfa/totp/{factor_id}/confirm",
+                "confirm_totp",
+            ),
+            Route::VerifyMfa => (Method::POST, "/auth/mfa/verify", "verify_mfa"),
+            Route::ListMfaFactors => (Method::GET, "/auth/mfa/factors", "list_mfa_factors"),
+            Route::RemoveMfaFactor => (
+                Method::DELETE,
+                "/auth/mfa/factors/{factor_id}",
+                "remove_mfa_factor",
+            ),
+            Route::GetRecoveryCodesStatus => (
+                Method::GET,
+                "/auth/mfa/recovery-codes",
+                "get_recovery_codes_status",
+            ),
+            Route::RegenerateRecoveryCodes => (
+                Method::POST,
+                "/auth/mfa/recovery-codes",
+                "regenerate_recovery_codes",
+            ),
+            Route::AdminResetMfa => (
+                Method::DELETE,
+                "/admin/users/{user_id}/mfa",
+                "admin_reset_mfa",
+            ),
             Route::Liveness => (Method::GET, "/health/live", "liveness"),
             Route::Readiness => (Method::GET, "/health/ready", "readiness"),
             Route::OpenApiJson => (Method::GET, "/openapi.json", "get_openapi_json"),
@@ -235,7 +279,15 @@ impl Route {
             | Route::AdminListUserEvents
             | Route::AdminListEvents
             | Route::AdminDeleteUser
-            | Route::RequestEmailChange => Security::Bearer,
+            | Route::RequestEmailChange
+            | Route::EnrolTotp
+            | Route::ConfirmTotp
+            | Route::VerifyMfa
+            | Route::ListMfaFactors
+            | Route::RemoveMfaFactor
+            | Route::GetRecoveryCodesStatus
+            | Route::RegenerateRecoveryCodes
+            | Route::AdminResetMfa => Security::Bearer,
             Route::ResendVerification => Security::Optional,
             Route::Signup
             | Route::Login
@@ -270,7 +322,8 @@ impl Route {
             | Route::AdminSendPasswordReset
             | Route::AdminListUserEvents
             | Route::AdminListEvents
-            | Route::AdminDeleteUser => Some(ADMIN_ROLE),
+            | Route::AdminDeleteUser
+            | Route::AdminResetMfa => Some(ADMIN_ROLE),
             Route::Signup
             | Route::Login
             | Route::GetMe
@@ -289,10 +342,68 @@ impl Route {
             | Route::RequestEmailChange
             | Route::ConfirmEmailChange
             | Route::CancelEmailChange
+            | Route::EnrolTotp
+            | Route::ConfirmTotp
+            | Route::VerifyMfa
+            | Route::ListMfaFactors
+            | Route::RemoveMfaFactor
+            | Route::GetRecoveryCodesStatus
+            | Route::RegenerateRecoveryCodes
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
             | Route::OpenApiYaml => None,
+        }
+    }
+
+    /// Whether a session that must still pass its second factor may call it
+    /// (`x-allowed-before-mfa` in the spec): the few operations that let it step up, see
+    /// who it is, or leave. Dispatch answers 403 `mfa_required` for every other protected
+    /// route. Exhaustive on purpose: a new route must say.
+    pub fn allowed_before_mfa(self) -> bool {
+        match self {
+            Route::GetMe
+            | Route::Logout
+            | Route::VerifyMfa
+            | Route::ListMfaFactors
+            | Route::EnrolTotp
+            | Route::ConfirmTotp => true,
+            Route::Signup
+            | Route::Login
+            | Route::DeleteMe
+            | Route::Refresh
+            | Route::ChangePassword
+            | Route::ListSessions
+            | Route::RevokeSession
+            | Route::ListEvents
+            | Route::ForgotPassword
+            | Route::CheckPasswordReset
+            | Route::ResetPassword
+            | Route::VerifyEmail
+            | Route::ResendVerification
+            | Route::AdminListUsers
+            | Route::AdminGetUser
+            | Route::AdminDeactivateUser
+            | Route::AdminReactivateUser
+            | Route::AdminListSessions
+            | Route::AdminEndSessions
+            | Route::AdminEndSession
+            | Route::AdminSetRoles
+            | Route::AdminSendPasswordReset
+            | Route::AdminListUserEvents
+            | Route::AdminListEvents
+            | Route::AdminDeleteUser
+            | Route::AdminResetMfa
+            | Route::RequestEmailChange
+            | Route::ConfirmEmailChange
+            | Route::CancelEmailChange
+            | Route::RemoveMfaFactor
+            | Route::GetRecoveryCodesStatus
+            | Route::RegenerateRecoveryCodes
+            | Route::Liveness
+            | Route::Readiness
+            | Route::OpenApiJson
+            | Route::OpenApiYaml => false,
         }
     }
 }
@@ -575,6 +686,24 @@ mod tests {
                     Security::Bearer,
                     "{id}: a role needs a token"
                 );
+            }
+        }
+    }
+
+    /// Each route's `allowed_before_mfa` is its operation's `x-allowed-before-mfa`, and only
+    /// a protected operation says so (a public one needs no session at all).
+    #[test]
+    fn each_routes_mfa_exemption_is_the_one_its_operation_declares() {
+        let spec = spec();
+        for route in Route::ALL {
+            let (method, path, id) = route.spec();
+            let op = &spec["paths"][path][method.as_str().to_lowercase()];
+            let declared = op
+                .get("x-allowed-before-mfa")
+                .is_some_and(|v| v.as_bool().unwrap());
+            assert_eq!(route.allowed_before_mfa(), declared, "{id}");
+            if declared {
+                assert_eq!(route.security(), Security::Bearer, "{id}");
             }
         }
     }

@@ -36,10 +36,18 @@ pub enum Kind {
     EmailChanged,
     /// The last notice to a deleted account's address.
     AccountDeleted,
+    /// The notice that a second factor was added.
+    MfaEnrolled,
+    /// The notice that a second factor was removed (by the owner, or an admin's reset).
+    MfaRemoved,
+    /// The notice that wrong codes locked the second factor.
+    MfaLocked,
+    /// The notice that a recovery code was used, with how many are left.
+    RecoveryCodeUsed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 11] = [
         Kind::VerifyEmail,
         Kind::PasswordReset,
         Kind::PasswordChanged,
@@ -47,6 +55,10 @@ impl Kind {
         Kind::EmailChangeNotice,
         Kind::EmailChanged,
         Kind::AccountDeleted,
+        Kind::MfaEnrolled,
+        Kind::MfaRemoved,
+        Kind::MfaLocked,
+        Kind::RecoveryCodeUsed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +70,10 @@ impl Kind {
             Kind::EmailChangeNotice => "email_change_notice",
             Kind::EmailChanged => "email_changed",
             Kind::AccountDeleted => "account_deleted",
+            Kind::MfaEnrolled => "mfa_enrolled",
+            Kind::MfaRemoved => "mfa_removed",
+            Kind::MfaLocked => "mfa_locked",
+            Kind::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 
@@ -72,7 +88,13 @@ impl Kind {
             Kind::PasswordReset => Some("reset-password"),
             Kind::EmailChangeConfirm => Some("confirm-email-change"),
             Kind::EmailChangeNotice => Some("cancel-email-change"),
-            Kind::PasswordChanged | Kind::EmailChanged | Kind::AccountDeleted => None,
+            Kind::PasswordChanged
+            | Kind::EmailChanged
+            | Kind::AccountDeleted
+            | Kind::MfaEnrolled
+            | Kind::MfaRemoved
+            | Kind::MfaLocked
+            | Kind::RecoveryCodeUsed => None,
         }
     }
 

@@ -133,9 +133,13 @@ async fn deliver(state: &AppState, transport: &Transport, claim: Claimed) {
         super::Kind::EmailChangeConfirm | super::Kind::EmailChangeNotice => {
             minutes(mail.email_change_ttl)
         }
-        super::Kind::PasswordChanged | super::Kind::EmailChanged | super::Kind::AccountDeleted => {
-            String::new()
-        }
+        super::Kind::PasswordChanged
+        | super::Kind::EmailChanged
+        | super::Kind::AccountDeleted
+        | super::Kind::MfaEnrolled
+        | super::Kind::MfaRemoved
+        | super::Kind::MfaLocked
+        | super::Kind::RecoveryCodeUsed => String::new(),
     };
     let rendered = templates::render(
         kind,
@@ -145,6 +149,7 @@ async fn deliver(state: &AppState, transport: &Transport, claim: Claimed) {
                 .as_ref()
                 .map(|(link, code)| (link.as_str(), code.as_str())),
             valid_for: &valid_for,
+            detail: claim.detail.as_deref(),
         },
     );
     let outgoing = Outgoing {

@@ -25,6 +25,9 @@ pub struct Context<'a> {
     pub secret: Option<(&'a str, &'a str)>,
     /// How long the secret is valid, in words ("30 minutes").
     pub valid_for: &'a str,
+    /// The notice's one value, where it has one: how many recovery codes are left; who
+    /// removed the second factors (`admin`).
+    pub detail: Option<&'a str>,
 }
 
 pub fn render(kind: Kind, cx: &Context<'_>) -> Rendered {
@@ -114,6 +117,61 @@ pub fn render(kind: Kind, cx: &Context<'_>) -> Rendered {
              change that password wherever else you use it."
                 .to_owned(),
         ),
+        Kind::MfaEnrolled => (
+            format!("Two-factor authentication was turned on for your {app} account"),
+            format!(
+                "An authenticator app was just added to your {app} account as a second \
+                 factor: from now on, signing in also asks for its code."
+            ),
+            "",
+            "If this was not you, someone knows your password: reset it at once with \
+             \"Forgot password\" on the sign-in page, then contact support to remove the \
+             factor they added."
+                .to_owned(),
+        ),
+        Kind::MfaRemoved => (
+            format!("A second factor was removed from your {app} account"),
+            match cx.detail {
+                Some("admin") => format!(
+                    "At a support request, an administrator removed every second factor of \
+                     your {app} account and signed it out everywhere: it now signs in with \
+                     the password alone."
+                ),
+                _ => format!("An authenticator app was just removed from your {app} account."),
+            },
+            "",
+            "If this was not you, contact support at once and reset your password with \
+             \"Forgot password\" on the sign-in page."
+                .to_owned(),
+        ),
+        Kind::MfaLocked => (
+            format!("Too many wrong codes for your {app} account"),
+            format!(
+                "Someone who knows the password of your {app} account entered wrong \
+                 two-factor codes too many times, so the second factor is locked for a \
+                 while."
+            ),
+            "",
+            "If this was not you, your password is known to someone else: reset it with \
+             \"Forgot password\" on the sign-in page. Your account stayed protected by its \
+             second factor."
+                .to_owned(),
+        ),
+        Kind::RecoveryCodeUsed => (
+            format!("A recovery code of your {app} account was used"),
+            format!(
+                "A recovery code was just used to sign in to your {app} account; {} left.",
+                match cx.detail {
+                    Some("1") => "1 code is".to_owned(),
+                    Some(n) => format!("{n} codes are"),
+                    None => "some codes are".to_owned(),
+                }
+            ),
+            "",
+            "Each code works once. If this was not you, reset your password with \"Forgot \
+             password\" on the sign-in page and make new recovery codes."
+                .to_owned(),
+        ),
     };
     let code = kind.has_code().then_some(code);
     let text = match (cx.secret, code) {
@@ -185,6 +243,7 @@ mod tests {
                 app_name: "Job<Path>",
                 secret: Some((link, "12345678")),
                 valid_for: "30 minutes",
+                detail: None,
             },
         );
         assert!(r.text.contains(link) && r.text.contains("12345678"));
@@ -206,6 +265,7 @@ mod tests {
                 app_name: "JobPath",
                 secret: None,
                 valid_for: "",
+                detail: None,
             },
         );
         assert!(!r.text.contains("http") && !r.html.contains("href"));
@@ -223,6 +283,7 @@ mod tests {
                     app_name: "JobPath",
                     secret: Some((link, "12345678")),
                     valid_for: "60 minutes",
+                    detail: None,
                 },
             );
             assert!(
@@ -238,6 +299,7 @@ mod tests {
                 app_name: "JobPath",
                 secret: None,
                 valid_for: "",
+                detail: None,
             },
         );
         assert!(!r.text.contains("http") && !r.html.contains("href"));
@@ -251,10 +313,27 @@ mod tests {
                 app_name: "JobPath",
                 secret: None,
                 valid_for: "",
+                detail: None,
             },
         );
         assert_eq!(r.subject, "Your JobPath account was deleted");
         assert!(r.text.contains("free to sign up with again"));
+        assert!(!r.text.contains("http") && !r.html.contains("href"));
+    }
+
+    #[test]
+    fn the_recovery_code_notice_says_how_many_are_left() {
+        let r = render(
+            Kind::RecoveryCodeUsed,
+            &Context {
+                app_name: "JobPath",
+                secret: None,
+                valid_for: "",
+                detail: Some("9"),
+            },
+        );
+        assert!(r.text.contains("9 codes are left"), "{}", r.text);
+        assert!(r.html.contains("9 codes are left"));
         assert!(!r.text.contains("http") && !r.html.contains("href"));
     }
 }

@@ -434,6 +434,171 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/auth/mfa/totp": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start enrolling an authenticator app (TOTP)
+         * @description Needs the account's password. Creates a **pending** factor and answers its secret,
+         *     once: as an `otpauth://` URI, as base32 text to type, and as a QR code (an SVG
+         *     picture the front end shows as it is). The factor does nothing until
+         *     `confirm_totp` proves the app was set up. RFC 6238 with SHA-1, 6 digits and a 30 s
+         *     step, which every authenticator app supports; the secret is 160 bits, kept
+         *     encrypted. At most 5 factors per account (pending ones included; a pending factor
+         *     is forgotten after a day).
+         *
+         *     When the account already has a verified factor, this needs a session at `aal2`
+         *     (403 `mfa_required` otherwise); a session waiting for its second factor can enrol
+         *     only when the account has none yet (as `MFA_REQUIRED_FOR_ROLES` asks). A wrong
+         *     password counts against the same per-account throttle as a failed login.
+         */
+        post: operations["enrol_totp"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/mfa/totp/{factor_id}/confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Finish enrolling a factor with a code from the app
+         * @description A current code from the app makes the pending factor **verified** and answers 10
+         *     recovery codes, shown this once (each works once, in place of a code, for a lost
+         *     phone). The code used here is spent: it can never be used again, also not to log
+         *     in. This session becomes `aal2` (refresh to get a token that says so), every other
+         *     session of the account below `aal2` ends, and a notice is emailed.
+         *
+         *     A wrong code counts like a wrong code at `verify_mfa` (the session's and the
+         *     account's attempts). A factor that is not the caller's, not pending, or unknown is
+         *     404 `not_found`.
+         */
+        post: operations["confirm_totp"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/mfa/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Step up this session to aal2 with a code or a recovery code
+         * @description For a session that logged in with a password (`aal1`, the login answered
+         *     `mfa_required: true`): a current code from a verified factor, or one of the
+         *     recovery codes, raises **this session** to `aal2`. The answer is a new
+         *     `TokenResponse` for the same session (a new access token and a new refresh token;
+         *     the old refresh token is spent). Refresh keeps the session's level.
+         *
+         *     Exactly one of `code` and `recovery_code`. A code is accepted once per factor: the
+         *     same code twice (also at the same moment) is refused the second time, as is a code
+         *     older than one already used. One 30 s step of clock skew is allowed each way.
+         *
+         *     Attempts are counted before the comparison. The 5th wrong attempt of a session
+         *     ends it (401 `invalid_token`: log in again). 10 consecutive wrong attempts on the
+         *     account, from any session, lock its second factor for 15 minutes (429 with
+         *     `Retry-After`) and email a notice; a new password login does not reset that count,
+         *     a correct code does. A recovery code used emails a notice saying how many are
+         *     left.
+         */
+        post: operations["verify_mfa"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/mfa/factors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's second factors
+         * @description Verified and pending factors, oldest first. Never the secrets. Allowed to a session
+         *     still waiting for its second factor, so a front end can tell the user what to use.
+         */
+        get: operations["list_mfa_factors"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/mfa/factors/{factor_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove a second factor
+         * @description A verified factor is removed only from a session at `aal2` (403 `mfa_required`
+         *     otherwise) and with proof of it in `X-MFA-Code`: a current code of **this** factor,
+         *     or, for a lost phone, one of the recovery codes (spent by this). A pending factor
+         *     needs neither. Removing the last verified factor also deletes the recovery codes:
+         *     the account is back to password only. A notice is emailed.
+         */
+        delete: operations["remove_mfa_factor"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/mfa/recovery-codes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * How many recovery codes are left
+         * @description Only the count; the codes themselves are shown once, when made.
+         */
+        get: operations["get_recovery_codes_status"];
+        put?: never;
+        /**
+         * Replace the recovery codes with 10 new ones
+         * @description From a session at `aal2` (403 `mfa_required` otherwise) of an account with a
+         *     verified factor (409 `conflict` otherwise). The old codes stop working at once; the
+         *     new ones are shown this once.
+         */
+        post: operations["regenerate_recovery_codes"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/auth/sessions": {
         parameters: {
             query?: never;
@@ -753,6 +918,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/users/{user_id}/mfa": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove every second factor of an account
+         * @description For a user who lost both the phone and the recovery codes: removes every factor
+         *     and recovery code (the account is back to password only), ends the account's
+         *     sessions, records an `mfa_removed` event with the admin as actor, and emails the
+         *     owner a notice — a support-driven reset is what social engineers ask for, so the
+         *     owner always hears of it. Role `admin`.
+         */
+        delete: operations["admin_reset_mfa"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/users/{user_id}/password-reset": {
         parameters: {
             query?: never;
@@ -944,11 +1133,89 @@ export interface components {
             expires_in: number;
             user: components["schemas"]["UserSummary"];
             /**
+             * @description Present (and `true`) only when this session must still pass its second factor:
+             *     the account has a verified factor, or a role that `MFA_REQUIRED_FOR_ROLES`
+             *     names, and the session is at `aal1`. Until it steps up at `verify_mfa` (or, with
+             *     no factor yet, enrols one), the access token is accepted only by `get_me`,
+             *     `logout`, `verify_mfa`, `list_mfa_factors`, `enrol_totp` and `confirm_totp`;
+             *     every other operation answers 403 `mfa_required`.
+             */
+            mfa_required?: boolean;
+            /**
              * @description Login only: proof of this successful login, for the client to keep and send as
              *     `device_token` with its later logins of this account (see `LoginRequest`).
              *     Opaque; valid for 180 days; the one the request presented, if it was valid.
              */
             device_token?: string;
+        };
+        TotpEnrolmentRequest: {
+            /** Format: password */
+            password: string;
+            /** @description The user's name for it ("Phone"), shown in the factor list */
+            label: string;
+        };
+        TotpEnrolment: {
+            /** Format: uuid */
+            factor_id: string;
+            /** @description `otpauth://totp/…` with the secret, `algorithm=SHA1`, `digits=6`, `period=30` */
+            otpauth_uri: string;
+            /** @description The same secret as base32 (32 characters), for typing into an app */
+            secret: string;
+            /** @description The `otpauth_uri` as a QR code, a self-contained SVG document */
+            qr_svg: string;
+        };
+        MfaCode: {
+            /** @description The 6 digits the app shows now */
+            code: string;
+        };
+        TotpConfirmed: {
+            factor: components["schemas"]["MfaFactor"];
+            recovery_codes: components["schemas"]["RecoveryCodeList"];
+        };
+        /**
+         * @description Ten single-use codes (120 bits each, `xxxxxx-xxxxxx-xxxxxx-xxxxxx`), shown only
+         *     here; dashes, spaces and case do not matter when one is typed
+         */
+        RecoveryCodeList: string[];
+        RecoveryCodes: {
+            recovery_codes: components["schemas"]["RecoveryCodeList"];
+        };
+        RecoveryCodesStatus: {
+            /** Format: int32 */
+            remaining: number;
+        };
+        /** @description Exactly one of `code` and `recovery_code` */
+        MfaVerification: components["schemas"]["CodeProof"] | components["schemas"]["RecoveryCodeProof"];
+        CodeProof: {
+            /** @description The 6 digits an enrolled app shows now */
+            code: string;
+        };
+        RecoveryCodeProof: {
+            /** @description One of the recovery codes; dashes, spaces and case are ignored */
+            recovery_code: string;
+        };
+        MfaFactor: {
+            /** Format: uuid */
+            id: string;
+            /** @enum {string} */
+            kind: "totp";
+            label: string;
+            /** @enum {string} */
+            status: "pending" | "verified";
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description When a code of it was last accepted; absent if never
+             */
+            last_used_at?: string;
+        };
+        MfaFactorList: {
+            factors: components["schemas"]["MfaFactor"][];
+        };
+        MfaReset: {
+            /** Format: int32 */
+            factors_removed: number;
         };
         /**
          * @description `{}` (no `refresh_token`) refreshes the session of the `__Secure-jobpath_refresh`
@@ -979,6 +1246,14 @@ export interface components {
             ip?: string | null;
             /** @description Whether this is the session of the token making the request */
             current: boolean;
+            /**
+             * Format: int32
+             * @description Authenticator assurance level: 1 for a password, 2 once a second factor was verified
+             * @enum {integer}
+             */
+            aal: 1 | 2;
+            /** @description How the session authenticated (RFC 8176 values: `pwd`, `otp`; `recovery` for a recovery code) */
+            amr: string[];
         };
         SessionList: {
             sessions: components["schemas"]["Session"][];
@@ -1023,7 +1298,7 @@ export interface components {
             next_before?: number | null;
         };
         /** @enum {string} */
-        EventKind: "signup" | "login_succeeded" | "login_failed" | "logout" | "refresh" | "refresh_reuse_detected" | "password_changed" | "password_change_failed" | "session_revoked" | "session_evicted" | "rate_limited" | "password_reset_requested" | "password_reset_completed" | "password_reset_failed" | "email_verification_sent" | "email_verified" | "role_granted" | "role_revoked" | "account_deactivated" | "account_reactivated" | "sessions_revoked" | "email_change_requested" | "email_change_confirmed" | "email_change_cancelled" | "email_change_failed" | "account_deleted" | "account_deletion_failed";
+        EventKind: "signup" | "login_succeeded" | "login_failed" | "logout" | "refresh" | "refresh_reuse_detected" | "password_changed" | "password_change_failed" | "session_revoked" | "session_evicted" | "rate_limited" | "password_reset_requested" | "password_reset_completed" | "password_reset_failed" | "email_verification_sent" | "email_verified" | "role_granted" | "role_revoked" | "account_deactivated" | "account_reactivated" | "sessions_revoked" | "email_change_requested" | "email_change_confirmed" | "email_change_cancelled" | "email_change_failed" | "account_deleted" | "account_deletion_failed" | "mfa_enrolled" | "mfa_removed" | "mfa_verified" | "mfa_failed" | "mfa_locked" | "recovery_code_used" | "recovery_codes_regenerated";
         /** @description A role; `admin` is the one this service checks, others are the product's */
         RoleName: string;
         RoleSet: {
@@ -1190,7 +1465,7 @@ export interface components {
              *     `email_already_registered`, `weak_password`,
              *     `invalid_credentials`, `missing_token`, `invalid_token`, `rate_limited`, `not_found`,
              *     `conflict`, `reauthentication_required`, `invalid_secret`, `email_not_verified`,
-             *     `forbidden`, `self_lockout`, `origin_not_allowed`,
+             *     `forbidden`, `self_lockout`, `mfa_required`, `invalid_mfa_code`, `origin_not_allowed`,
              *     `method_not_allowed`, `service_unavailable`, `internal_error` — the values of
              *     `ErrorCode`. A client should expect codes it does not know from a newer server.
              * @example validation_error
@@ -1209,7 +1484,7 @@ export interface components {
          *     built against this version still decodes a code added later.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "validation_error" | "unsupported_media_type" | "payload_too_large" | "headers_too_large" | "request_timeout" | "email_already_registered" | "weak_password" | "invalid_credentials" | "missing_token" | "invalid_token" | "rate_limited" | "not_found" | "conflict" | "reauthentication_required" | "invalid_secret" | "email_not_verified" | "forbidden" | "self_lockout" | "origin_not_allowed" | "method_not_allowed" | "service_unavailable" | "internal_error";
+        ErrorCode: "invalid_json" | "validation_error" | "unsupported_media_type" | "payload_too_large" | "headers_too_large" | "request_timeout" | "email_already_registered" | "weak_password" | "invalid_credentials" | "missing_token" | "invalid_token" | "rate_limited" | "not_found" | "conflict" | "reauthentication_required" | "invalid_secret" | "email_not_verified" | "forbidden" | "self_lockout" | "mfa_required" | "invalid_mfa_code" | "origin_not_allowed" | "method_not_allowed" | "service_unavailable" | "internal_error";
         ErrorDetail: {
             /** @description Human-readable explanation; never contains secrets, SQL or stack traces */
             message: string;
@@ -1300,7 +1575,10 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description The caller's token is valid but lacks the role the operation needs (`forbidden`) */
+        /**
+         * @description The caller's token is valid but lacks the role the operation needs (`forbidden`),
+         *     or its session has not passed its second factor yet (`mfa_required`)
+         */
         Forbidden: {
             headers: {
                 [name: string]: unknown;
@@ -1333,6 +1611,75 @@ export interface components {
          */
         SelfLockout: {
             headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description The session has not passed its second factor (`mfa_required`): the account has 2FA
+         *     (or a role that `MFA_REQUIRED_FOR_ROLES` names) and this session is still at
+         *     `aal1`. Step up at `verify_mfa` (or enrol first, when the account has no factor)
+         */
+        MfaRequired: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": "mfa_required",
+                 *       "detail": {
+                 *         "message": "This operation needs a second factor; verify a code at /auth/mfa/verify first"
+                 *       },
+                 *       "status_code": 403
+                 *     }
+                 */
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description The code or recovery code is wrong, already used, or too old (`invalid_mfa_code`;
+         *     which one is never said), or the session must step up first (`mfa_required`)
+         */
+        MfaCodeRefused: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": "invalid_mfa_code",
+                 *       "detail": {
+                 *         "message": "The code is wrong or was already used"
+                 *       },
+                 *       "status_code": 403
+                 *     }
+                 */
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description Too many wrong codes for this account (`rate_limited`): its second factor is locked
+         *     for a while, whichever session asks; `Retry-After` says how long
+         */
+        MfaLocked: {
+            headers: {
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description Bad bearer token (`missing_token`, `invalid_token`) or wrong password
+         *     (`invalid_credentials`)
+         */
+        UnauthorizedOrWrongPassword: {
+            headers: {
+                "WWW-Authenticate"?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -1668,6 +2015,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            403: components["responses"]["MfaRequired"];
             408: components["responses"]["RequestTimeout"];
             /**
              * @description The password was changed after this request checked it (`conflict`); nothing
@@ -1723,6 +2071,7 @@ export interface operations {
              * @description Ending other sessions needs a recent login: this session logged in more than
              *     `REAUTH_WINDOW_MINUTES` (default 10) ago (`reauthentication_required`; nothing
              *     was ended). Log in again and retry with the new session's token.
+             *     Also `mfa_required`: this session has not passed its second factor.
              */
             403: {
                 headers: {
@@ -1847,6 +2196,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            403: components["responses"]["MfaRequired"];
             408: components["responses"]["RequestTimeout"];
             /**
              * @description Another password change committed after this one verified the current password
@@ -2062,6 +2412,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaRequired"];
             408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -2113,6 +2464,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            403: components["responses"]["MfaRequired"];
             408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -2217,6 +2569,288 @@ export interface operations {
             503: components["responses"]["ServiceUnavailable"];
         };
     };
+    enrol_totp: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "password": "correct horse battery staple",
+                 *       "label": "Phone"
+                 *     }
+                 */
+                "application/json": components["schemas"]["TotpEnrolmentRequest"];
+            };
+        };
+        responses: {
+            /** @description A pending factor; scan or type the secret, then confirm it */
+            201: {
+                headers: {
+                    /** @description Always `no-store` */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TotpEnrolment"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["UnauthorizedOrWrongPassword"];
+            403: components["responses"]["MfaRequired"];
+            408: components["responses"]["RequestTimeout"];
+            /** @description The account already has 5 factors (`conflict`); remove one first */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationError"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    confirm_totp: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                factor_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MfaCode"];
+            };
+        };
+        responses: {
+            /** @description Verified; keep the recovery codes somewhere safe */
+            200: {
+                headers: {
+                    /** @description Always `no-store` */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TotpConfirmed"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaCodeRefused"];
+            /** @description No such pending factor of the caller (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            408: components["responses"]["RequestTimeout"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationError"];
+            429: components["responses"]["MfaLocked"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    verify_mfa: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "code": "123456"
+                 *     }
+                 */
+                "application/json": components["schemas"]["MfaVerification"];
+            };
+        };
+        responses: {
+            /** @description This session is now aal2 */
+            200: {
+                headers: {
+                    /** @description Always `no-store` */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaCodeRefused"];
+            408: components["responses"]["RequestTimeout"];
+            /** @description The account has no verified factor to step up with (`conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationError"];
+            429: components["responses"]["MfaLocked"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    list_mfa_factors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The factors */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MfaFactorList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    remove_mfa_factor: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A current code of this factor, or a recovery code (needed for a verified factor) */
+                "X-MFA-Code"?: string;
+            };
+            path: {
+                factor_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "message": "Factor removed"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["MessageResponse"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaCodeRefused"];
+            /** @description No such factor of the caller (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            422: components["responses"]["ValidationError"];
+            429: components["responses"]["MfaLocked"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    get_recovery_codes_status: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The count */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecoveryCodesStatus"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaRequired"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    regenerate_recovery_codes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The new codes */
+            200: {
+                headers: {
+                    /** @description Always `no-store` */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecoveryCodes"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaRequired"];
+            /** @description The account has no verified factor (`conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
     list_sessions: {
         parameters: {
             query?: {
@@ -2241,6 +2875,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaRequired"];
             422: components["responses"]["ValidationError"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
@@ -2318,6 +2953,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaRequired"];
             422: components["responses"]["ValidationError"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
@@ -2725,6 +3361,35 @@ export interface operations {
             503: components["responses"]["ServiceUnavailable"];
         };
     };
+    admin_reset_mfa: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description How many factors were removed (0 when there were none; nothing else then happens) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MfaReset"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NoSuchUser"];
+            422: components["responses"]["ValidationError"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
     admin_send_password_reset: {
         parameters: {
             query?: never;
@@ -2842,6 +3507,9 @@ type ReadonlyArray<T> = [
 export const pathsAuthLogoutPostParametersQueryScopeValues: ReadonlyArray<FlattenedDeepRequired<paths>["/auth/logout"]["post"]["parameters"]["query"]["scope"]> = ["local", "global", "others"];
 export const loginRequestRefresh_token_transportValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["LoginRequest"]["refresh_token_transport"]> = ["body", "cookie"];
 export const tokenResponseToken_typeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["TokenResponse"]["token_type"]> = ["bearer"];
-export const eventKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EventKind"]> = ["signup", "login_succeeded", "login_failed", "logout", "refresh", "refresh_reuse_detected", "password_changed", "password_change_failed", "session_revoked", "session_evicted", "rate_limited", "password_reset_requested", "password_reset_completed", "password_reset_failed", "email_verification_sent", "email_verified", "role_granted", "role_revoked", "account_deactivated", "account_reactivated", "sessions_revoked", "email_change_requested", "email_change_confirmed", "email_change_cancelled", "email_change_failed", "account_deleted", "account_deletion_failed"];
+export const mfaFactorKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["MfaFactor"]["kind"]> = ["totp"];
+export const mfaFactorStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["MfaFactor"]["status"]> = ["pending", "verified"];
+export const sessionAalValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Session"]["aal"]> = [1, 2];
+export const eventKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EventKind"]> = ["signup", "login_succeeded", "login_failed", "logout", "refresh", "refresh_reuse_detected", "password_changed", "password_change_failed", "session_revoked", "session_evicted", "rate_limited", "password_reset_requested", "password_reset_completed", "password_reset_failed", "email_verification_sent", "email_verified", "role_granted", "role_revoked", "account_deactivated", "account_reactivated", "sessions_revoked", "email_change_requested", "email_change_confirmed", "email_change_cancelled", "email_change_failed", "account_deleted", "account_deletion_failed", "mfa_enrolled", "mfa_removed", "mfa_verified", "mfa_failed", "mfa_locked", "recovery_code_used", "recovery_codes_regenerated"];
 export const healthStatusStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["HealthStatus"]["status"]> = ["ok", "ready"];
-export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "validation_error", "unsupported_media_type", "payload_too_large", "headers_too_large", "request_timeout", "email_already_registered", "weak_password", "invalid_credentials", "missing_token", "invalid_token", "rate_limited", "not_found", "conflict", "reauthentication_required", "invalid_secret", "email_not_verified", "forbidden", "self_lockout", "origin_not_allowed", "method_not_allowed", "service_unavailable", "internal_error"];
+export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "validation_error", "unsupported_media_type", "payload_too_large", "headers_too_large", "request_timeout", "email_already_registered", "weak_password", "invalid_credentials", "missing_token", "invalid_token", "rate_limited", "not_found", "conflict", "reauthentication_required", "invalid_secret", "email_not_verified", "forbidden", "self_lockout", "mfa_required", "invalid_mfa_code", "origin_not_allowed", "method_not_allowed", "service_unavailable", "internal_error"];
