@@ -31,7 +31,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Access tokens are short-lived; the refresh token (single-use) renews them.
-    let refresh = types::RefreshRequest::builder().refresh_token(session.refresh_token);
+    let refresh = types::RefreshRequest::builder()
+        .refresh_token(session.refresh_token.map(|t| t.parse()).transpose()?);
     let token = api.refresh().body(refresh).send().await?.into_inner();
     println!("refreshed   new access and refresh tokens, same session");
 

@@ -51,6 +51,10 @@ pub enum ApiError {
     /// Malformed, badly signed, expired, not yet valid or revoked token, or its user is gone.
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
+    /// [`ApiError::InvalidToken`] for the refresh cookie of cookie mode: the same answer,
+    /// which also deletes the cookie.
+    #[error("invalid refresh cookie: {0}")]
+    InvalidRefreshCookie(&'static str),
     /// Over a rate limit or the login throttle (`reason` names which, for the log); retry
     /// after this many seconds.
     #[error("rate limited ({reason}) for {retry_after} s")]
@@ -71,6 +75,10 @@ pub enum ApiError {
     /// A valid token without the role the operation needs (the role's name).
     #[error("forbidden: needs role {0}")]
     Forbidden(&'static str),
+    /// Cookie mode of login or refresh from a request whose `Origin` is missing or not
+    /// allowed: a possible cross-site request forgery (the check that failed, for the log).
+    #[error("origin not allowed: {0}")]
+    OriginNotAllowed(&'static str),
     /// The session has not passed the second factor this operation needs.
     #[error("second factor required")]
     MfaRequired,
@@ -125,12 +133,14 @@ impl ApiError {
             ApiError::WeakPassword(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InvalidCredentials(_)
             | ApiError::MissingToken
-            | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            | ApiError::InvalidToken(_)
+            | ApiError::InvalidRefreshCookie(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ReauthenticationRequired
             | ApiError::EmailNotVerified
             | ApiError::InvalidSecret(_)
             | ApiError::Forbidden(_)
+            | ApiError::OriginNotAllowed(_)
             | ApiError::MfaRequired
             | ApiError::InvalidMfaCode(_) => StatusCode::FORBIDDEN,
             ApiError::SelfLockout(_)
@@ -157,13 +167,14 @@ impl ApiError {
             ApiError::WeakPassword(_) => "weak_password",
             ApiError::InvalidCredentials(_) => "invalid_credentials",
             ApiError::MissingToken => "missing_token",
-            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::InvalidToken(_) | ApiError::InvalidRefreshCookie(_) => "invalid_token",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::ReauthenticationRequired => "reauthentication_required",
             ApiError::InvalidSecret(_) => "invalid_secret",
             ApiError::EmailNotVerified => "email_not_verified",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::SelfLockout(_) => "self_lockout",
+            ApiError::OriginNotAllowed(_) => "origin_not_allowed",
             ApiError::MfaRequired => "mfa_required",
             ApiError::InvalidMfaCode(_) => "invalid_mfa_code",
             ApiError::AccountInactive | ApiError::TooManyFactors | ApiError::NoFactor => "conflict",
@@ -194,6 +205,9 @@ impl ApiError {
             ApiError::MissingToken => "Expected an 'Authorization: Bearer <token>' header".into(),
             // The reason is logged; telling an attacker which check failed helps only them.
             ApiError::InvalidToken(_) => "The access token is invalid, expired or revoked".into(),
+            ApiError::InvalidRefreshCookie(_) => {
+                "The refresh token is invalid, expired or revoked; log in again".into()
+            }
             ApiError::TooManyRequests { retry_after, .. } => {
                 Cow::Owned(format!("Too many attempts; retry in {retry_after} seconds"))
             }
@@ -221,6 +235,9 @@ impl ApiError {
             ApiError::SelfLockout(what) => Cow::Owned(format!(
                 "An admin cannot {what} their own account; ask another admin"
             )),
+            ApiError::OriginNotAllowed(_) => {
+                "The refresh cookie is only used for requests from an allowed origin".into()
+            }
             ApiError::AccountInactive => "The account is deactivated; reactivate it first".into(),
             ApiError::NotFound => "No such resource".into(),
             ApiError::Conflict(_) => {
@@ -253,7 +270,9 @@ impl ApiError {
             }
             ApiError::InvalidCredentials(reason)
             | ApiError::InvalidToken(reason)
+            | ApiError::InvalidRefreshCookie(reason)
             | ApiError::InvalidSecret(reason)
+            | ApiError::OriginNotAllowed(reason)
             | ApiError::InvalidMfaCode(reason)
             | ApiError::Conflict(reason) => Cow::Borrowed(reason),
             ApiError::WeakPassword(reason) => Cow::Borrowed(reason),
@@ -414,6 +433,7 @@ mod tests {
             ApiError::InvalidCredentials("wrong_password"),
             ApiError::MissingToken,
             ApiError::InvalidToken("expired"),
+            ApiError::InvalidRefreshCookie("reuse"),
             ApiError::TooManyRequests {
                 retry_after: 3,
                 reason: "login",
@@ -421,6 +441,7 @@ mod tests {
             ApiError::NotFound,
             ApiError::Forbidden("admin"),
             ApiError::SelfLockout("deactivate"),
+            ApiError::OriginNotAllowed("no origin"),
             ApiError::MfaRequired,
             ApiError::InvalidMfaCode("replayed"),
             ApiError::TooManyFactors,

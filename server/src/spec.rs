@@ -24,4 +24,31 @@ mod tests {
         let yaml: serde_json::Value = serde_yaml::from_str(super::YAML).unwrap();
         assert_eq!(json, yaml);
     }
+
+    /// `ErrorCode` is what typed clients (the TypeScript client's union) know the codes
+    /// from: it must be exactly the codes `ApiError::code` can answer. Read from the source
+    /// of that one function, so that a new variant's code cannot be left out of the spec.
+    #[test]
+    fn the_spec_error_code_enum_is_every_code_the_server_answers() {
+        use std::collections::BTreeSet;
+        let source = include_str!("errors.rs");
+        let body = source
+            .split("pub fn code(&self) -> &'static str {")
+            .nth(1)
+            .and_then(|rest| rest.split("\n    }\n").next())
+            .expect("ApiError::code in errors.rs");
+        let answered: BTreeSet<&str> = body.split('"').skip(1).step_by(2).collect();
+        let json: serde_json::Value = serde_json::from_slice(super::JSON).unwrap();
+        let listed: BTreeSet<&str> = json["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("components.schemas.ErrorCode.enum")
+            .iter()
+            .map(|code| code.as_str().unwrap())
+            .collect();
+        assert!(answered.len() > 10, "{answered:?}");
+        assert_eq!(
+            answered, listed,
+            "ApiError::code versus the spec's ErrorCode"
+        );
+    }
 }

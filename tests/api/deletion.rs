@@ -965,7 +965,10 @@ async fn after_the_period_the_purge_leaves_nothing_of_the_account_but_its_anonym
     let owner = client(Some(&session.access_token));
     owner
         .refresh()
-        .body(types::RefreshRequest::builder().refresh_token(session.refresh_token.as_str()))
+        .body(
+            types::RefreshRequest::builder()
+                .refresh_token(session.refresh_token.as_deref().map(|t| t.parse().unwrap())),
+        )
         .send()
         .await
         .unwrap();

@@ -130,7 +130,7 @@ async fn concurrent_refreshes_inside_the_grace_window_all_get_the_same_successor
     let (email, _) = app.user_with_token().await;
     let session = app.session(&email, PASSWORD).await;
     let results = join_all((0..8).map(|_| app.try_refresh(&session.refresh_token))).await;
-    let successors: Vec<String> = results
+    let successors: Vec<Option<String>> = results
         .into_iter()
         .map(|r| {
             r.expect("no refresh in the race is refused")

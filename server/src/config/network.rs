@@ -10,7 +10,8 @@ use anyhow::{anyhow, bail};
 /// Which browser origins may call the API (`CORS_ORIGINS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
-    /// `*`: any origin (no credentials are used, bearer tokens travel in a header).
+    /// `*`: any origin, for bearer tokens only: never with credentials, so the refresh
+    /// cookie of cookie mode works only from the API's own origin then.
     Any,
     /// An explicit list; empty means CORS is off.
     List(Vec<String>),

@@ -370,7 +370,7 @@ async fn spend(
 
 /// What a step-up did.
 pub enum Stepped {
-    /// The session is at aal2 now, with a new refresh token.
+    /// The session is at aal2 now (its refresh token unchanged: refresh renews it at aal2).
     Up(SteppedUp),
     /// The proof was already spent (a replayed code, a used recovery code).
     Spent,
@@ -390,8 +390,7 @@ pub struct SteppedUp {
 }
 
 /// Raises the session to aal2 with `proof`, in one transaction: spends the proof, resets
-/// the account's failure count and the session's attempts, spends the session's live
-/// refresh token and records `refresh_hash` as the new one, records `mfa_verified` (and,
+/// the account's failure count and the session's attempts, records `mfa_verified` (and,
 /// for a recovery code, `recovery_code_used` with a notice, outbox row `notice_id`).
 pub async fn step_up(
     db: &Database,
@@ -399,7 +398,6 @@ pub async fn step_up(
     user_id: Uuid,
     session_id: Uuid,
     proof: &Proof,
-    refresh_hash: &[u8],
     notice_id: Uuid,
 ) -> Result<Stepped, ApiError> {
     db.run(async |client| {
@@ -428,16 +426,6 @@ pub async fn step_up(
                 &[&user_id],
             )
             .await?;
-        tx.execute(
-            "UPDATE refresh_tokens SET spent_at = now() WHERE session_id = $1 AND spent_at IS NULL",
-            &[&session_id],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
-            &[&refresh_hash, &session_id],
-        )
-        .await?;
         record_in(
             &tx,
             call,

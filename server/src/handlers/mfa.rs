@@ -24,12 +24,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::account::recheck_password;
-use super::sessions::{Granted, UserSummary, tokens_response};
+use super::sessions::{Granted, Transport, UserSummary, tokens_response};
 use super::{Message, present_string};
 use crate::auth::credentials::Password;
 use crate::auth::guard::CurrentUser;
 use crate::auth::mfa;
-use crate::auth::refresh as refresh_token;
 use crate::auth::token::Assurance;
 use crate::call::Call;
 use crate::db;
@@ -302,14 +301,12 @@ pub async fn verify(
         return Err(ApiError::NoFactor);
     }
     let proof = check_code(state, call, &user, typed, candidates).await?;
-    let refresh = state.refresh.fresh();
     match db::mfa::step_up(
         &state.db,
         call,
         user.id,
         user.session_id,
         &proof,
-        &refresh_token::hash(&refresh),
         Uuid::new_v4(),
     )
     .await?
@@ -328,8 +325,11 @@ pub async fn verify(
                 Granted {
                     session_id: user.session_id,
                     expires_at: up.expires_at,
-                    refresh_token: &refresh,
+                    // The session keeps its refresh token, in the body or the cookie
+                    // (cookie mode) as it was: a refresh now renews it at aal2.
+                    refresh_token: None,
                     device_token: None,
+                    transport: Transport::Body,
                 },
             )
         }

@@ -1,8 +1,13 @@
 //! Sessions: `login` opens one, `refresh` rotates its refresh token, `logout` ends it (or
 //! the user's others, or all), `list_sessions` and `revoke_session` manage them.
+//!
+//! Login, refresh and logout also speak cookie mode, for browsers: the refresh token in an
+//! HttpOnly cookie instead of the body (`http::refresh_cookie` says how it is set and which
+//! origins may use it).
 
 use chrono::{DateTime, Utc};
-use http::{Request, StatusCode};
+use http::header::SET_COOKIE;
+use http::{HeaderMap, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -17,9 +22,9 @@ use crate::config::Verification;
 use crate::db;
 use crate::db::sessions::{Ending, LogoutScope, Revocation, Rotation};
 use crate::errors::ApiError;
-use crate::http::body;
 use crate::http::response::{self, Response};
 use crate::http::router::Params;
+use crate::http::{body, refresh_cookie};
 use crate::limits;
 use crate::state::AppState;
 
@@ -48,7 +53,9 @@ struct TokenResponse<'a> {
     access_token: &'a str,
     token_type: &'static str,
     expires_in: u64,
-    refresh_token: &'a str,
+    /// Absent in cookie mode: the cookie carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
     refresh_expires_in: i64,
     session_id: Uuid,
     user: UserSummary<'a>,
@@ -66,11 +73,24 @@ struct LoginBody {
     password: String,
     #[serde(default, deserialize_with = "present_string")]
     device_token: Option<String>,
+    #[serde(default)]
+    refresh_token_transport: Transport,
 }
 
+/// Where the refresh token travels (`refresh_token_transport`).
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Transport {
+    #[default]
+    Body,
+    Cookie,
+}
+
+/// `RefreshRequest`: no `refresh_token` means the cookie's.
 #[derive(Deserialize)]
 struct RefreshBody {
-    refresh_token: String,
+    #[serde(default, deserialize_with = "present_string")]
+    refresh_token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -101,7 +121,13 @@ pub async fn login(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
     let body: LoginBody = body::json(req, state.config.body_read_timeout).await?;
+    let transport = body.refresh_token_transport;
+    // Before the password is checked: a forged login must not cost a hash or a throttle step.
+    if transport == Transport::Cookie {
+        refresh_cookie::check_origin(&state.config.cors_origins, &headers)?;
+    }
     let email = Email::normalise_for_lookup(&body.email)?;
     let password = Password::for_login(body.password)?;
     let presented = body.device_token.as_deref();
@@ -159,8 +185,9 @@ pub async fn login(
         Granted {
             session_id: session.id,
             expires_at: session.expires_at,
-            refresh_token: &refresh,
+            refresh_token: Some(&refresh),
             device_token: Some(&device_token),
+            transport,
         },
     )
 }
@@ -201,12 +228,15 @@ pub(super) fn mfa_owed(state: &AppState, aal: i16, has_factor: bool, roles: &[St
 pub(super) struct Granted<'a> {
     pub session_id: Uuid,
     pub expires_at: DateTime<Utc>,
-    pub refresh_token: &'a str,
+    /// The session's new refresh token; `None` when it keeps the one it has (a step-up).
+    pub refresh_token: Option<&'a str>,
     pub device_token: Option<&'a str>,
+    /// Where the refresh token goes: the body, or the cookie of cookie mode.
+    pub transport: Transport,
 }
 
 /// The login, refresh and step-up answer: a new access token for the session, and its
-/// refresh token.
+/// refresh token, in the body or (cookie mode) as the cookie.
 pub(super) fn tokens_response(
     state: &AppState,
     user: UserSummary<'_>,
@@ -219,6 +249,7 @@ pub(super) fn tokens_response(
         expires_at: session_expires_at,
         refresh_token,
         device_token,
+        transport,
     } = granted;
     let (token, _) = state.tokens.issue(
         user.id,
@@ -228,20 +259,28 @@ pub(super) fn tokens_response(
         assurance,
         session_id,
     )?;
-    response::json(
+    let refresh_expires_in = (session_expires_at - Utc::now()).num_seconds().max(1);
+    let mut resp = response::json(
         StatusCode::OK,
         &TokenResponse {
             access_token: &token,
             token_type: "bearer",
             expires_in: state.tokens.ttl().as_secs(),
-            refresh_token,
-            refresh_expires_in: (session_expires_at - Utc::now()).num_seconds().max(1),
+            refresh_token: refresh_token.filter(|_| transport == Transport::Body),
+            refresh_expires_in,
             session_id,
             user,
             mfa_required: assurance.mfa_required,
             device_token,
         },
-    )
+    )?;
+    if let (Transport::Cookie, Some(refresh_token)) = (transport, refresh_token) {
+        resp.headers_mut().insert(
+            SET_COOKIE,
+            refresh_cookie::set(refresh_token, refresh_expires_in),
+        );
+    }
+    Ok(resp)
 }
 
 pub async fn refresh(
@@ -249,8 +288,42 @@ pub async fn refresh(
     call: &Call,
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
     let body: RefreshBody = body::json(req, state.config.body_read_timeout).await?;
-    let presented = body.refresh_token;
+    let Some(presented) = body.refresh_token else {
+        return refresh_by_cookie(state, call, &headers).await;
+    };
+    rotate(state, call, presented, Transport::Body).await
+}
+
+/// Cookie mode: the cookie's token, from an allowed origin only. A refusal of the token
+/// clears the cookie, so the page knows at once that it must log in again; a 429 or a 503
+/// leaves it, as the token is still good for a retry, and so does a refused origin, which
+/// is not the front end's request.
+async fn refresh_by_cookie(
+    state: &AppState,
+    call: &Call,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    refresh_cookie::check_origin(&state.config.cors_origins, headers)?;
+    let Some(presented) = refresh_cookie::read(headers) else {
+        return Err(ApiError::InvalidToken(
+            "no refresh token in the body or cookie",
+        ));
+    };
+    match rotate(state, call, presented, Transport::Cookie).await {
+        Err(ApiError::InvalidToken(reason)) => Err(ApiError::InvalidRefreshCookie(reason)),
+        other => other,
+    }
+}
+
+/// Spends `presented` and answers with its successor, by `transport`.
+async fn rotate(
+    state: &AppState,
+    call: &Call,
+    presented: String,
+    transport: Transport,
+) -> Result<Response, ApiError> {
     if presented.is_empty() || presented.chars().count() > refresh_token::MAX_TOKEN_CHARS {
         return Err(ApiError::validation(
             "refresh_token",
@@ -306,8 +379,9 @@ pub async fn refresh(
                 Granted {
                     session_id,
                     expires_at,
-                    refresh_token: &successor,
+                    refresh_token: Some(&successor),
                     device_token: None,
+                    transport,
                 },
             )
         }
@@ -358,12 +432,20 @@ pub async fn logout(
     }
     tracing::info!(user_id = %user.id, session_id = %user.session_id, ?scope, "logged out");
     state.metrics.token_revoked();
-    response::json(
+    let mut resp = response::json(
         StatusCode::OK,
         &Message {
             message: "Logged out successfully",
         },
-    )
+    )?;
+    // The caller's session ended: so did the refresh token of its cookie, if it is in
+    // cookie mode (a body-mode client simply has no such cookie). `others` keeps the
+    // caller's session, and so its cookie.
+    if scope != LogoutScope::Others {
+        resp.headers_mut()
+            .insert(SET_COOKIE, refresh_cookie::clear());
+    }
+    Ok(resp)
 }
 
 pub async fn list(

@@ -1,13 +1,15 @@
 //! CORS for browser front ends, per `CORS_ORIGINS`.
 //!
 //! Only listed origins get `Access-Control-Allow-*` headers (echoing the origin, with
-//! `Vary: Origin` so caches keep answers apart). No credentials mode: tokens travel in the
-//! `Authorization` header, never in cookies.
+//! `Vary: Origin` so caches keep answers apart). Listed origins also get
+//! `Access-Control-Allow-Credentials: true`, so that a front end in cookie mode can send the
+//! refresh cookie (`http::refresh_cookie`) and store the one login and refresh set. `*`
+//! never does: browsers refuse credentials with a wildcard, and any site would be allowed.
 
 use http::header::{
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD,
-    HeaderMap, HeaderValue, ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    ACCESS_CONTROL_REQUEST_METHOD, HeaderMap, HeaderValue, ORIGIN, VARY,
 };
 use http::{Method, StatusCode};
 
@@ -63,7 +65,13 @@ fn allow_origin(
     if allowed {
         let value = match origins {
             CorsOrigins::Any => HeaderValue::from_static("*"),
-            CorsOrigins::List(_) => origin.clone(),
+            CorsOrigins::List(_) => {
+                headers.insert(
+                    ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+                origin.clone()
+            }
         };
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, value);
     }

@@ -6,6 +6,8 @@
 //! - [`router`]: the route table, checked against `openapi.yaml`, with each operation's
 //!   declared security.
 //! - [`body`], [`response`], [`cors`]: request bodies in, responses out.
+//! - [`refresh_cookie`]: the refresh token's cookie for browsers, and the origin check
+//!   that keeps other sites from using it.
 //! - [`client_ip`]: the client's address, through trusted proxies only.
 //! - [`client_slots`]: the per-client connection cap.
 //! - [`write_deadline`]: the write timeout.
@@ -27,6 +29,7 @@ pub mod body;
 pub mod client_ip;
 pub mod client_slots;
 pub mod cors;
+pub mod refresh_cookie;
 pub mod response;
 pub mod router;
 pub mod service;

@@ -1,12 +1,13 @@
 //! Building responses: JSON bodies, the standard error body, and the headers every response
-//! of a kind must carry (`WWW-Authenticate` on 401, `Allow` on 405, `Retry-After` on 429 and 503,
+//! of a kind must carry (`WWW-Authenticate` on 401 — and the cleared refresh cookie on a
+//! refused cookie refresh —, `Allow` on 405, `Retry-After` on 429 and 503,
 //! `Connection: close` on 408), and [`finish`], which every response of every listener goes
 //! through last.
 
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{
-    ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, SET_COOKIE, WWW_AUTHENTICATE,
     X_CONTENT_TYPE_OPTIONS,
 };
 use http_body_util::Full;
@@ -76,6 +77,13 @@ pub fn error(err: &ApiError, request_id: &str) -> Response {
                 WWW_AUTHENTICATE,
                 HeaderValue::from_static(r#"Bearer error="invalid_token""#),
             );
+        }
+        ApiError::InvalidRefreshCookie(_) => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
+            headers.insert(SET_COOKIE, super::refresh_cookie::clear());
         }
         ApiError::MethodNotAllowed { allow } => {
             if let Ok(v) = HeaderValue::from_str(allow) {
