@@ -60,7 +60,8 @@ ALTER TABLE email_outbox ADD CONSTRAINT email_outbox_detail_length CHECK (char_l
 
 -- Confirming a first factor ends the account's other sessions below aal2 ('mfa_enrolled');
 -- too many wrong codes end the session that sent them ('mfa_failed'); an admin's reset of
--- the factors ends the account's sessions ('mfa_reset').
+-- the factors ends the account's sessions, and removing the last factor those still owing
+-- it ('mfa_reset').
 ALTER TABLE sessions DROP CONSTRAINT sessions_end_reason;
 ALTER TABLE sessions ADD CONSTRAINT sessions_end_reason CHECK (
     end_reason IN ('logout', 'logout_global', 'logout_others', 'revoked', 'password_changed',

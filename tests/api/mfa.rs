@@ -691,6 +691,8 @@ async fn removing_factors_needs_aal2_and_a_current_code_and_the_last_takes_the_c
         "invalid_mfa_code",
     );
     expect_error(remove(&aal2, Uuid::new_v4(), None).await, 404, "not_found");
+    // A session opened with the password alone, still owing the factor ...
+    let lingering = pending(&app, &user.email).await;
     clock.advance_steps(1);
     remove(
         &aal2,
@@ -699,6 +701,12 @@ async fn removing_factors_needs_aal2_and_a_current_code_and_the_last_takes_the_c
     )
     .await
     .expect("removed with a current code");
+    // ... does not become a full session now that the account is password-only: it ends.
+    expect_error(
+        app.try_refresh(&lingering.refresh_token).await,
+        401,
+        "invalid_token",
+    );
     assert!(
         app.authed(&aal2)
             .list_mfa_factors()
@@ -1007,4 +1015,65 @@ async fn the_qr_code_renders_in_chromium_and_reads_back_as_the_otpauth_uri() {
     .await;
     assert!(out.contains("decoded to the otpauth URI"), "{out}");
     let _ = std::fs::remove_file(&file);
+}
+
+/// Cookie mode (the refresh token in an HttpOnly cookie): a session that steps up keeps its
+/// cookie, and the cookie then renews the session at aal2.
+#[tokio::test]
+async fn a_cookie_mode_session_steps_up_and_its_cookie_renews_it_at_aal2() {
+    const ORIGIN: &str = "https://app.example.com"; // listed in the test servers' CORS_ORIGINS
+    const COOKIE: &str = "__Secure-jobpath_refresh=";
+    let (app, clock) = app().await;
+    let user = enrolled(&app, &clock).await;
+    let cookie_of = |resp: &reqwest::Response| -> Option<String> {
+        let value = resp.headers().get("set-cookie")?.to_str().unwrap();
+        let token = value.strip_prefix(COOKIE)?.split(';').next().unwrap();
+        Some(token.to_owned())
+    };
+    let login = app
+        .raw(reqwest::Method::POST, "/auth/login")
+        .header("origin", ORIGIN)
+        .json(&serde_json::json!({
+            "email": user.email,
+            "password": PASSWORD,
+            "refresh_token_transport": "cookie",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = cookie_of(&login).expect("the login sets the cookie");
+    let body: serde_json::Value = login.json().await.unwrap();
+    assert_eq!(body["mfa_required"], true);
+    assert!(body.get("refresh_token").is_none());
+
+    clock.advance_steps(1);
+    let code = code(&user.secret, clock.step());
+    let stepped = app
+        .raw(reqwest::Method::POST, "/auth/mfa/verify")
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .header("origin", ORIGIN)
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stepped.status(), 200);
+    assert_eq!(cookie_of(&stepped), None, "the cookie is left as it is");
+    let stepped: serde_json::Value = stepped.json().await.unwrap();
+    assert!(stepped.get("refresh_token").is_none());
+    assert_eq!(claims(stepped["access_token"].as_str().unwrap())["aal"], 2);
+
+    let renewed = app
+        .raw(reqwest::Method::POST, "/auth/refresh")
+        .header("origin", ORIGIN)
+        .header("cookie", format!("{COOKIE}{cookie}"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renewed.status(), 200, "the cookie still renews the session");
+    assert!(cookie_of(&renewed).is_some_and(|c| c != cookie), "rotated");
+    let renewed: serde_json::Value = renewed.json().await.unwrap();
+    assert_eq!(claims(renewed["access_token"].as_str().unwrap())["aal"], 2);
+    assert!(renewed.get("mfa_required").is_none());
 }

@@ -663,7 +663,8 @@ pub enum Removed {
 }
 
 /// Removes a factor: for a verified one, `proof` (a code of it or a recovery code) is spent
-/// in the same transaction; the last verified factor takes the recovery codes with it.
+/// in the same transaction; the last verified factor takes the recovery codes with it, and
+/// ends the sessions still owing it.
 /// Records `mfa_removed` and, for a verified factor, notices the owner (`notice_id`).
 pub async fn remove(
     db: &Database,
@@ -712,6 +713,14 @@ pub async fn remove(
             tx.execute(
                 "DELETE FROM mfa_recovery_codes WHERE user_id = $1",
                 &[&user_id],
+            )
+            .await?;
+            // Sessions still owing the factor (opened with the password alone) would
+            // otherwise become full sessions at their next refresh: they end instead.
+            tx.execute(
+                "UPDATE sessions SET ended_at = now(), end_reason = 'mfa_reset'
+                  WHERE user_id = $1 AND id <> $2 AND ended_at IS NULL AND aal < 2",
+                &[&user_id, &session_id],
             )
             .await?;
         }
