@@ -714,8 +714,10 @@ pub enum Removed {
 }
 
 /// Removes a factor: for a verified one, `proof` (a code of it or a recovery code) is spent
-/// in the same transaction; the last verified factor takes the recovery codes with it.
-/// Records `mfa_removed` and, for a verified factor, notices the owner (`notice_id`).
+/// in the same transaction, and being correct it restarts the counts of wrong codes; the
+/// last verified factor takes the recovery codes with it. Records `mfa_removed` and, for a
+/// verified factor, notices the owner (`notice_id`); a recovery code spent is recorded and
+/// noticed as used.
 pub async fn remove(
     db: &Database,
     call: &Call,
@@ -738,13 +740,26 @@ pub async fn remove(
         else {
             return Ok(Removed::NotFound);
         };
+        let mut recovery_used = None;
         if status {
             let Some(proof) = proof else {
                 return Ok(Removed::Spent);
             };
-            if spend(&tx, user_id, proof).await?.is_none() {
+            let Some(recovery_left) = spend(&tx, user_id, proof).await? else {
                 return Ok(Removed::Spent);
-            }
+            };
+            // A correct code: the counts of wrong ones restart, as after a step-up.
+            tx.execute(
+                "UPDATE sessions SET mfa_attempts = 0 WHERE id = $1 AND user_id = $2",
+                &[&session_id, &user_id],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE users SET mfa_failed_count = 0 WHERE id = $1",
+                &[&user_id],
+            )
+            .await?;
+            recovery_used = recovery_left;
         }
         tx.execute(
             "DELETE FROM mfa_factors WHERE id = $1 AND user_id = $2",
@@ -763,6 +778,28 @@ pub async fn remove(
             tx.execute(
                 "DELETE FROM mfa_recovery_codes WHERE user_id = $1",
                 &[&user_id],
+            )
+            .await?;
+        }
+        // A recovery code spent here is one used, as at a step-up (none are left when this
+        // was the last factor: they went with it).
+        if let Some(left) = recovery_used {
+            let left_text = if last { 0 } else { left }.to_string();
+            record_in(
+                &tx,
+                call,
+                "recovery_code_used",
+                Some(&left_text),
+                user_id,
+                session_id,
+            )
+            .await?;
+            queue_notice(
+                &tx,
+                Uuid::new_v4(),
+                "recovery_code_used",
+                user_id,
+                Some(&left_text),
             )
             .await?;
         }
