@@ -32,6 +32,7 @@ mod logout;
 mod me;
 mod metrics;
 mod mfa;
+mod mfa_attacks;
 mod origin;
 mod policy;
 mod reauth;

@@ -28,18 +28,18 @@ const T0: i64 = 1_900_000_005;
 
 /// The server's TOTP clock, set by the test.
 #[derive(Clone)]
-struct TestClock(Arc<AtomicI64>);
+pub(crate) struct TestClock(Arc<AtomicI64>);
 
 impl TestClock {
-    fn step(&self) -> i64 {
+    pub(crate) fn step(&self) -> i64 {
         self.0.load(Ordering::SeqCst).div_euclid(30)
     }
-    fn advance_steps(&self, steps: i64) {
+    pub(crate) fn advance_steps(&self, steps: i64) {
         self.0.fetch_add(30 * steps, Ordering::SeqCst);
     }
 }
 
-async fn app_with(customise: impl FnOnce(&mut Config)) -> (TestApp, TestClock) {
+pub(crate) async fn app_with(customise: impl FnOnce(&mut Config)) -> (TestApp, TestClock) {
     let clock = TestClock(Arc::new(AtomicI64::new(T0)));
     let read = Arc::clone(&clock.0);
     let app = spawn_app_with(|c| {
@@ -50,7 +50,7 @@ async fn app_with(customise: impl FnOnce(&mut Config)) -> (TestApp, TestClock) {
     (app, clock)
 }
 
-async fn app() -> (TestApp, TestClock) {
+pub(crate) async fn app() -> (TestApp, TestClock) {
     app_with(|_| {}).await
 }
 
@@ -72,7 +72,7 @@ fn claims(token: &str) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-async fn enrol(app: &TestServer, token: &str) -> ApiResult<types::TotpEnrolment> {
+pub(crate) async fn enrol(app: &TestServer, token: &str) -> ApiResult<types::TotpEnrolment> {
     app.authed(token)
         .enrol_totp()
         .body(
@@ -84,7 +84,7 @@ async fn enrol(app: &TestServer, token: &str) -> ApiResult<types::TotpEnrolment>
         .await
 }
 
-async fn confirm(
+pub(crate) async fn confirm(
     app: &TestServer,
     token: &str,
     factor: Uuid,
@@ -98,7 +98,11 @@ async fn confirm(
         .await
 }
 
-async fn verify(app: &TestServer, token: &str, code: &str) -> ApiResult<types::TokenResponse> {
+pub(crate) async fn verify(
+    app: &TestServer,
+    token: &str,
+    code: &str,
+) -> ApiResult<types::TokenResponse> {
     app.authed(token)
         .verify_mfa()
         .body(types::MfaVerification::CodeProof(types::CodeProof {
@@ -108,7 +112,7 @@ async fn verify(app: &TestServer, token: &str, code: &str) -> ApiResult<types::T
         .await
 }
 
-async fn verify_recovery(
+pub(crate) async fn verify_recovery(
     app: &TestServer,
     token: &str,
     recovery: &str,
@@ -125,18 +129,18 @@ async fn verify_recovery(
 }
 
 /// An account with a verified factor.
-struct Enrolled {
-    email: String,
-    user_id: Uuid,
+pub(crate) struct Enrolled {
+    pub(crate) email: String,
+    pub(crate) user_id: Uuid,
     /// The session that enrolled (aal2 in the database; refresh for a token saying so).
-    session: types::TokenResponse,
-    secret: String,
-    factor_id: Uuid,
-    recovery_codes: Vec<String>,
+    pub(crate) session: types::TokenResponse,
+    pub(crate) secret: String,
+    pub(crate) factor_id: Uuid,
+    pub(crate) recovery_codes: Vec<String>,
 }
 
 /// Signs up, logs in, enrols and confirms with the code of the clock's current step.
-async fn enrolled(app: &TestServer, clock: &TestClock) -> Enrolled {
+pub(crate) async fn enrolled(app: &TestServer, clock: &TestClock) -> Enrolled {
     let email = unique_email();
     let user_id = app.signup(&email, PASSWORD).await.id;
     let session = app.session(&email, PASSWORD).await;
@@ -165,13 +169,13 @@ async fn enrolled(app: &TestServer, clock: &TestClock) -> Enrolled {
 }
 
 /// A new password login of an account with 2FA: at aal1, owing its second factor.
-async fn pending(app: &TestServer, email: &str) -> types::TokenResponse {
+pub(crate) async fn pending(app: &TestServer, email: &str) -> types::TokenResponse {
     let session = app.session(email, PASSWORD).await;
     assert_eq!(session.mfa_required, Some(true));
     session
 }
 
-fn status<T: std::fmt::Debug>(r: &ApiResult<T>) -> u16 {
+pub(crate) fn status<T: std::fmt::Debug>(r: &ApiResult<T>) -> u16 {
     match r {
         Ok(v) => v.status().as_u16(),
         Err(jobpath_client::Error::ErrorResponse(e)) => e.status().as_u16(),

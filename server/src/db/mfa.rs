@@ -193,48 +193,117 @@ pub enum Attempt {
 
 /// Counts one second-factor attempt against the account and the session, committed before
 /// the code is compared, unless the account is locked or the session is out of attempts.
+///
+/// The account's row is locked first, so concurrent attempts are counted one at a time: at
+/// most [`ACCOUNT_FAILURES`] are ever counted without a correct code between them, however
+/// many sessions send them at once. An attempt that finds the account's count already at
+/// the limit (the attempts that reached it are still being compared, or were abandoned)
+/// locks the second factor itself, as the last wrong one would have.
 pub async fn count_attempt(
     db: &Database,
+    call: &Call,
     user_id: Uuid,
     session_id: Uuid,
+    notice_id: Uuid,
 ) -> Result<Attempt, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
-                "WITH lock AS (
-                     SELECT mfa_locked_until FROM users
-                      WHERE id = $1 AND mfa_locked_until > now()
-                 ), s AS (
-                     UPDATE sessions SET mfa_attempts = mfa_attempts + 1
-                      WHERE id = $2 AND user_id = $1 AND ended_at IS NULL
-                        AND expires_at > now() AND mfa_attempts < $3
-                        AND NOT EXISTS (SELECT 1 FROM lock)
-                     RETURNING mfa_attempts
-                 ), u AS (
-                     UPDATE users SET mfa_failed_count = mfa_failed_count + 1
-                      WHERE id = $1 AND EXISTS (SELECT 1 FROM s)
-                 )
-                 SELECT (SELECT ceil(extract(epoch FROM mfa_locked_until - now()))::bigint
-                           FROM lock),
-                        (SELECT mfa_attempts FROM s)",
+        let tx = client.transaction().await?;
+        let Some(account) = tx
+            .query_opt(
+                "SELECT mfa_failed_count,
+                        CASE WHEN mfa_locked_until > now()
+                             THEN ceil(extract(epoch FROM mfa_locked_until - now()))::bigint END
+                   FROM users WHERE id = $1 FOR NO KEY UPDATE",
+                &[&user_id],
             )
-            .await?;
-        let row = client
-            .query_one(&stmt, &[&user_id, &session_id, &SESSION_ATTEMPTS])
-            .await?;
-        Ok(
-            match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i16>>(1)) {
-                (Some(secs), _) => Attempt::Locked {
-                    retry_after: secs.max(1) as u64,
-                },
-                (None, Some(n)) => Attempt::Go {
-                    session_attempts: n,
-                },
-                (None, None) => Attempt::SessionEnded,
-            },
+            .await?
+        else {
+            return Ok(Attempt::SessionEnded);
+        };
+        if let Some(secs) = account.get::<_, Option<i64>>(1) {
+            return Ok(Attempt::Locked {
+                retry_after: secs.max(1) as u64,
+            });
+        }
+        if account.get::<_, i32>(0) >= ACCOUNT_FAILURES {
+            lock_in(&tx, call, user_id, session_id, notice_id).await?;
+            tx.commit().await?;
+            return Ok(Attempt::Locked {
+                retry_after: (LOCK_MINUTES * 60) as u64,
+            });
+        }
+        let Some(session) = tx
+            .query_opt(
+                "UPDATE sessions SET mfa_attempts = mfa_attempts + 1
+                  WHERE id = $2 AND user_id = $1 AND ended_at IS NULL
+                    AND expires_at > now() AND mfa_attempts < $3
+                 RETURNING mfa_attempts",
+                &[&user_id, &session_id, &SESSION_ATTEMPTS],
+            )
+            .await?
+        else {
+            return Ok(Attempt::SessionEnded);
+        };
+        tx.execute(
+            "UPDATE users SET mfa_failed_count = mfa_failed_count + 1 WHERE id = $1",
+            &[&user_id],
         )
+        .await?;
+        tx.commit().await?;
+        Ok(Attempt::Go {
+            session_attempts: session.get(0),
+        })
     })
     .await
+}
+
+/// Locks the account's second factor if its count reached [`ACCOUNT_FAILURES`] (restarting
+/// the count), with an `mfa_locked` event and a notice (outbox row `notice_id`), in `tx`,
+/// which holds the user's row; whether it did.
+async fn lock_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    call: &Call,
+    user_id: Uuid,
+    session_id: Uuid,
+    notice_id: Uuid,
+) -> Result<bool, ApiError> {
+    let sql = format!(
+        "WITH locked AS (
+             UPDATE users
+                SET mfa_locked_until = now() + make_interval(mins => {LOCK_MINUTES}),
+                    mfa_failed_count = 0
+              WHERE id = $1 AND mfa_failed_count >= $3
+             RETURNING id, email
+         ), e AS (
+             {event} SELECT 'mfa_locked', NULL, id, $2, $4, $5, $6 FROM locked
+         ), o AS (
+             {queue} SELECT $7, 'mfa_locked', id, email, NULL,
+                            now() + make_interval(hours => {ttl}) FROM locked
+             RETURNING id
+         ), n AS (
+             {notify} FROM o
+         )
+         SELECT EXISTS (SELECT 1 FROM locked), (SELECT count(*) FROM n)",
+        event = events::INSERT,
+        queue = outbox::QUEUE,
+        notify = outbox::NOTIFY,
+        ttl = super::secrets::NOTICE_TTL_HOURS as i64,
+    );
+    let row = tx
+        .query_one(
+            &sql,
+            &[
+                &user_id,
+                &session_id,
+                &ACCOUNT_FAILURES,
+                &call.ip(),
+                &call.user_agent,
+                &call.request_id(),
+                &notice_id,
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// What recording a wrong code did besides the event.
@@ -261,53 +330,21 @@ pub async fn fail(
 ) -> Result<Failed, ApiError> {
     db.run(async |client| {
         let tx = client.transaction().await?;
-        let sql = format!(
-            "WITH ended AS (
-                 UPDATE sessions SET ended_at = now(), end_reason = 'mfa_failed'
-                  WHERE id = $2 AND user_id = $1 AND ended_at IS NULL AND mfa_attempts >= $3
-                 RETURNING id
-             ), locked AS (
-                 UPDATE users
-                    SET mfa_locked_until = now() + make_interval(mins => {LOCK_MINUTES}),
-                        mfa_failed_count = 0
-                  WHERE id = $1 AND mfa_failed_count >= $4
-                 RETURNING id, email
-             ), e AS (
-                 {event} SELECT 'mfa_locked', NULL, id, $2, $5, $6, $7 FROM locked
-             ), o AS (
-                 {queue} SELECT $8, 'mfa_locked', id, email, NULL,
-                                now() + make_interval(hours => {ttl}) FROM locked
-                 RETURNING id
-             ), n AS (
-                 {notify} FROM o
-             )
-             SELECT EXISTS (SELECT 1 FROM ended), EXISTS (SELECT 1 FROM locked),
-                    (SELECT count(*) FROM n)",
-            event = events::INSERT,
-            queue = outbox::QUEUE,
-            notify = outbox::NOTIFY,
-            ttl = super::secrets::NOTICE_TTL_HOURS as i64,
-        );
-        let row = tx
-            .query_one(
-                &sql,
-                &[
-                    &user_id,
-                    &session_id,
-                    &SESSION_ATTEMPTS,
-                    &ACCOUNT_FAILURES,
-                    &call.ip(),
-                    &call.user_agent,
-                    &call.request_id(),
-                    &notice_id,
-                ],
+        // The user's row first, as in every other change of the account's second factor.
+        tx.execute(LOCK_USER, &[&user_id]).await?;
+        let ended = tx
+            .execute(
+                "UPDATE sessions SET ended_at = now(), end_reason = 'mfa_failed'
+                  WHERE id = $2 AND user_id = $1 AND ended_at IS NULL AND mfa_attempts >= $3",
+                &[&user_id, &session_id, &SESSION_ATTEMPTS],
             )
             .await?;
+        let locked = lock_in(&tx, call, user_id, session_id, notice_id).await?;
         record_in(&tx, call, "mfa_failed", Some(reason), user_id, session_id).await?;
         tx.commit().await?;
         Ok(Failed {
-            session_ended: row.get(0),
-            locked: row.get(1),
+            session_ended: ended > 0,
+            locked,
         })
     })
     .await
@@ -402,6 +439,8 @@ pub async fn step_up(
 ) -> Result<Stepped, ApiError> {
     db.run(async |client| {
         let tx = client.transaction().await?;
+        // The user's row first, as count_attempt and fail take it: one order, no deadlock.
+        tx.execute(LOCK_USER, &[&user_id]).await?;
         let Some(recovery_left) = spend(&tx, user_id, proof).await? else {
             return Ok(Stepped::Spent);
         };
@@ -663,9 +702,10 @@ pub enum Removed {
 }
 
 /// Removes a factor: for a verified one, `proof` (a code of it or a recovery code) is spent
-/// in the same transaction; the last verified factor takes the recovery codes with it, and
-/// ends the sessions still owing it.
-/// Records `mfa_removed` and, for a verified factor, notices the owner (`notice_id`).
+/// in the same transaction, and being correct it restarts the counts of wrong codes; the
+/// last verified factor takes the recovery codes with it, and ends the sessions still
+/// owing it. Records `mfa_removed` and, for a verified factor, notices the owner
+/// (`notice_id`); a recovery code spent is recorded and noticed as used.
 pub async fn remove(
     db: &Database,
     call: &Call,
@@ -688,13 +728,26 @@ pub async fn remove(
         else {
             return Ok(Removed::NotFound);
         };
+        let mut recovery_used = None;
         if status {
             let Some(proof) = proof else {
                 return Ok(Removed::Spent);
             };
-            if spend(&tx, user_id, proof).await?.is_none() {
+            let Some(recovery_left) = spend(&tx, user_id, proof).await? else {
                 return Ok(Removed::Spent);
-            }
+            };
+            // A correct code: the counts of wrong ones restart, as after a step-up.
+            tx.execute(
+                "UPDATE sessions SET mfa_attempts = 0 WHERE id = $1 AND user_id = $2",
+                &[&session_id, &user_id],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE users SET mfa_failed_count = 0 WHERE id = $1",
+                &[&user_id],
+            )
+            .await?;
+            recovery_used = recovery_left;
         }
         tx.execute(
             "DELETE FROM mfa_factors WHERE id = $1 AND user_id = $2",
@@ -721,6 +774,28 @@ pub async fn remove(
                 "UPDATE sessions SET ended_at = now(), end_reason = 'mfa_reset'
                   WHERE user_id = $1 AND id <> $2 AND ended_at IS NULL AND aal < 2",
                 &[&user_id, &session_id],
+            )
+            .await?;
+        }
+        // A recovery code spent here is one used, as at a step-up (none are left when this
+        // was the last factor: they went with it).
+        if let Some(left) = recovery_used {
+            let left_text = if last { 0 } else { left }.to_string();
+            record_in(
+                &tx,
+                call,
+                "recovery_code_used",
+                Some(&left_text),
+                user_id,
+                session_id,
+            )
+            .await?;
+            queue_notice(
+                &tx,
+                Uuid::new_v4(),
+                "recovery_code_used",
+                user_id,
+                Some(&left_text),
             )
             .await?;
         }

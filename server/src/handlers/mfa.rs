@@ -464,7 +464,7 @@ async fn check_code(
     typed: Typed<'_>,
     candidates: Vec<(Uuid, Vec<u8>)>,
 ) -> Result<Proof, ApiError> {
-    match db::mfa::count_attempt(&state.db, user.id, user.session_id).await? {
+    match db::mfa::count_attempt(&state.db, call, user.id, user.session_id, Uuid::new_v4()).await? {
         Attempt::Go { .. } => {}
         Attempt::Locked { retry_after } => {
             return Err(ApiError::TooManyRequests {

@@ -410,6 +410,11 @@ pub async fn logout(
             ApiError::validation("scope", "scope must be one of: local, global, others")
         })?,
     };
+    // Ending other sessions is for a session that passed its second factor: a password
+    // alone must not sign the owner out everywhere (revoke_session is refused it too).
+    if scope != LogoutScope::Local {
+        user.require_mfa_passed()?;
+    }
     // The guard found the session live; ending it checks again in the same statement, so
     // of two concurrent logouts with one token only one succeeds.
     match db::sessions::end(

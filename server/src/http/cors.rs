@@ -34,7 +34,7 @@ pub fn preflight(origins: &CorsOrigins, origin: Option<&HeaderValue>, allow: &st
         }
         h.insert(
             ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type, x-request-id"),
+            HeaderValue::from_static("authorization, content-type, x-request-id, x-mfa-code"),
         );
         h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     }

@@ -2073,6 +2073,8 @@ export interface operations {
              * @description Ending other sessions needs a recent login: this session logged in more than
              *     `REAUTH_WINDOW_MINUTES` (default 10) ago (`reauthentication_required`; nothing
              *     was ended). Log in again and retry with the new session's token.
+             *     Also `mfa_required`: a session that has not passed its second factor may end
+             *     only itself (`local`).
              *     Also `mfa_required`: this session has not passed its second factor.
              */
             403: {
