@@ -15,7 +15,7 @@ use reqwest::Method;
 use uuid::Uuid;
 
 use crate::helpers::{
-    MAIL_DELIVERY, PASSWORD, TestApp, TestServer, expect_error, expect_raw_error, mail_to,
+    MAIL_DELIVERY, PASSWORD, TestApp, TestServer, claims, expect_error, expect_raw_error, mail_to,
     spawn_app, spawn_app_with, test_config, unique_email,
 };
 
@@ -57,15 +57,6 @@ async fn new_user(app: &TestServer) -> (String, Uuid, String) {
     let id = app.signup(&email, PASSWORD).await.id;
     let token = app.login(&email, PASSWORD).await;
     (email, id, token)
-}
-
-fn claims(token: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 fn reason(text: &str) -> types::Deactivation {

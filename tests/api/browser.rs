@@ -6,7 +6,8 @@
 //! `tests/browser/install-chromium.sh` (as root; otherwise it fails saying how to install
 //! it), and playwright-core with `npm ci` into the target directory. Nothing is skipped. The
 //! driver scripts (`tests/browser/*.mjs`) share their launch flags and their watch for
-//! other origins and browser errors in `tests/browser/chromium.mjs`.
+//! other origins and browser errors in `tests/browser/chromium.mjs`. [`npm_ci`] and [`run`]
+//! also install and build the TypeScript client for its tests (`typescript`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +17,8 @@ fn browser_sources() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
 }
 
-fn run(cmd: &mut Command, what: &str) {
+/// Runs `cmd` to success, or panics with what it printed (`what` names it).
+pub(crate) fn run(cmd: &mut Command, what: &str) {
     let output = cmd
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {:?}: {e}", cmd.get_program()));
@@ -41,20 +43,11 @@ fn browser_driver() -> &'static Path {
         );
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
         std::fs::create_dir_all(&dir).unwrap();
-        let lock = std::fs::read_to_string(browser_sources().join("package-lock.json")).unwrap();
-        let stamp = dir.join("package-lock.installed");
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
-            for file in ["package.json", "package-lock.json"] {
-                std::fs::copy(browser_sources().join(file), dir.join(file)).unwrap();
-            }
-            run(
-                Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                    .current_dir(&dir),
-                "npm ci for playwright-core (needs node and npm: apt-get install nodejs npm)",
-            );
-            std::fs::write(&stamp, lock).unwrap();
-        }
+        npm_ci(
+            &browser_sources(),
+            &dir,
+            "npm ci for playwright-core (needs node and npm: apt-get install nodejs npm)",
+        );
         // Copied every run: the scripts are ours and change with the tests.
         for entry in std::fs::read_dir(browser_sources()).unwrap() {
             let path = entry.unwrap().path();
@@ -64,6 +57,27 @@ fn browser_driver() -> &'static Path {
         }
         dir
     })
+}
+
+/// Installs the `package.json` and `package-lock.json` of `sources` into `dir` with
+/// `npm ci` (`what` names it in a failure), only when the lock file changed since the last
+/// install there.
+pub(crate) fn npm_ci(sources: &Path, dir: &Path, what: &str) {
+    let lock = std::fs::read_to_string(sources.join("package-lock.json")).unwrap();
+    let stamp = dir.join("package-lock.installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(lock.as_str()) {
+        return;
+    }
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(sources.join(file), dir.join(file)).unwrap();
+    }
+    run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir),
+        what,
+    );
+    std::fs::write(&stamp, lock).unwrap();
 }
 
 /// Runs the driver `script` (a file of `tests/browser/`) with `args` and `env`; its

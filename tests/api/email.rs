@@ -14,8 +14,8 @@ use jobpath_server::config::{Config, Verification};
 use jobpath_tests::smtp::{Mail, MailServer};
 
 use crate::helpers::{
-    ApiResult, MAIL_DELIVERY, MAIL_FROM, PASSWORD, TestApp, TestDb, TestServer, emailed_code,
-    emailed_token, expect_error, mail_to, spawn_app_with, test_config, unique_email,
+    ApiResult, MAIL_DELIVERY, MAIL_FROM, PASSWORD, TestApp, TestDb, TestServer, claims,
+    emailed_code, emailed_token, expect_error, mail_to, spawn_app_with, test_config, unique_email,
 };
 
 /// Where links point in these tests: a front end of its own, as in production.
@@ -521,15 +521,6 @@ async fn signup_sends_a_verification_that_proves_the_address_once_and_never_logs
         .await;
     assert_eq!(sessions, 2);
     expect_error(verify("nonsense".to_owned()).await, 403, "invalid_secret");
-}
-
-fn claims(token: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 #[tokio::test]

@@ -354,6 +354,16 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
     TestApp { server, db }
 }
 
+/// The claims of a JWT, decoded without verifying it (tests read what a token says).
+pub fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 pub fn unique_email() -> String {
     format!("user-{}@example.com", Uuid::new_v4().simple())
 }

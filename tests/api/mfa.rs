@@ -19,8 +19,8 @@ use jobpath_tests::smtp::MailServer;
 use uuid::Uuid;
 
 use crate::helpers::{
-    ApiResult, MAIL_DELIVERY, PASSWORD, TestApp, TestServer, expect_error, mail_to, spawn_app_with,
-    test_config, unique_email,
+    ApiResult, MAIL_DELIVERY, PASSWORD, TestApp, TestServer, claims, expect_error, mail_to,
+    spawn_app_with, test_config, unique_email,
 };
 
 /// A moment well inside a step (5 s after its start), so `step ± n` is unambiguous.
@@ -61,15 +61,6 @@ pub(crate) fn code(secret: &str, step: i64) -> String {
     assert_eq!(bytes.len(), 20, "160 bits");
     totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, bytes)
         .generate((step * 30) as u64)
-}
-
-fn claims(token: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 pub(crate) async fn enrol(app: &TestServer, token: &str) -> ApiResult<types::TotpEnrolment> {

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 
 use jobpath_server::cli::AdminCommand;
 
+use crate::browser::{npm_ci, run};
 use crate::helpers::{PASSWORD, spawn_app, test_config, unique_email};
 
 fn sources() -> PathBuf {
@@ -24,19 +25,6 @@ fn sources() -> PathBuf {
 pub(crate) struct Package {
     pub(crate) dir: PathBuf,
     generated: String,
-}
-
-fn run(cmd: &mut Command, what: &str) {
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {:?}: {e}", cmd.get_program()));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -66,20 +54,11 @@ fn package() -> &'static Package {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("typescript");
         let dir = root.join("client/typescript");
         std::fs::create_dir_all(&dir).unwrap();
-        let lock = std::fs::read_to_string(sources().join("package-lock.json")).unwrap();
-        let stamp = dir.join("package-lock.installed");
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
-            for file in ["package.json", "package-lock.json"] {
-                std::fs::copy(sources().join(file), dir.join(file)).unwrap();
-            }
-            run(
-                Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                    .current_dir(&dir),
-                "npm ci in client/typescript (needs node >= 20 and npm)",
-            );
-            std::fs::write(&stamp, lock).unwrap();
-        }
+        npm_ci(
+            &sources(),
+            &dir,
+            "npm ci in client/typescript (needs node >= 20 and npm)",
+        );
         // Ours, and changing with the tests: copied afresh every run.
         for stale in ["src", "test", "examples", "dist"] {
             let _ = std::fs::remove_dir_all(dir.join(stale));

@@ -475,24 +475,7 @@ pub async fn step_up(
         )
         .await?;
         if let Some(left) = recovery_left {
-            let left_text = left.to_string();
-            record_in(
-                &tx,
-                call,
-                "recovery_code_used",
-                Some(&left_text),
-                user_id,
-                session_id,
-            )
-            .await?;
-            queue_notice(
-                &tx,
-                notice_id,
-                "recovery_code_used",
-                user_id,
-                Some(&left_text),
-            )
-            .await?;
+            recovery_code_used(&tx, call, user_id, session_id, left, notice_id).await?;
         }
         tx.commit().await?;
         Ok(Stepped::Up(SteppedUp {
@@ -505,6 +488,29 @@ pub async fn step_up(
         }))
     })
     .await
+}
+
+/// Records a spent recovery code (`recovery_code_used`, with how many are `left`) and
+/// queues its notice (outbox row `notice_id`).
+async fn recovery_code_used(
+    tx: &deadpool_postgres::Transaction<'_>,
+    call: &Call,
+    user_id: Uuid,
+    session_id: Uuid,
+    left: i64,
+    notice_id: Uuid,
+) -> Result<(), ApiError> {
+    let left = left.to_string();
+    record_in(
+        tx,
+        call,
+        "recovery_code_used",
+        Some(&left),
+        user_id,
+        session_id,
+    )
+    .await?;
+    queue_notice(tx, notice_id, "recovery_code_used", user_id, Some(&left)).await
 }
 
 /// Queues a notice of `kind` to the user's current address, waking the senders at commit.
@@ -695,7 +701,7 @@ pub async fn codes_left(db: &Database, user_id: Uuid) -> Result<i64, ApiError> {
 pub enum Removed {
     /// Removed; `last` when it was the last verified one (the recovery codes went too).
     Removed { verified: bool, last: bool },
-    /// No such factor of the user, or the proof was already spent.
+    /// No such factor of the user.
     NotFound,
     /// The proof was already spent.
     Spent,
@@ -780,24 +786,8 @@ pub async fn remove(
         // A recovery code spent here is one used, as at a step-up (none are left when this
         // was the last factor: they went with it).
         if let Some(left) = recovery_used {
-            let left_text = if last { 0 } else { left }.to_string();
-            record_in(
-                &tx,
-                call,
-                "recovery_code_used",
-                Some(&left_text),
-                user_id,
-                session_id,
-            )
-            .await?;
-            queue_notice(
-                &tx,
-                Uuid::new_v4(),
-                "recovery_code_used",
-                user_id,
-                Some(&left_text),
-            )
-            .await?;
+            let left = if last { 0 } else { left };
+            recovery_code_used(&tx, call, user_id, session_id, left, Uuid::new_v4()).await?;
         }
         let reason = if status { "verified" } else { "pending" };
         record_in(&tx, call, "mfa_removed", Some(reason), user_id, session_id).await?;

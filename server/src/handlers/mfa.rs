@@ -229,15 +229,7 @@ pub async fn confirm_totp(
     else {
         unreachable!("a TOTP code proves with a step");
     };
-    let codes = mfa::fresh_recovery_codes();
-    let hashes: Vec<Vec<u8>> = codes
-        .iter()
-        .map(|c| {
-            state
-                .mfa
-                .recovery_hash(&mfa::normalise_recovery_code(c).expect("ours"))
-        })
-        .collect();
+    let (codes, hashes) = recovery_set(state);
     match db::mfa::confirm(
         &state.db,
         call,
@@ -433,15 +425,7 @@ pub async fn regenerate_recovery_codes(
     user: CurrentUser,
 ) -> Result<Response, ApiError> {
     require_aal2(&user)?;
-    let codes = mfa::fresh_recovery_codes();
-    let hashes: Vec<Vec<u8>> = codes
-        .iter()
-        .map(|c| {
-            state
-                .mfa
-                .recovery_hash(&mfa::normalise_recovery_code(c).expect("ours"))
-        })
-        .collect();
+    let (codes, hashes) = recovery_set(state);
     if !db::mfa::regenerate_codes(&state.db, call, user.id, user.session_id, &hashes).await? {
         return Err(ApiError::NoFactor);
     }
@@ -452,6 +436,20 @@ pub async fn regenerate_recovery_codes(
             recovery_codes: &codes,
         },
     )
+}
+
+/// A new set of recovery codes, as shown once, and their stored hashes.
+fn recovery_set(state: &AppState) -> (Vec<String>, Vec<Vec<u8>>) {
+    let codes = mfa::fresh_recovery_codes();
+    let hashes = codes
+        .iter()
+        .map(|c| {
+            state
+                .mfa
+                .recovery_hash(&mfa::normalise_recovery_code(c).expect("ours"))
+        })
+        .collect();
+    (codes, hashes)
 }
 
 /// Counts the attempt, then compares `typed` with the `candidates` (factor id, sealed
