@@ -8,6 +8,8 @@
 //! - [`certificates`]: CA-signed and self-signed certificates made with `openssl`.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) whose messages a test reads, decoded; one to
 //!   stop and restart; and a tarpit that accepts connections and never answers.
+//! - [`pgbouncer`]: a PgBouncer in transaction mode in front of the shared PostgreSQL.
+//! - [`haproxy`]: an HAProxy balancing over several instances, as a deployment's would.
 //! - [`skip`]: what a test does when this machine cannot run it: says why, and under `CI`
 //!   fails instead of passing silently.
 //!
@@ -16,6 +18,8 @@
 pub mod certificates;
 pub mod cluster;
 pub mod db;
+pub mod haproxy;
+pub mod pgbouncer;
 pub mod process;
 pub mod skip;
 pub mod smtp;

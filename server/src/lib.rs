@@ -82,7 +82,7 @@ impl App {
         let located = db::locate::locate(&config, &tls).await?;
         let pepper = auth::hasher::Pepper::new(config.password_pepper.expose().as_bytes());
         prepare_schema(
-            &located.target,
+            &located.direct,
             &tls,
             config.db_startup_timeout,
             config.db_migrations,
@@ -139,7 +139,7 @@ impl App {
             }),
             database: located.description,
             metrics_listener: None,
-            sender: (transport, located.target, listen_tls),
+            sender: (transport, located.direct, listen_tls),
         })
     }
 
@@ -223,7 +223,7 @@ pub async fn admin(config: &Config, command: &cli::AdminCommand) -> anyhow::Resu
     let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
     let located = db::locate::locate(config, &tls).await?;
     prepare_schema(
-        &located.target,
+        &located.direct,
         &tls,
         config.db_startup_timeout,
         config.db_migrations,
@@ -305,7 +305,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
     let located = db::locate::locate(config, &tls).await?;
     // Whatever DB_MIGRATIONS says: applying is what this command is for.
     prepare_schema(
-        &located.target,
+        &located.direct,
         &tls,
         config.db_startup_timeout,
         config::Migrations::Apply,

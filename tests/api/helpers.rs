@@ -59,6 +59,16 @@ pub fn test_config(db: &TestDb) -> Config {
         ("CORS_ORIGINS", "https://app.example.com".to_owned()),
     ]);
     vars.extend(HIGH_LIMITS.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    // The core suite's second run (`pooler::the_core_suite_passes_through_pgbouncer`): the
+    // pools go through the PgBouncer it started, what needs a session of its own goes direct.
+    if let Ok(pooler) = std::env::var(crate::pooler::PGBOUNCER_VAR) {
+        let user = db.config.get_user().unwrap_or("postgres");
+        vars.insert(
+            "DATABASE_URL",
+            format!("postgres://{user}@{pooler}/{}", db.name),
+        );
+        vars.insert("DATABASE_DIRECT_URL", db.url.clone());
+    }
     Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration is valid")
 }
 

@@ -35,6 +35,7 @@ mod mfa;
 mod mfa_attacks;
 mod origin;
 mod policy;
+mod pooler;
 mod reauth;
 mod reliability;
 mod sessions;

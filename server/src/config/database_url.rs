@@ -25,15 +25,22 @@ impl DatabaseUrl {
     }
 }
 
+impl DatabaseUrl {
+    /// Parses the value of the variable `name`; an error names the variable, never the value.
+    pub fn parse_var(name: &str, raw: &str) -> anyhow::Result<DatabaseUrl> {
+        // tokio-postgres's parse errors name the bad part, never the input.
+        let pg = raw
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| anyhow!("{name} is not a valid PostgreSQL URL: {e}"))?;
+        Ok(DatabaseUrl { pg })
+    }
+}
+
 impl FromStr for DatabaseUrl {
     type Err = anyhow::Error;
 
     fn from_str(raw: &str) -> anyhow::Result<DatabaseUrl> {
-        // tokio-postgres's parse errors name the bad part, never the input.
-        let pg = raw
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
-        Ok(DatabaseUrl { pg })
+        DatabaseUrl::parse_var("DATABASE_URL", raw)
     }
 }
 

@@ -75,6 +75,7 @@ pub const VARIABLES: &[&str] = &[
     "HOST",
     "PORT",
     "DATABASE_URL",
+    "DATABASE_DIRECT_URL",
     "PGPORT",
     "DB_SSL_ROOT_CERT",
     "DB_MIGRATIONS",
@@ -182,6 +183,9 @@ pub struct Config {
     pub port: u16,
     /// `None`: use (and if needed create) the local development database, see `db::locate`.
     pub database_url: Option<DatabaseUrl>,
+    /// `DATABASE_DIRECT_URL`: the same database without a pooler in between, for what needs
+    /// a session of its own (migrations, the outbox's `LISTEN`). `None`: `DATABASE_URL`.
+    pub database_direct_url: Option<DatabaseUrl>,
     /// The port of the machine's own PostgreSQL, which the zero-configuration start probes
     /// (`PGPORT`, the variable psql and libpq read; default 5432). Unused with a
     /// `DATABASE_URL`.
@@ -351,6 +355,16 @@ impl Config {
             .get("DATABASE_URL")
             .map(|raw| raw.parse::<DatabaseUrl>())
             .transpose()?;
+        let database_direct_url = vars
+            .get("DATABASE_DIRECT_URL")
+            .map(|raw| DatabaseUrl::parse_var("DATABASE_DIRECT_URL", &raw))
+            .transpose()?;
+        if database_direct_url.is_some() && database_url.is_none() {
+            bail!(
+                "DATABASE_DIRECT_URL is set but DATABASE_URL is not; the direct URL is the \
+                 pooled database's own, without the pooler (see docs/scaling.md)"
+            );
+        }
         if production && database_url.is_none() {
             // The fallback creates databases and starts clusters on the local machine: a
             // deployment that forgot its URL must stop, not quietly use something else.
@@ -428,6 +442,7 @@ impl Config {
             host: vars.parse("HOST", IpAddr::from([0, 0, 0, 0]))?,
             port,
             database_url,
+            database_direct_url,
             local_postgres_port: vars.parse("PGPORT", 5432)?,
             db_ssl_root_cert: vars.get("DB_SSL_ROOT_CERT").map(std::path::PathBuf::from),
             db_migrations,
@@ -548,6 +563,13 @@ impl Config {
             ("HOST", self.host.to_string()),
             ("PORT", self.port.to_string()),
             ("DATABASE_URL", database),
+            (
+                "DATABASE_DIRECT_URL",
+                match &self.database_direct_url {
+                    Some(url) => url.to_string(),
+                    None => "<unset: DATABASE_URL>".to_owned(),
+                },
+            ),
             ("PGPORT", self.local_postgres_port.to_string()),
             (
                 "DB_SSL_ROOT_CERT",

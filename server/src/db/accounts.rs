@@ -19,6 +19,7 @@
 //! cascade). `FOR UPDATE SKIP LOCKED` lets instances purging together split the work, and a
 //! row can be deleted only once.
 
+use super::typed::Typed as _;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -104,7 +105,7 @@ pub async fn delete(
 ) -> Result<Deletion, ApiError> {
     let notice_id = Uuid::new_v4();
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         if let DeletedBy::Admin {
             actor_id,
             session_id,
@@ -122,7 +123,7 @@ pub async fn delete(
         // The lock every change of the account takes first (`sessions::LOCK_USER`), with
         // what the decision needs.
         let Some(row) = tx
-            .query_opt(
+            .opt(
                 "SELECT email, deleted_at IS NOT NULL, credential_version
                    FROM users WHERE id = $1 FOR NO KEY UPDATE",
                 &[&user_id],
@@ -141,7 +142,7 @@ pub async fn delete(
         } = by
         {
             let live = tx
-                .query_opt(
+                .opt(
                     "SELECT 1 FROM sessions
                       WHERE id = $1 AND user_id = $2 AND ended_at IS NULL AND expires_at > now()",
                     &[&session_id, &user_id],
@@ -159,12 +160,12 @@ pub async fn delete(
         // before it reads the account to its commit: one that started first is committed
         // now, and its secret and message are among those consumed and abandoned below;
         // one that starts later finds no account at the old address.
-        tx.execute(
+        tx.exec(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             &[&super::secrets::ISSUE_LOCK_CLASS, &email],
         )
         .await?;
-        tx.execute(
+        tx.exec(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             &[&THROTTLE_LOCK_CLASS, &email],
         )
@@ -220,10 +221,9 @@ pub async fn delete(
             notify = outbox::NOTIFY,
             ttl = super::secrets::NOTICE_TTL_HOURS as i64,
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &user_id,
                     &email,
@@ -267,8 +267,8 @@ pub async fn purge(db: &Database, after: Duration) -> Result<u64, ApiError> {
 /// deleted once.
 pub async fn purge_batch(db: &Database, after: Duration, limit: i64) -> Result<u64, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        let row = client
+            .one(
                 "WITH doomed AS (
                      SELECT id FROM users
                       WHERE deleted_at < now() - make_interval(secs => $1)
@@ -306,10 +306,8 @@ pub async fn purge_batch(db: &Database, after: Duration, limit: i64) -> Result<u
                      RETURNING id
                  )
                  SELECT count(*) FROM gone",
+                &[&after.as_secs_f64(), &limit],
             )
-            .await?;
-        let row = client
-            .query_one(&stmt, &[&after.as_secs_f64(), &limit])
             .await?;
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     })

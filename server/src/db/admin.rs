@@ -20,9 +20,10 @@
 //! login reads the roles it signs in the session's own transaction, under the user lock
 //! that `set_roles` also takes: `db::sessions::start`.)
 
+use super::typed::Param;
+use super::typed::Typed as _;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::Database;
@@ -105,7 +106,7 @@ pub async fn list(
     // A deleted account is gone from the admin API: only its scrubbed row waits for the
     // purge, and its events stay in the log.
     let mut conditions: Vec<String> = vec!["u.deleted_at IS NULL".to_owned()];
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    let mut params: Vec<&dyn Param> = Vec::new();
     let prefix_upper = filter.prefix.map(|p| format!("{p}\u{10FFFF}"));
     if let (Some(prefix), Some(upper)) = (&filter.prefix, &prefix_upper) {
         params.push(prefix);
@@ -136,8 +137,7 @@ pub async fn list(
           ORDER BY u.email COLLATE \"C\" LIMIT ${limit_param}"
     );
     db.run(async |client| {
-        let stmt = client.prepare_cached(&sql).await?;
-        let rows = client.query(&stmt, &params).await?;
+        let rows = client.rows(&sql, &params).await?;
         Ok(rows.iter().map(account).collect())
     })
     .await
@@ -149,11 +149,7 @@ pub async fn get(db: &Database, user_id: Uuid) -> Result<Option<Account>, ApiErr
         let sql = format!(
             "SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.id = $1 AND u.deleted_at IS NULL"
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        Ok(client
-            .query_opt(&stmt, &[&user_id])
-            .await?
-            .map(|r| account(&r)))
+        Ok(client.opt(&sql, &[&user_id]).await?.map(|r| account(&r)))
     })
     .await
 }
@@ -189,13 +185,13 @@ pub(super) async fn begin(
     tx: &deadpool_postgres::Transaction<'_>,
     actor: Actor,
 ) -> Result<(), ApiError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMIN_LOCK])
+    tx.exec("SELECT pg_advisory_xact_lock($1)", &[&ADMIN_LOCK])
         .await?;
     let Actor::Admin { id, session_id } = actor else {
         return Ok(());
     };
     let row = tx
-        .query_opt(
+        .opt(
             "SELECT s.ended_at IS NULL AND s.expires_at > now()
                     AND s.credential_version = u.credential_version AND u.is_active,
                     EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = $3)
@@ -232,8 +228,7 @@ async fn record(
         "{} VALUES ($1, $2, $3, NULL, $4, $5, $6, $7)",
         events::INSERT_WITH_ACTOR
     );
-    let stmt = tx.prepare_cached(&sql).await?;
-    let params: [&(dyn ToSql + Sync); 7] = [
+    let params: [&dyn Param; 7] = [
         &kind,
         &reason,
         &user_id,
@@ -242,7 +237,7 @@ async fn record(
         &request_id,
         &actor.id(),
     ];
-    tx.execute(&stmt, &params).await?;
+    tx.exec(&sql, &params).await?;
     Ok(())
 }
 
@@ -253,7 +248,7 @@ async fn end_all_sessions(
     reason: &str,
 ) -> Result<u64, ApiError> {
     Ok(tx
-        .execute(
+        .exec(
             "UPDATE sessions SET ended_at = now(), end_reason = $2
               WHERE user_id = $1 AND ended_at IS NULL",
             &[&user_id, &reason],
@@ -268,7 +263,7 @@ async fn lock_user(
     user_id: Uuid,
 ) -> Result<bool, ApiError> {
     Ok(tx
-        .query_opt(
+        .opt(
             "SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
             &[&user_id],
         )
@@ -288,10 +283,10 @@ pub async fn deactivate(
 ) -> Result<Option<Account>, ApiError> {
     let changed = db
         .run(async |client| {
-            let tx = client.transaction().await?;
+            let tx = client.begin().await?;
             begin(&tx, actor).await?;
             let Some(row) = tx
-                .query_opt(
+                .opt(
                     "SELECT is_active FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
                     &[&user_id],
                 )
@@ -302,7 +297,7 @@ pub async fn deactivate(
             if !row.get::<_, bool>(0) {
                 return Ok(Some(false));
             }
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET is_active = false, deactivated_at = now(),
                         deactivation_reason = $2
                   WHERE id = $1",
@@ -310,13 +305,13 @@ pub async fn deactivate(
             )
             .await?;
             end_all_sessions(&tx, user_id, "deactivated").await?;
-            tx.execute(
+            tx.exec(
                 "UPDATE one_time_secrets SET consumed_at = now()
                   WHERE user_id = $1 AND consumed_at IS NULL",
                 &[&user_id],
             )
             .await?;
-            tx.execute(
+            tx.exec(
                 "UPDATE email_outbox
                     SET status = 'abandoned', secret_seed = NULL,
                         last_error = 'account deactivated before sending'
@@ -352,10 +347,10 @@ pub async fn reactivate(
 ) -> Result<Option<Account>, ApiError> {
     let found = db
         .run(async |client| {
-            let tx = client.transaction().await?;
+            let tx = client.begin().await?;
             begin(&tx, actor).await?;
             let Some(row) = tx
-                .query_opt(
+                .opt(
                     "SELECT is_active FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
                     &[&user_id],
                 )
@@ -364,7 +359,7 @@ pub async fn reactivate(
                 return Ok(false);
             };
             if !row.get::<_, bool>(0) {
-                tx.execute(
+                tx.exec(
                     "UPDATE users SET is_active = true, deactivated_at = NULL,
                             deactivation_reason = NULL
                       WHERE id = $1",
@@ -409,13 +404,13 @@ pub async fn set_roles(
     new: impl FnOnce(&[String]) -> Vec<String>,
 ) -> Result<RoleChange, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         begin(&tx, actor).await?;
         if !lock_user(&tx, user_id).await? {
             return Ok(RoleChange::NoSuchUser);
         }
         let held: Vec<String> = tx
-            .query(
+            .rows(
                 "SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role",
                 &[&user_id],
             )
@@ -433,7 +428,7 @@ pub async fn set_roles(
             return Ok(RoleChange::SelfLockout);
         }
         for role in &removed {
-            tx.execute(
+            tx.exec(
                 "DELETE FROM user_roles WHERE user_id = $1 AND role = $2",
                 &[&user_id, role],
             )
@@ -441,7 +436,7 @@ pub async fn set_roles(
             record(&tx, call, "role_revoked", Some(role), user_id, actor).await?;
         }
         for role in &added {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO user_roles (user_id, role, granted_by) VALUES ($1, $2, $3)",
                 &[&user_id, role, &actor.id()],
             )
@@ -462,7 +457,7 @@ pub async fn set_roles(
 pub async fn find_by_email(db: &Database, email: &str) -> Result<Option<Uuid>, ApiError> {
     db.run(async |client| {
         let row = client
-            .query_opt("SELECT id FROM users WHERE lower(email) = $1", &[&email])
+            .opt("SELECT id FROM users WHERE lower(email) = $1", &[&email])
             .await?;
         Ok(row.map(|r| r.get(0)))
     })
@@ -476,7 +471,7 @@ pub async fn holders(
 ) -> Result<Vec<(String, DateTime<Utc>, Option<String>)>, ApiError> {
     db.run(async |client| {
         let rows = client
-            .query(
+            .rows(
                 "SELECT u.email || CASE WHEN u.is_active THEN '' ELSE ' (deactivated)' END,
                         r.granted_at, g.email
                    FROM user_roles r JOIN users u ON u.id = r.user_id
@@ -502,7 +497,7 @@ pub async fn end_sessions(
     user_id: Uuid,
 ) -> Result<Option<u64>, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         begin(&tx, actor).await?;
         if !lock_user(&tx, user_id).await? {
             return Ok(None);
@@ -536,7 +531,7 @@ pub async fn reset_mfa(
     notice_id: Uuid,
 ) -> Result<Option<u64>, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         begin(&tx, actor).await?;
         if !lock_user(&tx, user_id).await? {
             return Ok(None);
@@ -569,10 +564,10 @@ pub async fn end_session(
     session_id: Uuid,
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         begin(&tx, actor).await?;
         let ended = tx
-            .execute(
+            .exec(
                 "UPDATE sessions SET ended_at = now(), end_reason = 'admin_revoked'
                   WHERE id = $1 AND user_id = $2 AND ended_at IS NULL AND expires_at > now()",
                 &[&session_id, &user_id],
@@ -585,7 +580,7 @@ pub async fn end_session(
             "{} VALUES ('session_revoked', NULL, $1, $2, $3, $4, $5, $6)",
             events::INSERT_WITH_ACTOR
         );
-        tx.execute(
+        tx.exec(
             &sql,
             &[
                 &user_id,
@@ -627,7 +622,7 @@ pub async fn events(
     limit: i64,
 ) -> Result<Vec<AdminEvent>, ApiError> {
     let mut conditions: Vec<String> = Vec::new();
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    let mut params: Vec<&dyn Param> = Vec::new();
     if let Some(user_id) = &user_id {
         params.push(user_id);
         conditions.push(format!("user_id = ${}", params.len()));
@@ -652,8 +647,7 @@ pub async fn events(
           ORDER BY id DESC LIMIT ${limit_param}"
     );
     db.run(async |client| {
-        let stmt = client.prepare_cached(&sql).await?;
-        let rows = client.query(&stmt, &params).await?;
+        let rows = client.rows(&sql, &params).await?;
         Ok(rows
             .iter()
             .map(|r| AdminEvent {

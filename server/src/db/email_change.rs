@@ -22,6 +22,7 @@
 //!   addresses are notified.
 //! - [`cancel`] consumes the cancel secret, kills the change and ends every session.
 
+use super::typed::Typed as _;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
@@ -69,12 +70,12 @@ pub enum Requested {
 /// Replaces the user's pending change (if any) by a new one; see the module's summary.
 pub async fn request(db: &Database, r: Request<'_>, call: &Call) -> Result<Requested, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
-        tx.execute(LOCK_USER, &[&r.user_id]).await?;
+        let tx = client.begin().await?;
+        tx.exec(LOCK_USER, &[&r.user_id]).await?;
         // Requests of other accounts for the same new address are serialised here, so the
         // count of its confirmations in the last hour holds them all (taken after the user's
         // row, and by nothing else: no deadlock).
-        tx.execute(
+        tx.exec(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             &[&NEW_ADDRESS_LOCK_CLASS, &r.new_email],
         )
@@ -135,10 +136,9 @@ pub async fn request(db: &Database, r: Request<'_>, call: &Call) -> Result<Reque
             event = events::INSERT,
             notify = outbox::NOTIFY,
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &r.user_id,
                     &r.session_id,
@@ -196,13 +196,11 @@ async fn owner_of(
     token_hash: &[u8],
     purpose: &str,
 ) -> Result<Option<Uuid>, ApiError> {
-    let stmt = tx
-        .prepare_cached(
-            "SELECT user_id FROM one_time_secrets WHERE token_hash = $1 AND purpose = $2",
-        )
-        .await?;
     Ok(tx
-        .query_opt(&stmt, &[&token_hash, &purpose])
+        .opt(
+            "SELECT user_id FROM one_time_secrets WHERE token_hash = $1 AND purpose = $2",
+            &[&token_hash, &purpose],
+        )
         .await?
         .map(|r| r.get(0)))
 }
@@ -217,13 +215,13 @@ pub async fn confirm(
     call: &Call,
 ) -> Result<Confirmed, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         let Some(user_id) = owner_of(&tx, token_hash, "email_change").await? else {
             return Ok(Confirmed::Invalid { user_id: None });
         };
         // After the lock, the statement's snapshot holds every committed change of the
         // user: a confirmation that committed first has consumed the secret.
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "WITH c AS (
                  UPDATE one_time_secrets SET consumed_at = now()
@@ -276,10 +274,9 @@ pub async fn confirm(
             notify = outbox::NOTIFY,
             ttl = super::secrets::NOTICE_TTL_HOURS as i64,
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = match tx
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &token_hash,
                     &user_id,
@@ -327,11 +324,11 @@ pub enum Cancelled {
 /// session of the account, with the `email_change_cancelled` event.
 pub async fn cancel(db: &Database, token_hash: &[u8], call: &Call) -> Result<Cancelled, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         let Some(user_id) = owner_of(&tx, token_hash, "email_change_cancel").await? else {
             return Ok(Cancelled::Invalid { user_id: None });
         };
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         // Only while the change is pending: its confirmation secret is live too.
         let sql = format!(
             "WITH c AS (
@@ -364,10 +361,9 @@ pub async fn cancel(db: &Database, token_hash: &[u8], call: &Call) -> Result<Can
              SELECT EXISTS (SELECT 1 FROM u), (SELECT count(*) FROM ended)",
             event = events::INSERT,
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &token_hash,
                     &user_id,
@@ -396,7 +392,7 @@ pub async fn cancel(db: &Database, token_hash: &[u8], call: &Call) -> Result<Can
 pub async fn prune(db: &Database) -> Result<u64, ApiError> {
     db.run(async |client| {
         Ok(client
-            .execute(
+            .exec(
                 "DELETE FROM email_changes ec USING one_time_secrets s
                   WHERE s.id = ec.secret_id
                     AND (s.consumed_at IS NOT NULL OR s.expires_at <= now())",

@@ -6,6 +6,7 @@
 //! [`super::users`] and [`super::sessions`], with [`INSERT`]: an event exists exactly when
 //! its change was committed.
 
+use super::typed::Typed as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -49,10 +50,9 @@ pub async fn record(
                                                  AND deleted_at IS NULL)),
                  NULL, $5, $6, $7)"
         );
-        let stmt = client.prepare_cached(&sql).await?;
         client
-            .execute(
-                &stmt,
+            .exec(
+                &sql,
                 &[
                     &kind,
                     &reason,
@@ -78,8 +78,8 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Event>, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        let rows = client
+            .rows(
                 "SELECT id, kind, occurred_at, session_id,
                         CASE WHEN actor_id IS NULL THEN ip END,
                         CASE WHEN actor_id IS NULL THEN user_agent END
@@ -87,9 +87,9 @@ pub async fn list(
                   WHERE user_id = $1 AND ($2::int8 IS NULL OR id < $2)
                   ORDER BY id DESC
                   LIMIT $3",
+                &[&user_id, &before, &limit],
             )
             .await?;
-        let rows = client.query(&stmt, &[&user_id, &before, &limit]).await?;
         Ok(rows
             .iter()
             .map(|r| Event {
@@ -109,7 +109,7 @@ pub async fn list(
 pub async fn prune(db: &Database, retention: std::time::Duration) -> Result<u64, ApiError> {
     db.run(async |client| {
         Ok(client
-            .execute(
+            .exec(
                 "DELETE FROM auth_events WHERE occurred_at < now() - make_interval(secs => $1::float8)",
                 &[&retention.as_secs_f64()],
             )

@@ -6,6 +6,7 @@
 //! against the account's throttle at once (see `sql/0007_login_throttle_v2.sql`); a success
 //! clears what it charged, and a successful login remembers its device token.
 
+use super::typed::Typed as _;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -24,9 +25,8 @@ pub struct Hit {
 /// Counts one request of `scope` from `key` in the current `window`.
 pub async fn hit(db: &Database, scope: &str, key: &str, window: Duration) -> Result<Hit, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
-                "WITH w AS (
+        let row = client
+            .one("WITH w AS (
                      SELECT to_timestamp(floor(extract(epoch FROM now())::float8 / $3::float8) * $3::float8) AS start
                  ), hit AS (
                      INSERT INTO rate_limits (scope, key, window_start)
@@ -37,11 +37,7 @@ pub async fn hit(db: &Database, scope: &str, key: &str, window: Duration) -> Res
                  )
                  SELECT hit.count::int8,
                         extract(epoch FROM hit.window_start + make_interval(secs => $3::float8) - now())::float8
-                   FROM hit",
-            )
-            .await?;
-        let row = client
-            .query_one(&stmt, &[&scope, &key, &window.as_secs_f64()])
+                   FROM hit", &[&scope, &key, &window.as_secs_f64()])
             .await?;
         Ok(Hit {
             count: row.get(0),
@@ -75,14 +71,9 @@ pub struct Throttle<'a> {
 pub async fn charge(db: &Database, t: &Throttle<'_>) -> Result<Charge, ApiError> {
     let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
-                "SELECT keys, blocked_for, first_refusal FROM login_charge($1, $2, $3, $4, $5, $6)",
-            )
-            .await?;
         let row = client
-            .query_one(
-                &stmt,
+            .one(
+                "SELECT keys, blocked_for, first_refusal FROM login_charge($1, $2, $3, $4, $5, $6)",
                 &[
                     &t.account,
                     &t.network,
@@ -107,8 +98,9 @@ pub async fn charge(db: &Database, t: &Throttle<'_>) -> Result<Charge, ApiError>
 /// A success forgets the failures of the rows its attempt was charged to.
 pub async fn refund(db: &Database, account: &str, keys: &[String]) -> Result<(), ApiError> {
     db.run(async |client| {
-        let stmt = client.prepare_cached("SELECT login_refund($1, $2)").await?;
-        client.execute(&stmt, &[&account, &keys]).await?;
+        client
+            .exec("SELECT login_refund($1, $2)", &[&account, &keys])
+            .await?;
         Ok(())
     })
     .await
@@ -121,14 +113,12 @@ pub async fn device_known(
     token_hash: &[u8],
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        Ok(client
+            .one(
                 "SELECT EXISTS (SELECT 1 FROM login_devices
                                  WHERE token_hash = $1 AND user_id = $2 AND expires_at > now())",
+                &[&token_hash, &user_id],
             )
-            .await?;
-        Ok(client
-            .query_one(&stmt, &[&token_hash, &user_id])
             .await?
             .get(0))
     })
@@ -140,13 +130,13 @@ pub async fn device_known(
 pub async fn prune(db: &Database, longest_window: Duration) -> Result<u64, ApiError> {
     db.run(async |client| {
         let counters = client
-            .execute(
+            .exec(
                 "DELETE FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)",
                 &[&longest_window.as_secs_f64()],
             )
             .await?;
         let throttles = client
-            .execute(
+            .exec(
                 // Rows a login holds are skipped, not waited for: locking in scan order
                 // while it locks in key order could deadlock, and they are not quiet anyway.
                 "DELETE FROM login_throttle t
@@ -159,7 +149,7 @@ pub async fn prune(db: &Database, longest_window: Duration) -> Result<u64, ApiEr
             )
             .await?;
         let devices = client
-            .execute("DELETE FROM login_devices WHERE expires_at < now()", &[])
+            .exec("DELETE FROM login_devices WHERE expires_at < now()", &[])
             .await?;
         Ok(counters + throttles + devices)
     })

@@ -15,6 +15,7 @@
 //! protect the same data with a secret file to manage, and a TCP port can collide with
 //! another checkout's cluster; a socket in the directory cannot.
 
+use super::typed::Typed as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -33,7 +34,11 @@ const DB_NAME: &str = "jobpath";
 
 /// Where the database is, and a human description of it for the start-up log.
 pub struct Located {
+    /// What the pools connect to (`DATABASE_URL`: a pooler, or PostgreSQL itself).
     pub target: Target,
+    /// What needs a session of its own connects to: the migrations' advisory lock and the
+    /// outbox's `LISTEN` (`DATABASE_DIRECT_URL`, by default the same as `target`).
+    pub direct: Target,
     pub description: String,
 }
 
@@ -41,6 +46,7 @@ impl Located {
     fn at(target: Target) -> Located {
         let description = target.describe();
         Located {
+            direct: target.clone(),
             target,
             description,
         }
@@ -51,7 +57,11 @@ impl Located {
 /// probe for and create the local database.
 pub async fn locate(config: &Config, tls: &Tls) -> anyhow::Result<Located> {
     if let Some(url) = &config.database_url {
-        return Ok(Located::at(Target::new(url.pg().clone())));
+        let mut located = Located::at(Target::new(url.pg().clone()));
+        if let Some(direct) = &config.database_direct_url {
+            located.direct = Target::new(direct.pg().clone());
+        }
+        return Ok(located);
     }
 
     let port = config.local_postgres_port;
@@ -124,7 +134,7 @@ async fn create_if_missing(target: &Target, tls: &Tls) -> anyhow::Result<()> {
     .await
     .map_err(|_| anyhow!("no answer within 3 s"))??;
     let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DB_NAME])
+        .opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DB_NAME])
         .await?
         .is_some();
     if !exists {

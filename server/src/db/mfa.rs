@@ -10,6 +10,7 @@
 //! user's lock first ([`super::sessions::LOCK_USER`]), like every other change of the
 //! account.
 
+use super::typed::Typed as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -53,12 +54,7 @@ fn factor(row: &tokio_postgres::Row) -> Factor {
 /// Whether the account has a verified factor.
 pub async fn has_verified(db: &Database, user_id: Uuid) -> Result<bool, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM mfa_factors WHERE user_id = $1 AND status = 'verified')",
-            )
-            .await?;
-        Ok(client.query_one(&stmt, &[&user_id]).await?.get(0))
+        Ok(client.one("SELECT EXISTS (SELECT 1 FROM mfa_factors WHERE user_id = $1 AND status = 'verified')", &[&user_id]).await?.get(0))
     })
     .await
 }
@@ -72,9 +68,8 @@ pub async fn list(db: &Database, user_id: Uuid) -> Result<Vec<Factor>, ApiError>
                 AND (status = 'verified' OR created_at > now() - make_interval(hours => {PENDING_HOURS}))
               ORDER BY created_at, id"
         );
-        let stmt = client.prepare_cached(&sql).await?;
         Ok(client
-            .query(&stmt, &[&user_id])
+            .rows(&sql, &[&user_id])
             .await?
             .iter()
             .map(factor)
@@ -103,8 +98,8 @@ pub async fn enrol(
     sealed: &[u8],
 ) -> Result<Enrolled, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        let tx = client.begin().await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "WITH stale AS (
                  DELETE FROM mfa_factors
@@ -118,7 +113,7 @@ pub async fn enrol(
                     (SELECT count(*) FROM mfa_factors
                       WHERE user_id = $1 AND id NOT IN (SELECT id FROM stale))"
         );
-        let row = tx.query_one(&sql, &[&user_id, &session_id]).await?;
+        let row = tx.one(&sql, &[&user_id, &session_id]).await?;
         if !row.get::<_, bool>(0) {
             return Ok(Enrolled::CallerEnded);
         }
@@ -126,7 +121,7 @@ pub async fn enrol(
             tx.commit().await?;
             return Ok(Enrolled::TooMany);
         }
-        tx.execute(
+        tx.exec(
             "INSERT INTO mfa_factors (id, user_id, label, secret_enc) VALUES ($1, $2, $3, $4)",
             &[&factor_id, &user_id, &label, &sealed],
         )
@@ -169,9 +164,8 @@ pub async fn sealed_secrets(
         let sql = format!(
             "SELECT id, secret_enc FROM mfa_factors WHERE user_id = $1 AND {filter} ORDER BY created_at"
         );
-        let stmt = client.prepare_cached(&sql).await?;
         Ok(client
-            .query(&stmt, &[&user_id, &id])
+            .rows(&sql, &[&user_id, &id])
             .await?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
@@ -207,9 +201,9 @@ pub async fn count_attempt(
     notice_id: Uuid,
 ) -> Result<Attempt, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         let Some(account) = tx
-            .query_opt(
+            .opt(
                 "SELECT mfa_failed_count,
                         CASE WHEN mfa_locked_until > now()
                              THEN ceil(extract(epoch FROM mfa_locked_until - now()))::bigint END
@@ -233,7 +227,7 @@ pub async fn count_attempt(
             });
         }
         let Some(session) = tx
-            .query_opt(
+            .opt(
                 "UPDATE sessions SET mfa_attempts = mfa_attempts + 1
                   WHERE id = $2 AND user_id = $1 AND ended_at IS NULL
                     AND expires_at > now() AND mfa_attempts < $3
@@ -244,7 +238,7 @@ pub async fn count_attempt(
         else {
             return Ok(Attempt::SessionEnded);
         };
-        tx.execute(
+        tx.exec(
             "UPDATE users SET mfa_failed_count = mfa_failed_count + 1 WHERE id = $1",
             &[&user_id],
         )
@@ -290,7 +284,7 @@ async fn lock_in(
         ttl = super::secrets::NOTICE_TTL_HOURS as i64,
     );
     let row = tx
-        .query_one(
+        .one(
             &sql,
             &[
                 &user_id,
@@ -329,11 +323,11 @@ pub async fn fail(
     notice_id: Uuid,
 ) -> Result<Failed, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         // The user's row first, as in every other change of the account's second factor.
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let ended = tx
-            .execute(
+            .exec(
                 "UPDATE sessions SET ended_at = now(), end_reason = 'mfa_failed'
                   WHERE id = $2 AND user_id = $1 AND ended_at IS NULL AND mfa_attempts >= $3",
                 &[&user_id, &session_id, &SESSION_ATTEMPTS],
@@ -379,7 +373,7 @@ async fn spend(
 ) -> Result<Option<Option<i64>>, ApiError> {
     Ok(match proof {
         Proof::Totp { factor_id, step } => tx
-            .query_opt(
+            .opt(
                 "UPDATE mfa_factors SET last_used_step = $3, last_used_at = now()
                   WHERE id = $1 AND user_id = $2 AND status = 'verified'
                     AND (last_used_step IS NULL OR last_used_step < $3)
@@ -389,7 +383,7 @@ async fn spend(
             .await?
             .map(|_| None),
         Proof::Recovery { hash } => tx
-            .query_opt(
+            .opt(
                 "WITH used AS (
                      UPDATE mfa_recovery_codes SET used_at = now()
                       WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL
@@ -438,14 +432,14 @@ pub async fn step_up(
     notice_id: Uuid,
 ) -> Result<Stepped, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         // The user's row first, as count_attempt and fail take it: one order, no deadlock.
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let Some(recovery_left) = spend(&tx, user_id, proof).await? else {
             return Ok(Stepped::Spent);
         };
         let Some(session) = tx
-            .query_opt(
+            .opt(
                 "UPDATE sessions
                     SET aal = 2, mfa_attempts = 0, last_used_at = now(),
                         amr = CASE WHEN $3 = ANY (amr) THEN amr ELSE amr || $3 END
@@ -458,7 +452,7 @@ pub async fn step_up(
             return Ok(Stepped::SessionEnded);
         };
         let user = tx
-            .query_one(
+            .one(
                 "UPDATE users SET mfa_failed_count = 0 WHERE id = $1
                  RETURNING email, email_verified_at IS NOT NULL,
                            ARRAY(SELECT role FROM user_roles r WHERE r.user_id = $1 ORDER BY role)",
@@ -532,7 +526,7 @@ async fn queue_notice(
         ttl = super::secrets::NOTICE_TTL_HOURS as i64,
         notify = outbox::NOTIFY,
     );
-    tx.execute(&sql, &[&notice_id, &kind, &user_id, &detail])
+    tx.exec(&sql, &[&notice_id, &kind, &user_id, &detail])
         .await?;
     Ok(())
 }
@@ -579,8 +573,8 @@ pub async fn confirm(
         notice_id,
     } = confirmation;
     db.run(async |client| {
-        let tx = client.transaction().await?;
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        let tx = client.begin().await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "UPDATE mfa_factors
                 SET status = 'verified', verified_at = now(), last_used_step = $3,
@@ -589,11 +583,11 @@ pub async fn confirm(
                 AND created_at > now() - make_interval(hours => {PENDING_HOURS})
              RETURNING {FACTOR_COLUMNS}"
         );
-        let Some(row) = tx.query_opt(&sql, &[&factor_id, &user_id, &step]).await? else {
+        let Some(row) = tx.opt(&sql, &[&factor_id, &user_id, &step]).await? else {
             return Ok(Confirmed::NotPending);
         };
         let raised = tx
-            .execute(
+            .exec(
                 "UPDATE sessions
                     SET aal = 2, mfa_attempts = 0,
                         amr = CASE WHEN 'otp' = ANY (amr) THEN amr ELSE amr || 'otp'::text END
@@ -605,14 +599,14 @@ pub async fn confirm(
             return Ok(Confirmed::CallerEnded);
         }
         let ended = tx
-            .execute(
+            .exec(
                 "UPDATE sessions SET ended_at = now(), end_reason = 'mfa_enrolled'
                   WHERE user_id = $1 AND id <> $2 AND ended_at IS NULL AND aal < 2",
                 &[&user_id, &session_id],
             )
             .await?;
         replace_codes(&tx, user_id, recovery_hashes).await?;
-        tx.execute(
+        tx.exec(
             "UPDATE users SET mfa_failed_count = 0 WHERE id = $1",
             &[&user_id],
         )
@@ -633,12 +627,12 @@ async fn replace_codes(
     user_id: Uuid,
     hashes: &[Vec<u8>],
 ) -> Result<(), ApiError> {
-    tx.execute(
+    tx.exec(
         "DELETE FROM mfa_recovery_codes WHERE user_id = $1",
         &[&user_id],
     )
     .await?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO mfa_recovery_codes (user_id, code_hash) SELECT $1, unnest($2::bytea[])",
         &[&user_id, &hashes],
     )
@@ -656,10 +650,10 @@ pub async fn regenerate_codes(
     hashes: &[Vec<u8>],
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        let tx = client.begin().await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let has: bool = tx
-            .query_one(
+            .one(
                 "SELECT EXISTS (SELECT 1 FROM mfa_factors WHERE user_id = $1 AND status = 'verified')",
                 &[&user_id],
             )
@@ -687,12 +681,13 @@ pub async fn regenerate_codes(
 /// How many unused recovery codes the user has.
 pub async fn codes_left(db: &Database, user_id: Uuid) -> Result<i64, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        Ok(client
+            .one(
                 "SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+                &[&user_id],
             )
-            .await?;
-        Ok(client.query_one(&stmt, &[&user_id]).await?.get(0))
+            .await?
+            .get(0))
     })
     .await
 }
@@ -722,10 +717,10 @@ pub async fn remove(
     notice_id: Uuid,
 ) -> Result<Removed, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        let tx = client.begin().await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let Some(status) = tx
-            .query_opt(
+            .opt(
                 "SELECT status = 'verified' FROM mfa_factors WHERE id = $1 AND user_id = $2",
                 &[&factor_id, &user_id],
             )
@@ -743,40 +738,40 @@ pub async fn remove(
                 return Ok(Removed::Spent);
             };
             // A correct code: the counts of wrong ones restart, as after a step-up.
-            tx.execute(
+            tx.exec(
                 "UPDATE sessions SET mfa_attempts = 0 WHERE id = $1 AND user_id = $2",
                 &[&session_id, &user_id],
             )
             .await?;
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET mfa_failed_count = 0 WHERE id = $1",
                 &[&user_id],
             )
             .await?;
             recovery_used = recovery_left;
         }
-        tx.execute(
+        tx.exec(
             "DELETE FROM mfa_factors WHERE id = $1 AND user_id = $2",
             &[&factor_id, &user_id],
         )
         .await?;
         let last = status
             && !tx
-                .query_one(
+                .one(
                     "SELECT EXISTS (SELECT 1 FROM mfa_factors WHERE user_id = $1 AND status = 'verified')",
                     &[&user_id],
                 )
                 .await?
                 .get::<_, bool>(0);
         if last {
-            tx.execute(
+            tx.exec(
                 "DELETE FROM mfa_recovery_codes WHERE user_id = $1",
                 &[&user_id],
             )
             .await?;
             // Sessions still owing the factor (opened with the password alone) would
             // otherwise become full sessions at their next refresh: they end instead.
-            tx.execute(
+            tx.exec(
                 "UPDATE sessions SET ended_at = now(), end_reason = 'mfa_reset'
                   WHERE user_id = $1 AND id <> $2 AND ended_at IS NULL AND aal < 2",
                 &[&user_id, &session_id],
@@ -811,19 +806,19 @@ pub(super) async fn remove_all_in(
     notice_id: Uuid,
 ) -> Result<u64, ApiError> {
     let removed = tx
-        .execute(
+        .exec(
             "DELETE FROM mfa_factors WHERE user_id = $1 AND status = 'verified'",
             &[&user_id],
         )
         .await?;
-    tx.execute("DELETE FROM mfa_factors WHERE user_id = $1", &[&user_id])
+    tx.exec("DELETE FROM mfa_factors WHERE user_id = $1", &[&user_id])
         .await?;
-    tx.execute(
+    tx.exec(
         "DELETE FROM mfa_recovery_codes WHERE user_id = $1",
         &[&user_id],
     )
     .await?;
-    tx.execute(
+    tx.exec(
         "UPDATE users SET mfa_failed_count = 0, mfa_locked_until = NULL WHERE id = $1",
         &[&user_id],
     )

@@ -10,6 +10,7 @@
 //! needs no right to change the schema, and `jobpath-server migrate` (run as a role that
 //! has it) is the one thing that does.
 
+use super::typed::Typed as _;
 use anyhow::{Context as _, bail};
 use sha2::{Digest, Sha256};
 
@@ -29,7 +30,7 @@ const LOCK_KEY: i64 = 0x006a_6f62_7061_7468;
 /// Applies what is pending; returns the versions applied by this call.
 pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i64>> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+    tx.exec("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await
         .context("taking the migration lock")?;
     tx.batch_execute(
@@ -42,7 +43,7 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i64>
     )
     .await?;
     let applied: Vec<(i64, String)> = tx
-        .query("SELECT version, checksum FROM schema_migrations", &[])
+        .rows("SELECT version, checksum FROM schema_migrations", &[])
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -53,7 +54,7 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i64>
         tx.batch_execute(m.sql)
             .await
             .with_context(|| format!("applying {:04}_{}.sql", m.version, m.name))?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
             &[&m.version, &m.name, &checksum(m.sql)],
         )
@@ -68,13 +69,13 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i64>
 /// (unchanged) and no unknown one is.
 pub async fn verify(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     let recorded: bool = client
-        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
         .await?
         .get(0);
     let applied: Vec<(i64, String)> = match recorded {
         false => Vec::new(),
         true => client
-            .query("SELECT version, checksum FROM schema_migrations", &[])
+            .rows("SELECT version, checksum FROM schema_migrations", &[])
             .await?
             .iter()
             .map(|r| (r.get(0), r.get(1)))

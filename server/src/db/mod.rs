@@ -20,15 +20,27 @@
 //! - [`limits`]: rate-limit counters and the login throttle, shared by all instances.
 //! - [`tls`]: TLS to PostgreSQL (`sslmode=require`, `DB_SSL_ROOT_CERT`).
 //!
-//! Statements are prepared once per pooled connection (`prepare_cached`). Every wait on the
-//! database is bounded, so that an outage answers 503 instead of hanging a request:
+//! - [`typed`]: the statement calls, each one round trip on the unnamed statement.
+//!
+//! Nothing the server sets on a connection outlives a transaction, so a connection pooler
+//! in transaction mode (PgBouncer's `pool_mode = transaction`, or a managed pooler that
+//! behaves like it) can hand each transaction to another server connection: statements are
+//! unnamed ([`typed`]), the statement timeout is `SET LOCAL` in each transaction
+//! ([`Conn::begin`]) rather than a start-up option (which PgBouncer refuses), and what needs
+//! a session of its own — the migrations' lock, the outbox's `LISTEN` — connects to
+//! `DATABASE_DIRECT_URL` (by default `DATABASE_URL`). `docs/scaling.md` is the operator's view.
+//!
+//! Every wait on the database is bounded, so that an outage answers 503 instead of hanging
+//! a request:
 //!
 //! - getting a connection (queueing for a free one, or opening one) takes at most
 //!   `DB_POOL_TIMEOUT_SECONDS`;
-//! - a statement is cancelled by PostgreSQL itself after `DB_POOL_TIMEOUT_SECONDS`
-//!   (`statement_timeout`), which rolls it back: a 503 then never hides a committed write;
-//! - if the server does not answer at all (hung, or the network gone), the request gives up
-//!   [`UNANSWERED_GRACE`] later, asks PostgreSQL to cancel, and discards the connection.
+//! - a statement in a transaction is cancelled by PostgreSQL itself after
+//!   `DB_POOL_TIMEOUT_SECONDS` (`SET LOCAL statement_timeout`), which rolls the transaction
+//!   back: a 503 then never hides a committed write;
+//! - if the server does not answer at all (hung, or the network gone), or a statement outside
+//!   a transaction runs on, the request gives up [`UNANSWERED_GRACE`] later, asks PostgreSQL to
+//!   cancel, and discards the connection.
 
 pub mod accounts;
 pub mod admin;
@@ -45,8 +57,10 @@ pub mod secrets;
 pub mod sessions;
 pub mod shared;
 pub mod tls;
+pub mod typed;
 pub mod users;
 
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -64,6 +78,8 @@ pub const UNANSWERED_GRACE: Duration = Duration::from_secs(1);
 pub struct Database {
     pool: Pool,
     timeout: Duration,
+    /// `SET LOCAL statement_timeout = …` for [`Conn::begin`].
+    set_timeout: std::sync::Arc<str>,
     /// For cancel requests, which open a connection of their own.
     tls: tls::Tls,
 }
@@ -73,7 +89,7 @@ impl Database {
     /// documentation.
     pub async fn run<T>(
         &self,
-        work: impl AsyncFnOnce(&mut Object) -> Result<T, ApiError>,
+        work: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let mut client = match tokio::time::timeout(self.timeout, self.pool.get()).await {
             Ok(got) => got?,
@@ -85,7 +101,12 @@ impl Database {
             }
         };
         let cancel = client.cancel_token();
-        match tokio::time::timeout(self.timeout + UNANSWERED_GRACE, work(&mut client)).await {
+        let mut conn = Conn {
+            client: &mut client,
+            set_timeout: &self.set_timeout,
+        };
+        let done = tokio::time::timeout(self.timeout + UNANSWERED_GRACE, work(&mut conn)).await;
+        match done {
             Ok(result) => result,
             Err(_) => {
                 // The connection still has a statement in flight: never hand it out again.
@@ -130,14 +151,12 @@ pub fn pool_of(
     // kernel instead of holding an idle pooled connection for the default two hours.
     pg.keepalives(true);
     pg.keepalives_idle(Duration::from_secs(30));
-    // Set at connection start-up, so no extra round trip per connection; appended to any
-    // options the URL carries.
-    let statement_timeout = format!("-c statement_timeout={}", timeout.as_millis().max(1));
-    let options = match pg.get_options() {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing} {statement_timeout}"),
-        _ => statement_timeout,
-    };
-    pg.options(options);
+    // No start-up `options`: a pooler in transaction mode refuses them (PgBouncer:
+    // "unsupported startup parameter: options"). The statement timeout is per transaction.
+    let set_timeout = format!(
+        "SET LOCAL statement_timeout = {}",
+        timeout.as_millis().max(1)
+    );
     // `Fast` trusts a connection that is not closed. A restart of PostgreSQL terminates every
     // session (the server says so, then closes the socket), the connection's task ends, and
     // the pool replaces the connection on its next checkout; the restart tests in
@@ -157,7 +176,45 @@ pub fn pool_of(
         .recycle_timeout(Some(timeout))
         .build()
         .context("building the database pool")?;
-    Ok(Database { pool, timeout, tls })
+    Ok(Database {
+        pool,
+        timeout,
+        set_timeout: set_timeout.into(),
+        tls,
+    })
+}
+
+/// A pooled connection lent to [`Database::run`]'s work: the connection (through `Deref`),
+/// and [`Conn::begin`], the only way the server starts a transaction on it.
+pub struct Conn<'a> {
+    client: &'a mut Object,
+    set_timeout: &'a str,
+}
+
+impl Conn<'_> {
+    /// `BEGIN`, then `SET LOCAL statement_timeout`: every statement of the transaction is
+    /// cancelled by PostgreSQL after `DB_POOL_TIMEOUT_SECONDS`, and the setting ends with
+    /// the transaction, so nothing is left on a server connection that a pooler hands on.
+    pub async fn begin(
+        &mut self,
+    ) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        tx.batch_execute(self.set_timeout).await?;
+        Ok(tx)
+    }
+}
+
+impl Deref for Conn<'_> {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        self.client
+    }
+}
+
+impl DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Object {
+        self.client
+    }
 }
 
 /// Closes idle connections above `DB_POOL_SIZE` (the `DB_MAX_OVERFLOW` ones opened under

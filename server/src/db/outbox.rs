@@ -12,6 +12,7 @@
 //! while the claim is still the current one; "sent" is recorded whatever the claim, because
 //! the message was delivered and must never be retried.
 
+use super::typed::Typed as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -52,8 +53,8 @@ pub struct Claimed {
 /// Claims up to `limit` due rows for `lease`.
 pub async fn claim(db: &Database, limit: i64, lease: Duration) -> Result<Vec<Claimed>, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        let rows = client
+            .rows(
                 "UPDATE email_outbox
                     SET status = 'sending', attempts = attempts + 1,
                         lease_until = now() + make_interval(secs => $2)
@@ -66,9 +67,9 @@ pub async fn claim(db: &Database, limit: i64, lease: Duration) -> Result<Vec<Cla
                            FOR UPDATE SKIP LOCKED)
                 RETURNING id, kind, recipient, secret_seed, attempts, expires_at < now(),
                           lease_until, detail",
+                &[&limit, &lease.as_secs_f64()],
             )
             .await?;
-        let rows = client.query(&stmt, &[&limit, &lease.as_secs_f64()]).await?;
         Ok(rows
             .iter()
             .map(|r| Claimed {
@@ -90,15 +91,16 @@ pub async fn claim(db: &Database, limit: i64, lease: Duration) -> Result<Vec<Cla
 /// False if it was already terminal (another instance finished it first).
 pub async fn sent(db: &Database, id: Uuid) -> Result<bool, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        Ok(client
+            .exec(
                 "UPDATE email_outbox
                     SET status = 'sent', sent_at = now(), secret_seed = NULL,
                         lease_until = NULL, last_error = NULL
                   WHERE id = $1 AND status IN ('queued', 'sending')",
+                &[&id],
             )
-            .await?;
-        Ok(client.execute(&stmt, &[&id]).await? == 1)
+            .await?
+            == 1)
     })
     .await
 }
@@ -111,17 +113,12 @@ pub async fn retry(
     error: &str,
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        Ok(client
+            .exec(
                 "UPDATE email_outbox
                     SET status = 'queued', lease_until = NULL, last_error = left($4, 500),
                         next_attempt_at = now() + make_interval(secs => $3)
                   WHERE id = $1 AND lease_until = $2 AND status = 'sending'",
-            )
-            .await?;
-        Ok(client
-            .execute(
-                &stmt,
                 &[&claim.id, &claim.lease_until, &delay.as_secs_f64(), &error],
             )
             .await?
@@ -134,16 +131,14 @@ pub async fn retry(
 /// erasing its seed, if the claim is still current.
 pub async fn abandon(db: &Database, claim: &Claimed, error: &str) -> Result<bool, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        Ok(client
+            .exec(
                 "UPDATE email_outbox
                     SET status = 'abandoned', secret_seed = NULL, lease_until = NULL,
                         last_error = left($3, 500)
                   WHERE id = $1 AND lease_until = $2 AND status = 'sending'",
+                &[&claim.id, &claim.lease_until, &error],
             )
-            .await?;
-        Ok(client
-            .execute(&stmt, &[&claim.id, &claim.lease_until, &error])
             .await?
             == 1)
     })
@@ -155,7 +150,7 @@ pub async fn abandon(db: &Database, claim: &Claimed, error: &str) -> Result<bool
 pub async fn depth(db: &Database) -> Result<(i64, f64), ApiError> {
     db.run(async |client| {
         let row = client
-            .query_one(
+            .one(
                 "SELECT count(*),
                         coalesce(extract(epoch FROM now() - min(next_attempt_at)
                                  FILTER (WHERE next_attempt_at <= now()))::float8, 0)
@@ -173,7 +168,7 @@ pub async fn depth(db: &Database) -> Result<(i64, f64), ApiError> {
 pub async fn prune(db: &Database, keep: Duration) -> Result<u64, ApiError> {
     db.run(async |client| {
         let messages = client
-            .execute(
+            .exec(
                 "DELETE FROM email_outbox
                   WHERE status IN ('sent', 'abandoned')
                     AND created_at < now() - make_interval(secs => $1)",
@@ -181,7 +176,7 @@ pub async fn prune(db: &Database, keep: Duration) -> Result<u64, ApiError> {
             )
             .await?;
         let secrets = client
-            .execute(
+            .exec(
                 "DELETE FROM one_time_secrets
                   WHERE consumed_at < now() - interval '1 day'
                      OR expires_at < now() - interval '1 day'",

@@ -3,7 +3,7 @@
 //!
 //! A request's lookup — the account, and whether the token's session is live — goes into a
 //! queue. One task takes whatever has queued up and answers all of it with one execution
-//! of one prepared statement (the ids as two arrays), on one of the shared connections
+//! of one statement (the ids as two arrays), on one of the shared connections
 //! ([`super::shared`]), while the previous batch is still running on the other. Under load
 //! this is group commit for reads: PostgreSQL parses, plans and answers one message per
 //! batch instead of one per request, and one write to its socket wakes one backend for a
@@ -19,6 +19,7 @@
 //! answers 503 otherwise. An error of the batch's statement is every lookup's error, so the
 //! check fails closed: no answer, no access.
 
+use super::typed::Typed as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -195,10 +196,7 @@ async fn answer(shared: &Shared, batch: Vec<Lookup>) {
     let user_ids: Vec<Uuid> = batch.iter().map(|l| l.user_id).collect();
     let session_ids: Vec<Uuid> = batch.iter().map(|l| l.session_id).collect();
     let result = shared
-        .run(async |client| {
-            let stmt = client.prepare_cached(LOOKUP).await?;
-            Ok(client.query(&stmt, &[&user_ids, &session_ids]).await?)
-        })
+        .run(async |client| Ok(client.rows(LOOKUP, &[&user_ids, &session_ids]).await?))
         .await;
     let owners = result.and_then(|rows| owners_by_position(&rows, batch.len()));
     match owners {

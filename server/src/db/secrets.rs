@@ -15,6 +15,7 @@
 //!   conditional `UPDATE … WHERE consumed_at IS NULL AND expires_at > now()`, in the
 //!   statement that makes the change: of two concurrent uses exactly one changes anything.
 
+use super::typed::Typed as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -74,13 +75,13 @@ pub async fn issue(
 ) -> Result<bool, ApiError> {
     let (purpose, event) = purpose(issue.kind);
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         // The unknown-address path is read-only and commits without waiting for a WAL
         // flush; the known one writes. Without this, the flush is a timing oracle of which
         // addresses have accounts. Losing a just-queued email in a crash is acceptable: the
         // answer promised nothing.
         tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-        tx.execute(
+        tx.exec(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             &[&ISSUE_LOCK_CLASS, &email],
         )
@@ -115,10 +116,9 @@ pub async fn issue(
             event = events::INSERT_WITH_ACTOR,
             notify = outbox::NOTIFY,
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &email,
                     &purpose,
@@ -154,17 +154,17 @@ pub struct ResetTarget {
 /// The live reset secret of `token_hash`, of an active account; consumes nothing.
 pub async fn find_reset(db: &Database, token_hash: &[u8]) -> Result<Option<ResetTarget>, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        // No attempt limit here: wrong codes (which anyone knowing the address can type)
+        // spend the code, never the 256-bit link.
+        let row = client
+            .opt(
                 "SELECT s.id, s.user_id, u.email, s.expires_at
                    FROM one_time_secrets s JOIN users u ON u.id = s.user_id
                   WHERE s.token_hash = $1 AND s.purpose = 'password_reset'
                     AND s.consumed_at IS NULL AND s.expires_at > now() AND u.is_active",
+                &[&token_hash],
             )
             .await?;
-        // No attempt limit here: wrong codes (which anyone knowing the address can type)
-        // spend the code, never the 256-bit link.
-        let row = client.query_opt(&stmt, &[&token_hash]).await?;
         Ok(row.map(|r| ResetTarget {
             secret_id: r.get(0),
             user_id: r.get(1),
@@ -195,22 +195,20 @@ pub async fn count_code_attempt(
         // Asynchronous commit, as in `issue`: an address with a live secret must not cost a
         // WAL flush more than one without (the attempt is still counted before comparing;
         // a crash can at worst forget the last attempts).
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .await?;
         let client = &tx;
-        let stmt = client
-            .prepare_cached(
+        let row = client
+            .opt(
                 "UPDATE one_time_secrets s SET attempts = attempts + 1
                    FROM users u
                   WHERE u.id = s.user_id AND lower(u.email) = $1 AND u.is_active
                     AND s.purpose = $2 AND s.consumed_at IS NULL AND s.expires_at > now()
                     AND s.attempts < $3
                 RETURNING s.id, s.user_id, s.code_hash",
+                &[&email, &purpose, &MAX_CODE_ATTEMPTS],
             )
-            .await?;
-        let row = client
-            .query_opt(&stmt, &[&email, &purpose, &MAX_CODE_ATTEMPTS])
             .await?;
         tx.commit().await?;
         Ok(row.map(|r| CodeAttempt {
@@ -236,11 +234,11 @@ pub async fn reset_password(
     call: &Call,
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         // Serialised with logins' session starts and password changes of the user: a login
         // that verified the old password cannot open a session after this commits (its
         // credential version is behind), and every session this ends stays ended.
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "WITH c AS (
                  UPDATE one_time_secrets SET consumed_at = now()
@@ -277,10 +275,9 @@ pub async fn reset_password(
             notify = outbox::NOTIFY,
             ttl = NOTICE_TTL_HOURS as i64,
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &secret_id,
                     &user_id,
@@ -331,7 +328,7 @@ pub async fn verify_by_id(
 async fn verify(
     db: &Database,
     by: &'static str,
-    key: &(dyn tokio_postgres::types::ToSql + Sync),
+    key: &dyn super::typed::Param,
     call: &Call,
 ) -> Result<Verification, ApiError> {
     db.run(async |client| {
@@ -356,10 +353,9 @@ async fn verify(
                     (SELECT user_id FROM t)",
             event = events::INSERT,
         );
-        let stmt = client.prepare_cached(&sql).await?;
         let row = client
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[key, &call.ip(), &call.user_agent, &call.request_id()],
             )
             .await?;
@@ -371,7 +367,7 @@ async fn verify(
                 // snapshot predates the winner's commit. A new statement sees it.
                 Some(user_id) => {
                     let verified = client
-                        .query_one(
+                        .one(
                             "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1
                                               AND email_verified_at IS NOT NULL AND is_active)",
                             &[&user_id],

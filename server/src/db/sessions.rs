@@ -13,6 +13,7 @@
 //! version its login verified (`sql/0008_session_credentials.sql`): a session opened on a
 //! password that has changed since is refused by the token check and by refresh.
 
+use super::typed::Typed as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -185,14 +186,14 @@ pub async fn start(
         new_device,
     } = start;
     db.run(async |client| {
-        let tx = client.transaction().await?;
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        let tx = client.begin().await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         // The password was right: the attempt's charge, and the failures before it on the
         // same rows, go. (Under the account's advisory lock, taken after the user's row
         // lock; nothing takes them in the other order.)
         if let Some((account, keys)) = refund {
-            let stmt = tx.prepare_cached("SELECT login_refund($1, $2)").await?;
-            tx.execute(&stmt, &[&account, &keys]).await?;
+            tx.exec("SELECT login_refund($1, $2)", &[&account, &keys])
+                .await?;
         }
         // After the lock, this statement's snapshot holds every committed change: the
         // version compared is the current one, and so is the count of live sessions.
@@ -237,10 +238,9 @@ pub async fn start(
                FROM s",
             insert = events::INSERT
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
-            .query_opt(
-                &stmt,
+            .opt(
+                &sql,
                 &[
                     &user_id,
                     &ttl.as_secs_f64(),
@@ -283,11 +283,11 @@ pub async fn rotate(
     call: &Call,
 ) -> Result<Rotation, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         // The session's row first: every rotation within one session queues here before it
         // locks any token, so a retry (which also locks its successor's row) and the
         // successor's own rotation cannot each hold a token the other waits for.
-        tx.execute(
+        tx.exec(
             "SELECT 1 FROM sessions
               WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
                 FOR UPDATE",
@@ -295,7 +295,7 @@ pub async fn rotate(
         )
         .await?;
         let row = tx
-            .query_opt(
+            .opt(
                 "SELECT rt.session_id, s.user_id, u.email, s.expires_at,
                         rt.spent_at IS NOT NULL,
                         rt.spent_at > now() - make_interval(secs => $2),
@@ -335,7 +335,7 @@ pub async fn rotate(
         // since; its row is locked so that the answer holds until commit.
         let successor_spent = match spent && within_grace == Some(true) {
             true => tx
-                .query_opt(
+                .opt(
                     "SELECT spent_at IS NOT NULL FROM refresh_tokens
                       WHERE token_hash = $1 AND session_id = $2 FOR UPDATE",
                     &[&successor, &session_id],
@@ -353,7 +353,7 @@ pub async fn rotate(
             return Ok(Rotation::Refused);
         }
         if spent && successor_spent == Some(true) {
-            tx.execute(
+            tx.exec(
                 "UPDATE sessions SET ended_at = now(), end_reason = 'refresh_reuse' WHERE id = $1",
                 &[&session_id],
             )
@@ -374,17 +374,17 @@ pub async fn rotate(
             });
         }
         if !spent {
-            tx.execute(
+            tx.exec(
                 "UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = $1",
                 &[&presented],
             )
             .await?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
                 &[&successor, &session_id],
             )
             .await?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM refresh_tokens
                   WHERE session_id = $1 AND spent_at IS NOT NULL
                     AND token_hash NOT IN (
@@ -395,7 +395,7 @@ pub async fn rotate(
             )
             .await?;
         }
-        tx.execute(
+        tx.exec(
             "UPDATE sessions SET last_used_at = now() WHERE id = $1",
             &[&session_id],
         )
@@ -422,17 +422,15 @@ pub async fn rotate(
 /// verified address; `None` for an unknown token.
 pub async fn owner_verified(db: &Database, presented: &[u8]) -> Result<Option<bool>, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        Ok(client
+            .opt(
                 "SELECT u.email_verified_at IS NOT NULL
                    FROM refresh_tokens rt
                    JOIN sessions s ON s.id = rt.session_id
                    JOIN users u ON u.id = s.user_id
                   WHERE rt.token_hash = $1",
+                &[&presented],
             )
-            .await?;
-        Ok(client
-            .query_opt(&stmt, &[&presented])
             .await?
             .map(|r| r.get(0)))
     })
@@ -450,8 +448,8 @@ pub async fn end(
     call: &Call,
 ) -> Result<Ending, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        let tx = client.begin().await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "WITH me AS (
                      SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
@@ -476,10 +474,9 @@ pub async fn end(
                                    AND expires_at > now())",
             events::INSERT
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &session_id,
                     &user_id,
@@ -512,8 +509,8 @@ pub async fn revoke(
     call: &Call,
 ) -> Result<Revocation, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        let tx = client.begin().await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "WITH me AS (
                  SELECT id, $1::uuid = $6::uuid
@@ -532,10 +529,9 @@ pub async fn revoke(
                     coalesce((SELECT fresh FROM me), false)",
             events::INSERT
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &session_id,
                     &user_id,
@@ -574,8 +570,8 @@ pub async fn list(
     idle_timeout: Duration,
 ) -> Result<Vec<SessionInfo>, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        let rows = client
+            .rows(
                 "SELECT id, created_at, last_used_at, expires_at, user_agent, ip, aal, amr
                    FROM sessions
                   WHERE user_id = $1 AND ended_at IS NULL AND expires_at > now()
@@ -585,11 +581,6 @@ pub async fn list(
                              WHERE id = $2 AND user_id = $1))
                   ORDER BY created_at DESC, id DESC
                   LIMIT $3",
-            )
-            .await?;
-        let rows = client
-            .query(
-                &stmt,
                 &[&user_id, &before, &limit, &idle_timeout.as_secs_f64()],
             )
             .await?;
@@ -625,8 +616,8 @@ pub async fn change_password(
     call: &Call,
 ) -> Result<PasswordChange, ApiError> {
     db.run(async |client| {
-        let tx = client.transaction().await?;
-        tx.execute(LOCK_USER, &[&user_id]).await?;
+        let tx = client.begin().await?;
+        tx.exec(LOCK_USER, &[&user_id]).await?;
         let sql = format!(
             "WITH me AS (
                  SELECT id FROM sessions
@@ -661,10 +652,9 @@ pub async fn change_password(
             notify = super::outbox::NOTIFY,
             ttl = super::secrets::NOTICE_TTL_HOURS as i64,
         );
-        let stmt = tx.prepare_cached(&sql).await?;
         let row = tx
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &user_id,
                     &keep_session,
@@ -695,7 +685,7 @@ pub async fn change_password(
 pub async fn prune(db: &Database) -> Result<u64, ApiError> {
     db.run(async |client| {
         Ok(client
-            .execute(
+            .exec(
                 "DELETE FROM sessions
                   WHERE ended_at < now() - interval '1 day' OR expires_at < now() - interval '1 day'",
                 &[],
@@ -715,9 +705,8 @@ pub(super) async fn record_in(
     session_id: Uuid,
 ) -> Result<(), ApiError> {
     let sql = format!("{} VALUES ($1, $2, $3, $4, $5, $6, $7)", events::INSERT);
-    let stmt = tx.prepare_cached(&sql).await?;
-    tx.execute(
-        &stmt,
+    tx.exec(
+        &sql,
         &[
             &kind,
             &reason,

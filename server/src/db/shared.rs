@@ -15,9 +15,9 @@
 //!
 //! Only self-contained statements belong here: no transactions (they would interleave) and
 //! nothing slow (it would hold up the queries pipelined behind it). The bounds of
-//! [`Database::run`] hold here too: getting a connection waits at most the pool timeout, a
-//! statement is cut by PostgreSQL's `statement_timeout`, and if PostgreSQL does not answer
-//! at all the connection is retired — taken out of its slot at once and detached from the
+//! [`Database::run`] hold here too: getting a connection waits at most the pool timeout, and
+//! if PostgreSQL does not answer a statement within it (plus the grace) the connection is
+//! retired — taken out of its slot at once and detached from the
 //! pool when its last user is done, so a connection with a statement stuck in flight is
 //! never handed out again. A connection found closed (a database restart) is replaced.
 

@@ -1,7 +1,8 @@
 //! Accounts: creation, the login look-up, and password-hash upgrades.
 //!
-//! Each function is one statement (one round trip), prepared once per connection.
+//! Each function is one statement (one round trip, on the unnamed statement: `super::typed`).
 
+use super::typed::Typed as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -70,10 +71,9 @@ pub async fn insert(
             queue = outbox::QUEUE,
             notify = outbox::NOTIFY,
         );
-        let stmt = client.prepare_cached(&sql).await?;
         match client
-            .query_one(
-                &stmt,
+            .one(
+                &sql,
                 &[
                     &email.as_str(),
                     &password_hash,
@@ -105,14 +105,14 @@ pub async fn insert(
 /// placeholder no one can log in with, and it is refused exactly as an unknown one).
 pub async fn find_for_login(db: &Database, email: &Email) -> Result<Option<LoginRecord>, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        let row = client
+            .opt(
                 "SELECT id, email, password_hash, is_active, credential_version,
                         email_verified_at IS NOT NULL
                    FROM users WHERE lower(email) = $1 AND deleted_at IS NULL",
+                &[&email.as_str()],
             )
             .await?;
-        let row = client.query_opt(&stmt, &[&email.as_str()]).await?;
         Ok(row.map(|r| LoginRecord {
             id: r.get(0),
             email: r.get(1),
@@ -134,13 +134,14 @@ pub async fn replace_hash(
     new: &str,
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
-        let stmt = client
-            .prepare_cached(
+        Ok(client
+            .exec(
                 "UPDATE users SET password_hash = $3, updated_at = now()
                   WHERE id = $1 AND password_hash = $2",
+                &[&user_id, &old, &new],
             )
-            .await?;
-        Ok(client.execute(&stmt, &[&user_id, &old, &new]).await? == 1)
+            .await?
+            == 1)
     })
     .await
 }
@@ -160,7 +161,7 @@ pub async fn wrap_legacy_hashes(
         let (read, replaced) = db
             .run(async |client| {
                 let rows = client
-                    .query(
+                    .rows(
                         "SELECT id, password_hash FROM users
                           WHERE password_hash LIKE '$2b$%' LIMIT $1",
                         &[&WRAP_BATCH],
@@ -171,7 +172,7 @@ pub async fn wrap_legacy_hashes(
                     let (id, old): (Uuid, &str) = (row.get(0), row.get(1));
                     let Some(new) = wrap(old) else { continue };
                     replaced += client
-                        .execute(
+                        .exec(
                             "UPDATE users SET password_hash = $3
                               WHERE id = $1 AND password_hash = $2",
                             &[&id, &old, &new],
@@ -197,14 +198,14 @@ pub async fn check_pepper(
     fingerprint: &[u8],
 ) -> anyhow::Result<()> {
     client
-        .execute(
+        .exec(
             "INSERT INTO key_fingerprints (name, fingerprint) VALUES ('password_pepper', $1)
              ON CONFLICT (name) DO NOTHING",
             &[&fingerprint],
         )
         .await?;
     let recorded: Vec<u8> = client
-        .query_one(
+        .one(
             "SELECT fingerprint FROM key_fingerprints WHERE name = 'password_pepper'",
             &[],
         )

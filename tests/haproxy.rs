@@ -1,0 +1,99 @@
+//! An HAProxy of a test's own: the load balancer in front of several instances.
+//!
+//! [`HaProxy::start`] runs Debian's HAProxy (installed by `scripts/install-scale-tools.sh`
+//! when missing, as root) in the foreground on a free loopback port, balancing round robin
+//! over the given instances as a deployment would: `option forwardfor` (it appends the
+//! client's address to `X-Forwarded-For`, which the instances believe because it is in their
+//! `TRUSTED_PROXIES`), a health check on `GET /health/ready` every 200 ms, and a retry on
+//! another instance when one refuses the connection (`retries`, `option redispatch`) — the
+//! retry a balancer can make without knowing whether a request is idempotent. The process is
+//! killed and its directory removed on drop.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::ServerProcess;
+
+const START_PATIENCE: Duration = Duration::from_secs(30);
+const BINARY: &str = "/usr/sbin/haproxy";
+
+pub struct HaProxy {
+    dir: PathBuf,
+    port: u16,
+    _process: ServerProcess,
+}
+
+impl HaProxy {
+    /// A balancer over `instances` (`host:port` each); `None` (after [`crate::skip::skip`])
+    /// when this machine cannot run one.
+    pub async fn start(test: &str, instances: &[String]) -> Option<HaProxy> {
+        if !crate::pgbouncer::ensure_installed(test, BINARY) {
+            return None;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("jobpath-haproxy-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = crate::cluster::free_port();
+        let servers: String = instances
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("    server i{i} {addr} check\n"))
+            .collect();
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n\
+                 \x20   maxconn 2000\n\
+                 defaults\n\
+                 \x20   mode http\n\
+                 \x20   timeout connect 2s\n\
+                 \x20   timeout client 30s\n\
+                 \x20   timeout server 30s\n\
+                 \x20   retries 3\n\
+                 \x20   option redispatch\n\
+                 frontend api\n\
+                 \x20   bind 127.0.0.1:{port}\n\
+                 \x20   option forwardfor\n\
+                 \x20   default_backend instances\n\
+                 backend instances\n\
+                 \x20   balance roundrobin\n\
+                 \x20   option httpchk GET /health/ready\n\
+                 \x20   http-check expect status 200\n\
+                 \x20   default-server inter 200ms fall 2 rise 1\n\
+                 {servers}"
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(BINARY);
+        // -db: stay in the foreground, so the process is the one to kill.
+        cmd.arg("-db").arg("-f").arg(&cfg);
+        let process = ServerProcess::spawn(cmd);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < START_PATIENCE,
+                "HAProxy did not listen within {START_PATIENCE:?}; it printed:\n{}",
+                process.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(HaProxy {
+            dir,
+            port,
+            _process: process,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
