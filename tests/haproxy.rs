@@ -4,10 +4,11 @@
 //! when missing, as root) in the foreground on a free loopback port, balancing round robin
 //! over the given instances as a deployment would: `option forwardfor` (it appends the
 //! client's address to `X-Forwarded-For`, which the instances believe because it is in their
-//! `TRUSTED_PROXIES`), a health check on `GET /health/ready` every 200 ms, and a retry on
+//! `TRUSTED_PROXIES`), a health check on `GET /health/ready` every 500 ms (patient, with 2 s
+//! to answer: a loaded test machine must not take a healthy instance out), and a retry on
 //! another instance when one refuses the connection (`retries`, `option redispatch`) — the
-//! retry a balancer can make without knowing whether a request is idempotent. The process is
-//! killed and its directory removed on drop.
+//! retry a balancer can make without knowing whether a request is idempotent. The process
+//! is killed and its directory removed on drop.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -51,6 +52,7 @@ impl HaProxy {
                  \x20   timeout connect 2s\n\
                  \x20   timeout client 30s\n\
                  \x20   timeout server 30s\n\
+                 \x20   timeout check 2s\n\
                  \x20   retries 3\n\
                  \x20   option redispatch\n\
                  frontend api\n\
@@ -61,7 +63,7 @@ impl HaProxy {
                  \x20   balance roundrobin\n\
                  \x20   option httpchk GET /health/ready\n\
                  \x20   http-check expect status 200\n\
-                 \x20   default-server inter 200ms fall 2 rise 1\n\
+                 \x20   default-server inter 500ms fall 3 rise 1\n\
                  {servers}"
             ),
         )

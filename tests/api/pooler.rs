@@ -8,6 +8,8 @@
 //! - Under load, with fewer server connections than clients so that each transaction may
 //!   land on another one, nothing fails and nothing is left set on a server connection.
 //! - A transaction through the pooler is still cut by PostgreSQL's own statement timeout.
+//! - The outbox's `LISTEN`, which a transaction-mode pooler would lose, is on a connection
+//!   to `DATABASE_DIRECT_URL`.
 //! - Two instances behind HAProxy: the balancer's `X-Forwarded-For` decides the client
 //!   address, so a per-IP limit holds per real client across instances, and stopping an
 //!   instance under load costs no request.
@@ -345,4 +347,40 @@ async fn behind_haproxy_stopping_an_instance_under_load_costs_no_request() {
         total + failures.len(),
         &failures[..failures.len().min(5)]
     );
+}
+
+#[tokio::test]
+async fn the_outboxs_listen_uses_the_direct_url_not_the_pooler() {
+    let db = TestDb::create().await;
+    let Some(bouncer) = PgBouncer::start("pooler::direct_url", &db.server(), 2).await else {
+        return;
+    };
+    let tag = format!("jobpath-direct-{}", uuid::Uuid::new_v4().simple());
+    let mut config = through(&bouncer, &db);
+    // The URL's own application_name marks the direct connections (the pools set theirs).
+    let separator = if db.url.contains('?') { '&' } else { '?' };
+    config.database_direct_url = Some(
+        format!("{}{separator}application_name={tag}", db.url)
+            .parse()
+            .unwrap(),
+    );
+    let _server = TestServer::start(config).await;
+    let observer = db.client().await;
+    jobpath_tests::cluster::eventually(
+        "the outbox's LISTEN on the direct connection",
+        Duration::from_secs(10),
+        || async {
+            observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE application_name = $1 AND query LIKE 'LISTEN %'",
+                    &[&tag],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        },
+    )
+    .await;
 }
