@@ -183,7 +183,15 @@ async fn a_transaction_through_pgbouncer_is_cut_by_postgresqls_own_statement_tim
 /// A client whose connections come from `ip` (any 127.x address is this machine), with
 /// `token` as its bearer token if given.
 fn client_from(base_url: &str, ip: Ipv4Addr, token: Option<&str>) -> Client {
-    let mut headers = reqwest::header::HeaderMap::new();
+    client_with(base_url, ip, token, reqwest::header::HeaderMap::new())
+}
+
+fn client_with(
+    base_url: &str,
+    ip: Ipv4Addr,
+    token: Option<&str>,
+    mut headers: reqwest::header::HeaderMap,
+) -> Client {
     if let Some(token) = token {
         headers.insert(
             reqwest::header::AUTHORIZATION,
@@ -261,6 +269,14 @@ async fn behind_haproxy_a_per_ip_login_limit_holds_per_real_client_across_instan
     login_through(&second, &email)
         .await
         .expect("another client is not limited by the first");
+    // A client's own X-Forwarded-For reaches the instance ahead of the one HAProxy adds;
+    // it is not believed.
+    let mut forged = reqwest::header::HeaderMap::new();
+    forged.insert("x-forwarded-for", "127.0.0.2".parse().unwrap());
+    let forger = client_with(&proxy.base_url(), Ipv4Addr::new(127, 0, 0, 3), None, forged);
+    login_through(&forger, &email)
+        .await
+        .expect("the forger is 127.0.0.3, which is within its limit");
 
     // The session records the client's address, as HAProxy forwarded it.
     let sessions = servers[1]
