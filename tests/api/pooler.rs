@@ -10,6 +10,8 @@
 //! - A transaction through the pooler is still cut by PostgreSQL's own statement timeout.
 //! - The outbox's `LISTEN`, which a transaction-mode pooler would lose, is on a connection
 //!   to `DATABASE_DIRECT_URL`.
+//! - PgBouncer going away is a database outage: 503 with `Retry-After`, then service resumes
+//!   by itself when it is back.
 //! - Two instances behind HAProxy: the balancer's `X-Forwarded-For` decides the client
 //!   address, so a per-IP limit holds per real client across instances, and stopping an
 //!   instance under load costs no request.
@@ -399,4 +401,36 @@ async fn the_outboxs_listen_uses_the_direct_url_not_the_pooler() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn pgbouncer_going_away_is_an_outage_503_with_retry_after_and_service_resumes_by_itself() {
+    let db = TestDb::create().await;
+    let Some(mut bouncer) = PgBouncer::start("pooler::restart", &db.server(), 3).await else {
+        return;
+    };
+    let mut config = through(&bouncer, &db);
+    config.db_pool_timeout = Duration::from_secs(1);
+    let server = TestServer::start(config).await;
+    let (email, token) = server.user_with_token().await;
+    let me = server.authed(&token);
+    me.get_me().send().await.expect("me before");
+
+    bouncer.kill();
+    crate::reliability::expect_unavailable(me.get_me().send().await);
+    crate::reliability::expect_unavailable(server.try_login(&email, PASSWORD).await);
+    crate::reliability::expect_unavailable(server.api.readiness().send().await);
+
+    bouncer.start_again().await;
+    jobpath_tests::cluster::eventually(
+        "service back through PgBouncer",
+        Duration::from_secs(10),
+        || async { me.get_me().send().await.is_ok() },
+    )
+    .await;
+    server
+        .try_login(&email, PASSWORD)
+        .await
+        .expect("login after PgBouncer is back");
+    server.api.readiness().send().await.expect("ready again");
 }

@@ -37,7 +37,7 @@ fn status_of<T>(result: &ApiResult<T>) -> u16 {
 
 /// Asserts the standard 503 with `Retry-After`.
 #[track_caller]
-fn expect_unavailable<T: std::fmt::Debug>(result: ApiResult<T>) {
+pub fn expect_unavailable<T: std::fmt::Debug>(result: ApiResult<T>) {
     let err = expect_error(result, 503, "service_unavailable");
     let retry = err
         .headers()
