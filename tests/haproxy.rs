@@ -7,8 +7,10 @@
 //! `TRUSTED_PROXIES`), a health check on `GET /health/ready` every 500 ms (patient, with 2 s
 //! to answer: a loaded test machine must not take a healthy instance out), and a retry on
 //! another instance when one refuses the connection (`retries`, `option redispatch`) — the
-//! retry a balancer can make without knowing whether a request is idempotent. The process
-//! is killed and its directory removed on drop.
+//! retry a balancer can make without knowing whether a request is idempotent — and, for
+//! `GET` and `HEAD` only, when an instance closed the connection without answering
+//! (`retry-on empty-response`; a `POST` may have been carried out). The process is killed
+//! and its directory removed on drop.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -55,9 +57,11 @@ impl HaProxy {
                  \x20   timeout check 2s\n\
                  \x20   retries 3\n\
                  \x20   option redispatch\n\
+                 \x20   retry-on conn-failure empty-response\n\
                  frontend api\n\
                  \x20   bind 127.0.0.1:{port}\n\
                  \x20   option forwardfor\n\
+                 \x20   http-request disable-l7-retry if !METH_GET !METH_HEAD\n\
                  \x20   default_backend instances\n\
                  backend instances\n\
                  \x20   balance roundrobin\n\

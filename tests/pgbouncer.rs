@@ -5,10 +5,13 @@
 //! configuration of its own in a fresh directory: every database of the shared server
 //! (`* = host=… port=…`), trust authentication, `pool_mode = transaction` and nothing else
 //! that a deployment would have to know about — in particular no `ignore_startup_parameters`
-//! — so that what passes here passes behind a stock PgBouncer. `default_pool_size` is small,
-//! so that consecutive transactions of one client land on different server connections, as
-//! they do under load: that is where state that outlives a transaction (a named prepared
-//! statement, a session `SET`) shows.
+//! — so that what passes here passes behind a stock PgBouncer. `default_pool_size` is small
+//! and `server_round_robin` on (PgBouncer otherwise hands a client the server connection
+//! released last, often its own previous one), so that consecutive transactions of one
+//! client land on different server connections, as they do under load: that is where state
+//! that outlives a transaction (a named prepared statement, a session `SET`) shows. Those
+//! two make the failure certain in a test; the server needs neither. `admin_users` lets a
+//! test read `SHOW STATS`.
 //!
 //! PgBouncer refuses to run as root; as root it is started with `-u postgres`, its directory
 //! given to that user. The process is killed and the directory removed on drop.
@@ -79,6 +82,31 @@ impl PgBouncer {
         self.launch().await;
     }
 
+    /// How many databases named `<prefix>…` it has carried transactions for (its admin
+    /// console's `SHOW STATS`): what proves that a run went through it.
+    pub async fn databases_used(&self, prefix: &str) -> usize {
+        let (admin, conn) = tokio_postgres::connect(
+            &format!("postgres://postgres@{}/pgbouncer", self.address()),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("PgBouncer's admin console");
+        tokio::spawn(conn);
+        let rows = admin.simple_query("SHOW STATS").await.unwrap();
+        rows.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .filter(|r| {
+                r.get("database").is_some_and(|d| d.starts_with(prefix))
+                    && r.get("total_xact_count")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n > 0)
+            })
+            .count()
+    }
+
     /// What it has printed (its log goes to stderr).
     pub fn output(&self) -> String {
         self.process
@@ -108,6 +136,8 @@ impl PgBouncer {
                  auth_file = {userlist}\n\
                  pool_mode = transaction\n\
                  default_pool_size = {pool}\n\
+                 server_round_robin = 1\n\
+                 admin_users = postgres\n\
                  max_client_conn = 1000\n",
                 listen = self.port,
                 userlist = userlist.display(),

@@ -7,7 +7,8 @@
 //!   `helpers::test_config` reads.
 //! - Under load, with fewer server connections than clients so that each transaction may
 //!   land on another one, nothing fails and nothing is left set on a server connection.
-//! - A transaction through the pooler is still cut by PostgreSQL's own statement timeout.
+//! - A transaction through the pooler, and a write that is a statement of its own, are still
+//!   cut (and rolled back) by PostgreSQL's own statement timeout.
 //! - The outbox's `LISTEN`, which a transaction-mode pooler would lose, is on a connection
 //!   to `DATABASE_DIRECT_URL`.
 //! - PgBouncer going away is a database outage: 503 with `Retry-After`, then service resumes
@@ -80,6 +81,13 @@ async fn the_core_suite_passes_through_pgbouncer_in_transaction_mode() {
     .unwrap();
     let (out, bouncer) = run;
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // The tests' databases were reached through PgBouncer (not directly, as they would be
+    // if the routing of `helpers::test_config` broke).
+    let through = bouncer.databases_used("jobpath_test_").await;
+    assert!(
+        through >= expected / 2,
+        "only {through} test databases went through PgBouncer for {expected} tests"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let summary = format!("test result: ok. {expected} passed; 0 failed");
     assert!(
@@ -120,6 +128,32 @@ async fn under_load_through_pgbouncer_nothing_fails_and_nothing_stays_set_on_a_c
     }))
     .await;
     assert_eq!(rounds.len(), 24);
+
+    // The control: this PgBouncer does hand one client's transactions to different server
+    // connections, so a named prepared statement — what the server no longer sends — fails.
+    let (named, conn) = tokio_postgres::connect(&bouncer.url_for(&db.name), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut lost = 0;
+    for _ in 0..10 {
+        if let Ok(stmt) = named.prepare("SELECT count(*) FROM users").await
+            && let Err(e) = named.query(&stmt, &[]).await
+        {
+            let message = e.as_db_error().map(|d| d.message().to_owned());
+            assert!(
+                message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("does not exist")),
+                "{e:?}"
+            );
+            lost += 1;
+        }
+    }
+    assert!(
+        lost > 0,
+        "every named statement survived: the test would not catch one"
+    );
 
     // Each fresh client of PgBouncer gets some server connection: none of them may carry a
     // statement timeout (or anything else) that the server set outside a transaction.
@@ -180,6 +214,52 @@ async fn a_transaction_through_pgbouncer_is_cut_by_postgresqls_own_statement_tim
         .try_login(&email, PASSWORD)
         .await
         .expect("login once the lock is gone");
+}
+
+#[tokio::test]
+async fn a_single_statement_write_through_pgbouncer_is_cut_by_postgresql_and_rolled_back() {
+    let db = TestDb::create().await;
+    let Some(bouncer) = PgBouncer::start("pooler::single_write", &db.server(), 3).await else {
+        return;
+    };
+    let mut config = through(&bouncer, &db);
+    config.db_pool_timeout = Duration::from_secs(1);
+    let server = TestServer::start(config).await;
+
+    // EXCLUSIVE lets plain reads through and holds the signup's INSERT, a statement of its
+    // own (no transaction around it in the code).
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE users IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let email = unique_email();
+    let capture = crate::capture::Capture::start();
+    let signup = server
+        .api
+        .signup()
+        .body(
+            types::Credentials::builder()
+                .email(email.as_str())
+                .password(PASSWORD),
+        )
+        .send()
+        .await;
+    let logs = capture.text();
+    drop(capture);
+    crate::reliability::expect_unavailable(signup);
+    assert!(
+        logs.contains("statement timeout"),
+        "PostgreSQL did not cut the write itself:\n{logs}"
+    );
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    // Cut by PostgreSQL means rolled back: the 503 hides no account.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        db.count_with("SELECT count(*) FROM users WHERE email = $1", &[&email])
+            .await,
+        0
+    );
 }
 
 /// A client whose connections come from `ip` (any 127.x address is this machine), with
@@ -319,20 +399,34 @@ async fn behind_haproxy_stopping_an_instance_under_load_costs_no_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
+    let resent = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..8)
         .map(|i| {
-            let (stop, served) = (Arc::clone(&stop), Arc::clone(&served));
+            let (stop, served, resent) =
+                (Arc::clone(&stop), Arc::clone(&served), Arc::clone(&resent));
             let base = proxy.base_url();
             let (email, token) = (email.clone(), token.clone());
             tokio::spawn(async move {
                 let client = client_from(&base, Ipv4Addr::new(127, 0, 1, i), Some(&token));
                 let mut failures = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let result = if i % 2 == 0 {
+                let once = async || -> Result<(), jobpath_client::Error<types::Error>> {
+                    if i % 2 == 0 {
                         login_through(&client, &email).await.map(|_| ())
                     } else {
                         client.get_me().send().await.map(|_| ())
-                    };
+                    }
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let mut result = once().await;
+                    // A request the balancer wrote on a kept-alive connection just as the
+                    // stopping instance closed it gets no response at all; HAProxy closes
+                    // the client's connection so that the client resends it, as browsers
+                    // do (HAProxy's `http-reuse safe`). Resent once, like them; any answer
+                    // that is an HTTP error still fails the test.
+                    if let Err(jobpath_client::Error::CommunicationError(_)) = &result {
+                        resent.fetch_add(1, Ordering::Relaxed);
+                        result = once().await;
+                    }
                     match result {
                         Ok(()) => {
                             served.fetch_add(1, Ordering::Relaxed);
@@ -354,6 +448,10 @@ async fn behind_haproxy_stopping_an_instance_under_load_costs_no_request() {
         failures.extend(worker.await.unwrap());
     }
     let total = served.load(Ordering::Relaxed);
+    eprintln!(
+        "pooler: {total} requests served, {} resent once after no response",
+        resent.load(Ordering::Relaxed)
+    );
     assert!(
         before > 0 && total > before,
         "served {before}, then {total}"

@@ -51,7 +51,7 @@ pub async fn record(
                  NULL, $5, $6, $7)"
         );
         client
-            .exec(
+            .bounded(client.exec(
                 &sql,
                 &[
                     &kind,
@@ -62,7 +62,7 @@ pub async fn record(
                     &call.user_agent,
                     &call.request_id(),
                 ],
-            )
+            ))
             .await?;
         Ok(())
     })

@@ -25,7 +25,7 @@ pub struct Hit {
 /// Counts one request of `scope` from `key` in the current `window`.
 pub async fn hit(db: &Database, scope: &str, key: &str, window: Duration) -> Result<Hit, ApiError> {
     db.run(async |client| {
-        let row = client
+        let row = client.bounded(client
             .one("WITH w AS (
                      SELECT to_timestamp(floor(extract(epoch FROM now())::float8 / $3::float8) * $3::float8) AS start
                  ), hit AS (
@@ -37,7 +37,7 @@ pub async fn hit(db: &Database, scope: &str, key: &str, window: Duration) -> Res
                  )
                  SELECT hit.count::int8,
                         extract(epoch FROM hit.window_start + make_interval(secs => $3::float8) - now())::float8
-                   FROM hit", &[&scope, &key, &window.as_secs_f64()])
+                   FROM hit", &[&scope, &key, &window.as_secs_f64()]))
             .await?;
         Ok(Hit {
             count: row.get(0),
@@ -72,7 +72,7 @@ pub async fn charge(db: &Database, t: &Throttle<'_>) -> Result<Charge, ApiError>
     let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     db.run(async |client| {
         let row = client
-            .one(
+            .bounded(client.one(
                 "SELECT keys, blocked_for, first_refusal FROM login_charge($1, $2, $3, $4, $5, $6)",
                 &[
                     &t.account,
@@ -82,7 +82,7 @@ pub async fn charge(db: &Database, t: &Throttle<'_>) -> Result<Charge, ApiError>
                     &int(t.ceiling),
                     &t.max_delay.as_secs_f64(),
                 ],
-            )
+            ))
             .await?;
         Ok(match row.get::<_, Option<f64>>(1) {
             Some(block_seconds) => Charge::Blocked {
@@ -99,7 +99,7 @@ pub async fn charge(db: &Database, t: &Throttle<'_>) -> Result<Charge, ApiError>
 pub async fn refund(db: &Database, account: &str, keys: &[String]) -> Result<(), ApiError> {
     db.run(async |client| {
         client
-            .exec("SELECT login_refund($1, $2)", &[&account, &keys])
+            .bounded(client.exec("SELECT login_refund($1, $2)", &[&account, &keys]))
             .await?;
         Ok(())
     })

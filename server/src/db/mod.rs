@@ -37,9 +37,10 @@
 //!   `DB_POOL_TIMEOUT_SECONDS`;
 //! - a statement in a transaction is cancelled by PostgreSQL itself after
 //!   `DB_POOL_TIMEOUT_SECONDS` (`SET LOCAL statement_timeout`), which rolls the transaction
-//!   back: a 503 then never hides a committed write;
-//! - if the server does not answer at all (hung, or the network gone), or a statement outside
-//!   a transaction runs on, the request gives up [`UNANSWERED_GRACE`] later, asks PostgreSQL to
+//!   back: a 503 then never hides a committed write. A write that is one statement runs in
+//!   a transaction of its own for that ([`Conn::bounded`], at no extra round trip);
+//! - if the server does not answer at all (hung, or the network gone), or a read outside a
+//!   transaction runs on, the request gives up [`UNANSWERED_GRACE`] later, asks PostgreSQL to
 //!   cancel, and discards the connection.
 
 pub mod accounts;
@@ -201,6 +202,31 @@ impl Conn<'_> {
         let tx = self.client.transaction().await?;
         tx.batch_execute(self.set_timeout).await?;
         Ok(tx)
+    }
+
+    /// Runs one write `statement` (a call on this connection) in a transaction of its own
+    /// with the statement timeout, so that PostgreSQL cancels it — and rolls it back — at the
+    /// limit, as in [`Conn::begin`]: a 503 then never hides a committed write. `BEGIN; SET
+    /// LOCAL …`, the statement and `COMMIT` are pipelined (tokio-postgres sends each request
+    /// when it is first polled, and a biased `join!` polls them in order), so this costs no round
+    /// trip more than the bare statement. If the statement fails, PostgreSQL answers the
+    /// `COMMIT` with a rollback, and the connection is left idle either way.
+    pub async fn bounded<T>(
+        &self,
+        statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, tokio_postgres::Error> {
+        let begin = format!("BEGIN; {}", self.set_timeout);
+        // `biased`: polled in the order written, so the requests leave in that order.
+        let (began, done, committed) = tokio::join!(
+            biased;
+            self.client.batch_execute(&begin),
+            statement,
+            self.client.batch_execute("COMMIT")
+        );
+        began?;
+        let value = done?;
+        committed?;
+        Ok(value)
     }
 }
 

@@ -54,7 +54,7 @@ pub struct Claimed {
 pub async fn claim(db: &Database, limit: i64, lease: Duration) -> Result<Vec<Claimed>, ApiError> {
     db.run(async |client| {
         let rows = client
-            .rows(
+            .bounded(client.rows(
                 "UPDATE email_outbox
                     SET status = 'sending', attempts = attempts + 1,
                         lease_until = now() + make_interval(secs => $2)
@@ -68,7 +68,7 @@ pub async fn claim(db: &Database, limit: i64, lease: Duration) -> Result<Vec<Cla
                 RETURNING id, kind, recipient, secret_seed, attempts, expires_at < now(),
                           lease_until, detail",
                 &[&limit, &lease.as_secs_f64()],
-            )
+            ))
             .await?;
         Ok(rows
             .iter()
@@ -92,13 +92,13 @@ pub async fn claim(db: &Database, limit: i64, lease: Duration) -> Result<Vec<Cla
 pub async fn sent(db: &Database, id: Uuid) -> Result<bool, ApiError> {
     db.run(async |client| {
         Ok(client
-            .exec(
+            .bounded(client.exec(
                 "UPDATE email_outbox
                     SET status = 'sent', sent_at = now(), secret_seed = NULL,
                         lease_until = NULL, last_error = NULL
                   WHERE id = $1 AND status IN ('queued', 'sending')",
                 &[&id],
-            )
+            ))
             .await?
             == 1)
     })
@@ -114,13 +114,13 @@ pub async fn retry(
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
         Ok(client
-            .exec(
+            .bounded(client.exec(
                 "UPDATE email_outbox
                     SET status = 'queued', lease_until = NULL, last_error = left($4, 500),
                         next_attempt_at = now() + make_interval(secs => $3)
                   WHERE id = $1 AND lease_until = $2 AND status = 'sending'",
                 &[&claim.id, &claim.lease_until, &delay.as_secs_f64(), &error],
-            )
+            ))
             .await?
             == 1)
     })
@@ -132,13 +132,13 @@ pub async fn retry(
 pub async fn abandon(db: &Database, claim: &Claimed, error: &str) -> Result<bool, ApiError> {
     db.run(async |client| {
         Ok(client
-            .exec(
+            .bounded(client.exec(
                 "UPDATE email_outbox
                     SET status = 'abandoned', secret_seed = NULL, lease_until = NULL,
                         last_error = left($3, 500)
                   WHERE id = $1 AND lease_until = $2 AND status = 'sending'",
                 &[&claim.id, &claim.lease_until, &error],
-            )
+            ))
             .await?
             == 1)
     })

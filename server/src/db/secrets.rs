@@ -353,11 +353,11 @@ async fn verify(
                     (SELECT user_id FROM t)",
             event = events::INSERT,
         );
-        let row = client
+        let row = client.bounded(client
             .one(
                 &sql,
                 &[key, &call.ip(), &call.user_agent, &call.request_id()],
-            )
+            ))
             .await?;
         Ok(match (row.get::<_, i64>(0), row.get::<_, bool>(1)) {
             (1, _) => Verification::Verified,

@@ -16,8 +16,8 @@
 //! Only self-contained statements belong here: no transactions (they would interleave) and
 //! nothing slow (it would hold up the queries pipelined behind it). The bounds of
 //! [`Database::run`] hold here too: getting a connection waits at most the pool timeout, and
-//! if PostgreSQL does not answer a statement within it (plus the grace) the connection is
-//! retired — taken out of its slot at once and detached from the
+//! if PostgreSQL does not answer a statement within it (plus the grace) the statement is
+//! cancelled and the connection retired — taken out of its slot at once and detached from the
 //! pool when its last user is done, so a connection with a statement stuck in flight is
 //! never handed out again. A connection found closed (a database restart) is replaced.
 
@@ -37,6 +37,8 @@ pub const SHARED_CONNECTIONS: usize = 2;
 /// A pooled connection shared by many requests.
 struct SharedConn {
     client: Option<Object>,
+    /// For asking PostgreSQL to stop a statement that went unanswered.
+    cancel: tokio_postgres::CancelToken,
     /// Set when a statement on it went unanswered: it must not return to the pool.
     retired: AtomicBool,
 }
@@ -76,7 +78,7 @@ impl Shared {
     }
 
     /// The longest a statement on a shared connection may go unanswered before it is given
-    /// up: the pool timeout, plus the grace for PostgreSQL's own cancellation.
+    /// up and cancelled: the pool timeout, plus the same grace as [`Database::run`]'s.
     pub fn answer_limit(&self) -> std::time::Duration {
         self.db.timeout + UNANSWERED_GRACE
     }
@@ -97,6 +99,14 @@ impl Shared {
             Ok(result) => result,
             Err(_) => {
                 conn.retired.store(true, Ordering::Relaxed);
+                // Nothing on PostgreSQL's side limits a read outside a transaction (the
+                // statement timeout is per transaction, see `super`): ask it to stop, as
+                // `Database::run` does, so the statement does not run on unbounded.
+                let (cancel, tls, bound) =
+                    (conn.cancel.clone(), self.db.tls.clone(), self.db.timeout);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(bound, cancel.cancel_query(tls)).await;
+                });
                 let mut current = lock(&slot.current);
                 if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
                     *current = None;
@@ -129,6 +139,7 @@ impl Shared {
             }
         };
         let fresh = Arc::new(SharedConn {
+            cancel: client.cancel_token(),
             client: Some(client),
             retired: AtomicBool::new(false),
         });

@@ -71,7 +71,7 @@ pub async fn insert(
             queue = outbox::QUEUE,
             notify = outbox::NOTIFY,
         );
-        match client
+        match client.bounded(client
             .one(
                 &sql,
                 &[
@@ -87,7 +87,7 @@ pub async fn insert(
                     &secret.map(|s| s.outbox_id),
                     &secret.map(|s| s.seed.as_slice()),
                 ],
-            )
+            ))
             .await
         {
             Ok(row) => Ok(NewUser {
@@ -135,11 +135,11 @@ pub async fn replace_hash(
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
         Ok(client
-            .exec(
+            .bounded(client.exec(
                 "UPDATE users SET password_hash = $3, updated_at = now()
                   WHERE id = $1 AND password_hash = $2",
                 &[&user_id, &old, &new],
-            )
+            ))
             .await?
             == 1)
     })
