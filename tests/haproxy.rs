@@ -1,7 +1,8 @@
 //! An HAProxy of a test's own: the load balancer in front of several instances.
 //!
 //! [`HaProxy::start`] runs Debian's HAProxy (installed by `scripts/install-scale-tools.sh`
-//! when missing, as root) in the foreground on a free loopback port, balancing round robin
+//! when missing, as root) in the foreground on a free loopback port, with the configuration
+//! of `scripts/haproxy.cfg.in` (the one `docs/scaling.md` shows), balancing round robin
 //! over the given instances as a deployment would: `option forwardfor` (it appends the
 //! client's address to `X-Forwarded-For`, which the instances believe because it is in their
 //! `TRUSTED_PROXIES`), a health check on `GET /health/ready` every 500 ms (patient, with 2 s
@@ -44,34 +45,17 @@ impl HaProxy {
             .map(|(i, addr)| format!("    server i{i} {addr} check\n"))
             .collect();
         let cfg = dir.join("haproxy.cfg");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global\n\
-                 \x20   maxconn 2000\n\
-                 defaults\n\
-                 \x20   mode http\n\
-                 \x20   timeout connect 2s\n\
-                 \x20   timeout client 30s\n\
-                 \x20   timeout server 30s\n\
-                 \x20   timeout check 2s\n\
-                 \x20   retries 3\n\
-                 \x20   option redispatch\n\
-                 \x20   retry-on conn-failure empty-response\n\
-                 frontend api\n\
-                 \x20   bind 127.0.0.1:{port}\n\
-                 \x20   option forwardfor\n\
-                 \x20   http-request disable-l7-retry if !METH_GET !METH_HEAD\n\
-                 \x20   default_backend instances\n\
-                 backend instances\n\
-                 \x20   balance roundrobin\n\
-                 \x20   option httpchk GET /health/ready\n\
-                 \x20   http-check expect status 200\n\
-                 \x20   default-server inter 500ms fall 3 rise 1\n\
-                 {servers}"
-            ),
-        )
-        .unwrap();
+        let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("scripts")
+            .join("haproxy.cfg.in");
+        let text = std::fs::read_to_string(&template)
+            .unwrap()
+            .replace("@BIND@", &format!("127.0.0.1:{port}"))
+            .replace("@SERVERS@", servers.trim_end())
+            .replace("@LOG_FORMAT@", "")
+            .replace("@LOG@", "");
+        std::fs::write(&cfg, text).unwrap();
         let mut cmd = Command::new(BINARY);
         // -db: stay in the foreground, so the process is the one to kill.
         cmd.arg("-db").arg("-f").arg(&cfg);

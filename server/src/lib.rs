@@ -119,14 +119,15 @@ impl App {
             config.mfa_clock.clone(),
         );
         let transport = mail::transport::Transport::new(&config.mail)?;
+        let prepared_lookup = config.db_pooler == config::Pooler::None;
         Ok(App {
             state: Arc::new(AppState {
                 router: http::router::Router::new(config.metrics_public, config.docs_enabled),
                 config,
-                owners: db::owners::OwnerLookups::start(db::shared::Shared::new(
-                    shared_pool,
-                    db::shared::SHARED_CONNECTIONS,
-                )),
+                owners: db::owners::OwnerLookups::start(
+                    db::shared::Shared::new(shared_pool, db::shared::SHARED_CONNECTIONS),
+                    prepared_lookup,
+                ),
                 db: pool,
                 hasher,
                 tokens,

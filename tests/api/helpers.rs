@@ -68,6 +68,7 @@ pub fn test_config(db: &TestDb) -> Config {
             format!("postgres://{user}@{pooler}/{}", db.name),
         );
         vars.insert("DATABASE_DIRECT_URL", db.url.clone());
+        vars.insert("DB_POOLER", "transaction".to_owned());
     }
     Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration is valid")
 }

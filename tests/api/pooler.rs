@@ -43,6 +43,7 @@ fn through(bouncer: &PgBouncer, db: &TestDb) -> jobpath_server::config::Config {
     let mut config = test_config(db);
     config.database_url = Some(bouncer.url_for(&db.name).parse().unwrap());
     config.database_direct_url = Some(db.url.parse().unwrap());
+    config.db_pooler = jobpath_server::config::Pooler::Transaction;
     config
 }
 
@@ -174,6 +175,39 @@ async fn under_load_through_pgbouncer_nothing_fails_and_nothing_stays_set_on_a_c
             "a server connection kept a setting"
         );
     }
+}
+
+#[tokio::test]
+async fn behind_an_undeclared_transaction_pooler_the_token_lookup_goes_unnamed_and_says_so() {
+    let db = TestDb::create().await;
+    let Some(bouncer) = PgBouncer::start("pooler::undeclared", &db.server(), 2).await else {
+        return;
+    };
+    let mut config = through(&bouncer, &db);
+    // DB_POOLER left at `none`: the lookup is prepared, and vanishes on the next rotation.
+    config.db_pooler = jobpath_server::config::Pooler::None;
+    let server = Arc::new(TestServer::start(config).await);
+    let tokens = join_all((0..8).map(|_| {
+        let server = Arc::clone(&server);
+        async move { server.user_with_token().await.1 }
+    }))
+    .await;
+    let capture = crate::capture::Capture::start();
+    for _ in 0..5 {
+        let checks = join_all(tokens.iter().map(|t| {
+            let me = server.authed(t);
+            async move { me.get_me().send().await.map(|_| ()) }
+        }))
+        .await;
+        for check in checks {
+            check.expect("no lookup fails, not even the one that found the statement gone");
+        }
+    }
+    let logs = capture.text();
+    assert!(
+        logs.contains("set DB_POOLER=transaction"),
+        "the vanished statement was not reported:\n{logs}"
+    );
 }
 
 #[tokio::test]

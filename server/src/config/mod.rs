@@ -79,6 +79,7 @@ pub const VARIABLES: &[&str] = &[
     "PGPORT",
     "DB_SSL_ROOT_CERT",
     "DB_MIGRATIONS",
+    "DB_POOLER",
     "JWT_SECRET_KEY",
     "JWT_ALGORITHM",
     "JWT_ISSUER",
@@ -166,6 +167,16 @@ pub enum Migrations {
     Verify,
 }
 
+/// What is between the pools and PostgreSQL (`DB_POOLER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooler {
+    /// Nothing (or a pooler in session mode): the one hot statement, the token-owner lookup
+    /// of `/auth/me`, is a named prepared statement, parsed and planned once per connection.
+    None,
+    /// A pooler in transaction mode: every statement is unnamed (`db::typed`).
+    Transaction,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -195,6 +206,8 @@ pub struct Config {
     pub db_ssl_root_cert: Option<std::path::PathBuf>,
     /// Whether `serve` applies pending migrations or only verifies them (`DB_MIGRATIONS`).
     pub db_migrations: Migrations,
+    /// `DB_POOLER`: whether a transaction-mode pooler is in between (see [`Pooler`]).
+    pub db_pooler: Pooler,
     pub jwt_secret: Secret,
     /// `iss` of every access token, required on verification (`JWT_ISSUER`).
     pub jwt_issuer: String,
@@ -390,6 +403,16 @@ impl Config {
             Some(v) if v == "verify" => Migrations::Verify,
             Some(v) => bail!("DB_MIGRATIONS must be 'apply' or 'verify', got '{v}'"),
         };
+        let db_pooler = match vars
+            .get("DB_POOLER")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+        {
+            None => Pooler::None,
+            Some(v) if v == "none" => Pooler::None,
+            Some(v) if v == "transaction" => Pooler::Transaction,
+            Some(v) => bail!("DB_POOLER must be 'none' or 'transaction', got '{v}'"),
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let port: u16 = vars.parse("PORT", 8000)?;
         let metrics_public = vars.flag("METRICS_PUBLIC", false)?;
@@ -446,6 +469,7 @@ impl Config {
             local_postgres_port: vars.parse("PGPORT", 5432)?,
             db_ssl_root_cert: vars.get("DB_SSL_ROOT_CERT").map(std::path::PathBuf::from),
             db_migrations,
+            db_pooler,
             jwt_secret,
             jwt_issuer,
             jwt_audience,
@@ -581,6 +605,7 @@ impl Config {
                 "DB_MIGRATIONS",
                 format!("{:?}", self.db_migrations).to_lowercase(),
             ),
+            ("DB_POOLER", format!("{:?}", self.db_pooler).to_lowercase()),
             ("JWT_SECRET_KEY", jwt),
             ("JWT_ALGORITHM", "HS256".to_owned()),
             ("JWT_ISSUER", self.jwt_issuer.clone()),

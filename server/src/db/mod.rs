@@ -25,7 +25,8 @@
 //! Nothing the server sets on a connection outlives a transaction, so a connection pooler
 //! in transaction mode (PgBouncer's `pool_mode = transaction`, or a managed pooler that
 //! behaves like it) can hand each transaction to another server connection: statements are
-//! unnamed ([`typed`]), the statement timeout is `SET LOCAL` in each transaction
+//! unnamed ([`typed`]; the `/auth/me` lookup too with `DB_POOLER=transaction`, see
+//! [`owners`]), the statement timeout is `SET LOCAL` in each transaction
 //! ([`Conn::begin`]) rather than a start-up option (which PgBouncer refuses), and what needs
 //! a session of its own — the migrations' lock, the outbox's `LISTEN` — connects to
 //! `DATABASE_DIRECT_URL` (by default `DATABASE_URL`). `docs/scaling.md` is the operator's view.

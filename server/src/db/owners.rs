@@ -18,10 +18,17 @@
 //! [`UNANSWERED_GRACE`](super::UNANSWERED_GRACE) for its answer (queueing included), and
 //! answers 503 otherwise. An error of the batch's statement is every lookup's error, so the
 //! check fails closed: no answer, no access.
+//!
+//! The statement is the server's one named prepared statement (`DB_POOLER=none`, the
+//! default): parsed and planned once per connection, which `bench/run` measures to be worth
+//! it. Behind a pooler in transaction mode (`DB_POOLER=transaction`) it is sent unnamed like
+//! every other ([`super::typed`]). Should a prepared statement vanish anyway — a pooler
+//! nobody declared — the error is logged, naming the setting, and the task sends it unnamed
+//! from then on.
 
 use super::typed::Typed as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -29,6 +36,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::shared::{SHARED_CONNECTIONS, Shared};
@@ -90,6 +98,8 @@ pub struct OwnerLookups {
 /// What the batching has done so far: relaxed counters, one update per batch.
 #[derive(Debug, Default)]
 struct Stats {
+    /// Whether the statement is prepared (named); cleared for good if one vanished.
+    prepared: AtomicBool,
     batches: AtomicU64,
     lookups: AtomicU64,
     largest: AtomicU64,
@@ -107,11 +117,13 @@ pub struct BatchStats {
 }
 
 impl OwnerLookups {
-    /// Starts the batching task on the current tokio runtime, over `shared`.
-    pub fn start(shared: Shared) -> OwnerLookups {
+    /// Starts the batching task on the current tokio runtime, over `shared`; `prepared`:
+    /// send the lookup as a named prepared statement (no transaction-mode pooler between).
+    pub fn start(shared: Shared, prepared: bool) -> OwnerLookups {
         let (queue, rx) = mpsc::channel(QUEUE);
         let limit = shared.answer_limit();
         let stats = Arc::new(Stats::default());
+        stats.prepared.store(prepared, Ordering::Relaxed);
         tokio::spawn(batches(shared, rx, Arc::clone(&stats)));
         OwnerLookups {
             queue,
@@ -183,7 +195,7 @@ async fn batches(shared: Shared, mut rx: mpsc::Receiver<Lookup>, stats: Arc<Stat
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     stats.lookups.fetch_add(size, Ordering::Relaxed);
                     stats.largest.fetch_max(size, Ordering::Relaxed);
-                    running.push(answer(&shared, batch));
+                    running.push(answer(&shared, batch, &stats));
                 }
             }
             Some(()) = running.next(), if !running.is_empty() => {}
@@ -192,11 +204,32 @@ async fn batches(shared: Shared, mut rx: mpsc::Receiver<Lookup>, stats: Arc<Stat
 }
 
 /// Runs one batch's statement and hands each lookup its row (or the batch's error).
-async fn answer(shared: &Shared, batch: Vec<Lookup>) {
+async fn answer(shared: &Shared, batch: Vec<Lookup>, stats: &Stats) {
     let user_ids: Vec<Uuid> = batch.iter().map(|l| l.user_id).collect();
     let session_ids: Vec<Uuid> = batch.iter().map(|l| l.session_id).collect();
     let result = shared
-        .run(async |client| Ok(client.rows(LOOKUP, &[&user_ids, &session_ids]).await?))
+        .run(async |client| {
+            if !stats.prepared.load(Ordering::Relaxed) {
+                return Ok(client.rows(LOOKUP, &[&user_ids, &session_ids]).await?);
+            }
+            let stmt = client.prepare_cached(LOOKUP).await?;
+            match client.query(&stmt, &[&user_ids, &session_ids]).await {
+                Ok(rows) => Ok(rows),
+                // 26000 invalid_sql_statement_name: the server connection under this one
+                // changed, which only a pooler in transaction mode does.
+                Err(e) if e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) => {
+                    if stats.prepared.swap(false, Ordering::Relaxed) {
+                        tracing::error!(
+                            "a prepared statement vanished: DATABASE_URL looks like a pooler \
+                             in transaction mode; set DB_POOLER=transaction (the token lookup \
+                             is sent unnamed from now on)"
+                        );
+                    }
+                    Ok(client.rows(LOOKUP, &[&user_ids, &session_ids]).await?)
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
         .await;
     let owners = result.and_then(|rows| owners_by_position(&rows, batch.len()));
     match owners {

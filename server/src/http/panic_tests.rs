@@ -33,10 +33,10 @@ fn state() -> Arc<AppState> {
     let tls = crate::db::tls::connector(None).unwrap();
     let pool = crate::db::pool(&crate::db::connect::Target::new(pg), &config, tls).unwrap();
     Arc::new(AppState {
-        owners: crate::db::owners::OwnerLookups::start(crate::db::shared::Shared::new(
-            pool.clone(),
-            1,
-        )),
+        owners: crate::db::owners::OwnerLookups::start(
+            crate::db::shared::Shared::new(pool.clone(), 1),
+            true,
+        ),
         db: pool,
         hasher: Hasher::start(
             1,
