@@ -1,18 +1,19 @@
-//! The fault run's reconciliation and report.
+//! The fault run's report: Markdown, appended to `bench/FAULTS.md`.
 //!
-//! Reconciliation compares what clients were told with the truth afterwards: every signup
-//! answered 201 must exist in the database (else it was lost), none answered with an error
-//! may exist (else it is a phantom), and every token whose logout answered 200 must be
-//! refused by both instances. The report is Markdown, appended to `bench/FAULTS.md`.
+//! The targets first, then the faults' timeline (with the balancer's health-check
+//! verdicts), each outage ([`crate::outage`]), the balancer's view ([`crate::balancer`]),
+//! the requests by status over time and per operation, and the reconciliation
+//! ([`crate::reconcile`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 
-use crate::{Ledger, Op, Outcome, Record};
+use crate::outage::{self, Outage};
+use crate::reconcile::Reconciliation;
+use crate::{Op, Outcome, Record, balancer};
 
 /// One line of the events file that `bench/faults` writes: `<epoch ms> <name> [detail]`.
 pub struct Event {
@@ -36,92 +37,12 @@ pub fn read_events(path: &str, started_epoch: u64) -> anyhow::Result<Vec<Event>>
     Ok(events)
 }
 
-#[derive(Default)]
-pub struct Reconciliation {
-    pub signups_created: usize,
-    pub signups_errored: usize,
-    pub signups_unknown: usize,
-    pub unknown_that_exist: usize,
-    pub lost: Vec<String>,
-    pub phantom: Vec<String>,
-    pub revoked_checked: usize,
-    /// (status or failure, count) of `GET /auth/me` with each revoked token, per instance.
-    pub revoked_answers: BTreeMap<(usize, Outcome), usize>,
-}
-
-impl Reconciliation {
-    pub fn revoked_accepted(&self) -> usize {
-        self.revoked_answers
-            .iter()
-            .filter(|((_, o), _)| *o == Outcome::Status(200))
-            .map(|(_, n)| n)
-            .sum()
-    }
-}
-
-pub async fn reconcile(
-    ledger: &Ledger,
-    instances: &[String],
-    database_url: &str,
-    run_id: u64,
-) -> anyhow::Result<Reconciliation> {
-    let (db, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    let stored: HashSet<String> = db
-        .query(
-            "SELECT email FROM users WHERE email LIKE $1",
-            &[&format!("faults-{run_id}-%")],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-
-    let mut r = Reconciliation::default();
-    for (email, outcome) in &ledger.signups {
-        let exists = stored.contains(email);
-        match outcome {
-            Outcome::Status(201) => {
-                r.signups_created += 1;
-                if !exists {
-                    r.lost.push(email.clone());
-                }
-            }
-            Outcome::Status(_) => {
-                r.signups_errored += 1;
-                if exists {
-                    r.phantom.push(email.clone());
-                }
-            }
-            Outcome::Refused | Outcome::Hung | Outcome::Broken => {
-                r.signups_unknown += 1;
-                r.unknown_that_exist += usize::from(exists);
-            }
-        }
-    }
-
-    // Every revoked token, on every instance, after the run.
-    let checks = ledger
-        .revoked
-        .iter()
-        .flat_map(|t| (0..instances.len()).map(move |i| (i, t)))
-        .map(|(i, token)| async move {
-            let client = jobpath_client::authenticated(&instances[i], token)?;
-            let result = client.get_me().send().await;
-            anyhow::Ok((i, crate::outcome(&result)))
-        });
-    let mut answers = futures::stream::iter(checks).buffer_unordered(16);
-    while let Some(answer) = answers.next().await {
-        let key = answer?;
-        *r.revoked_answers.entry(key).or_default() += 1;
-    }
-    r.revoked_checked = ledger.revoked.len();
-    Ok(r)
-}
-
 pub struct Input<'a> {
     pub records: &'a [Record],
     pub events: &'a [Event],
+    pub balancer: &'a balancer::Log,
+    /// Why broken requests broke ([`Outcome::Broken`]), with their counts.
+    pub broken: &'a BTreeMap<String, usize>,
     pub reconciliation: &'a Reconciliation,
     pub ended_ms: u64,
     pub workers: usize,
@@ -138,8 +59,8 @@ pub struct Rendered {
 
 const BUCKET_MS: u64 = 2000;
 
-/// Columns of the over-time table.
-fn column(outcome: Outcome) -> usize {
+/// Columns of the over-time and per-operation tables.
+pub(crate) fn column(outcome: Outcome) -> usize {
     match outcome {
         Outcome::Status(s) if (200..300).contains(&s) => 0,
         Outcome::Status(401) => 1,
@@ -147,33 +68,54 @@ fn column(outcome: Outcome) -> usize {
         Outcome::Status(503) => 3,
         Outcome::Status(500) => 4,
         Outcome::Status(_) => 5,
-        Outcome::Refused => 6,
-        Outcome::Hung => 7,
-        Outcome::Broken => 8,
+        Outcome::Gateway(502) => 6,
+        Outcome::Gateway(503) => 7,
+        Outcome::Gateway(504) => 8,
+        Outcome::Gateway(_) => 5,
+        Outcome::Refused => 9,
+        Outcome::Hung => 10,
+        Outcome::Broken => 11,
     }
 }
-const COLUMNS: [&str; 9] = [
+pub(crate) const COLUMNS: [&str; 12] = [
     "2xx",
     "401",
     "other 4xx",
     "503",
     "500",
     "other 5xx",
+    "balancer 502",
+    "balancer 503",
+    "balancer 504",
     "refused",
     "hung",
     "broken",
 ];
 
-fn event(events: &[Event], name: &str) -> Option<i64> {
+pub(crate) fn event(events: &[Event], name: &str) -> Option<i64> {
     events.iter().find(|e| e.name == name).map(|e| e.at_ms)
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn secs(ms: i64) -> String {
+pub(crate) fn secs(ms: i64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+pub(crate) fn describe(o: Outcome) -> String {
+    match o {
+        Outcome::Status(s) => s.to_string(),
+        Outcome::Gateway(s) => format!("balancer {s}"),
+        Outcome::Refused => "refused".into(),
+        Outcome::Hung => "hung".into(),
+        Outcome::Broken => "broken".into(),
+    }
+}
+
+pub(crate) fn end_ms(x: &Record) -> i64 {
+    x.start_ms as i64 + x.latency.as_millis() as i64
 }
 
 pub fn render(input: &Input<'_>) -> Rendered {
@@ -183,8 +125,12 @@ pub fn render(input: &Input<'_>) -> Rendered {
     let total = records.len();
     let count = |f: &dyn Fn(&Record) -> bool| records.iter().filter(|x| f(x)).count();
     let five_hundreds = count(&|x| matches!(x.outcome, Outcome::Status(s) if s >= 500 && s != 503));
+    let instance_503 = count(&|x| x.outcome == Outcome::Status(503));
+    let bare_503 = count(&|x| x.outcome == Outcome::Status(503) && !x.retry_after);
+    let gateway = count(&|x| matches!(x.outcome, Outcome::Gateway(_)));
     let hung = count(&|x| x.outcome == Outcome::Hung);
     let broken = count(&|x| x.outcome == Outcome::Broken);
+    let refused = count(&|x| x.outcome == Outcome::Refused);
     let accepted_during = count(&|x| x.op == Op::MeRevoked && x.outcome == Outcome::Status(200));
     let revoked_accepted = r.revoked_accepted() + accepted_during;
     let exit = input
@@ -193,12 +139,65 @@ pub fn render(input: &Input<'_>) -> Rendered {
         .find(|e| e.name == "instance_b_exited")
         .map(|e| e.detail.clone())
         .unwrap_or_else(|| "not recorded".into());
+
+    // The sections that need the rest of the report's figures come first, in a buffer.
+    let mut outages_md = String::new();
+    let db = outage::section(
+        &mut outages_md,
+        input,
+        "db",
+        "The database outage",
+        "PostgreSQL",
+    );
+    let bouncer = outage::section(
+        &mut outages_md,
+        input,
+        "bouncer",
+        "The PgBouncer restart",
+        "PgBouncer",
+    );
+    let windows: Vec<(i64, i64)> = db.iter().chain(bouncer.iter()).map(|o| o.window).collect();
+    // The clients' side of what failed at the balancer: a connection closed without an
+    // answer, a 502 or 504. Only instance B's SIGKILL explains them, and only just after it.
+    // A refused connection (the balancer not listening) nothing explains.
+    let kill = balancer::kill_window(input.balancer, input.events);
+    let lost_in_transit = |o: Outcome| {
+        matches!(
+            o,
+            Outcome::Broken | Outcome::Gateway(502) | Outcome::Gateway(504)
+        )
+    };
+    let at_kill = |x: &Record| kill.is_some_and(|(a, b)| end_ms(x) >= a && end_ms(x) <= b);
+    let mut closed_at_kill: BTreeMap<&str, usize> = BTreeMap::new();
+    for x in records
+        .iter()
+        .filter(|x| x.outcome == Outcome::Broken && at_kill(x))
+    {
+        *closed_at_kill.entry(x.op.name()).or_default() += 1;
+    }
+    let lost_elsewhere = count(&|x| lost_in_transit(x.outcome) && !at_kill(x)) + refused;
+    let mut balancer_md = String::new();
+    let verdict = balancer::render(
+        &mut balancer_md,
+        input.balancer,
+        input.events,
+        &windows,
+        &closed_at_kill,
+    );
+    let unexplained = verdict.unexplained + lost_elsewhere;
+    let recovered = |o: &Option<Outage>| o.as_ref().is_some_and(Outage::recovered);
+
     let target_met = five_hundreds == 0
         && hung == 0
         && r.lost.is_empty()
         && r.phantom.is_empty()
         && revoked_accepted == 0
-        && exit == "0";
+        && exit == "0"
+        && bare_503 == 0
+        && verdict.retried_lost == 0
+        && unexplained == 0
+        && recovered(&db)
+        && recovered(&bouncer);
 
     let _ = writeln!(md, "## Results\n");
     let _ = writeln!(
@@ -213,30 +212,30 @@ pub fn render(input: &Input<'_>) -> Rendered {
     );
 
     let _ = writeln!(md, "| target | result |\n|---|---|");
-    let verdict = |ok: bool| if ok { "met" } else { "**MISSED**" };
+    let verdict_word = |ok: bool| if ok { "met" } else { "**MISSED**" };
     let _ = writeln!(
         md,
-        "| zero 500s (any 5xx but 503) | {five_hundreds} — {} |",
-        verdict(five_hundreds == 0)
+        "| zero 500s (any 5xx of an instance but 503) | {five_hundreds} — {} |",
+        verdict_word(five_hundreds == 0)
     );
     let _ = writeln!(
         md,
         "| zero hung requests | {hung} — {} |",
-        verdict(hung == 0)
+        verdict_word(hung == 0)
     );
     let _ = writeln!(
         md,
         "| zero lost accounts (201 but absent) | {} of {} — {} |",
         r.lost.len(),
         r.signups_created,
-        verdict(r.lost.is_empty())
+        verdict_word(r.lost.is_empty())
     );
     let _ = writeln!(
         md,
-        "| zero phantom accounts (error but present) | {} of {} — {} |",
+        "| zero phantom accounts (certainly refused but present) | {} of {} — {} |",
         r.phantom.len(),
         r.signups_errored,
-        verdict(r.phantom.is_empty())
+        verdict_word(r.phantom.is_empty())
     );
     let _ = writeln!(
         md,
@@ -244,84 +243,86 @@ pub fn render(input: &Input<'_>) -> Rendered {
          {} in the final check of {} tokens × 2 instances) — {} |",
         r.revoked_accepted(),
         r.revoked_checked,
-        verdict(revoked_accepted == 0)
+        verdict_word(revoked_accepted == 0)
     );
     let _ = writeln!(
         md,
-        "| restarted instance exits 0 on SIGTERM | exit code {exit} — {} |\n",
-        verdict(exit == "0")
+        "| restarted instance exits 0 on SIGTERM | exit code {exit} — {} |",
+        verdict_word(exit == "0")
     );
-
-    // Timeline of the faults.
-    let _ = writeln!(md, "### Faults, as injected\n");
-    let _ = writeln!(md, "| at | event |\n|---|---|");
-    for e in input.events {
-        let detail = if e.detail.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", e.detail)
-        };
-        let _ = writeln!(md, "| {} | {}{detail} |", secs(e.at_ms), e.name);
+    let _ = writeln!(
+        md,
+        "| every 503 of an instance carries `Retry-After` | {} of {instance_503} — {} |",
+        instance_503 - bare_503,
+        verdict_word(bare_503 == 0)
+    );
+    let _ = writeln!(
+        md,
+        "| nothing lost that the balancer could retry (refused connections) | {} lost — {} |",
+        verdict.retried_lost,
+        verdict_word(verdict.retried_lost == 0)
+    );
+    let _ = writeln!(
+        md,
+        "| no request failed at the balancer but with the killed instance or, with no \
+         instance ready, during an outage | {unexplained} otherwise ({} in HAProxy's log, \
+         {lost_elsewhere} more seen by the clients) — {} |",
+        verdict.unexplained,
+        verdict_word(unexplained == 0)
+    );
+    for (what, o) in [("PostgreSQL", &db), ("PgBouncer", &bouncer)] {
+        let _ = writeln!(
+            md,
+            "| recovery by itself within {} of {what} accepting connections again | {} — {} |",
+            secs(outage::RECOVERY_WITHIN_MS),
+            match o {
+                Some(o) => format!(
+                    "first success after {}, last 503 after {}",
+                    o.first_ok.map_or("—".into(), |t| secs(t.max(0))),
+                    secs(o.last_503)
+                ),
+                None => "not run".into(),
+            },
+            verdict_word(recovered(o))
+        );
     }
     md.push('\n');
 
-    // The outage.
-    let stop = event(input.events, "db_stopping");
-    let up = event(input.events, "db_up");
-    if let (Some(stop), Some(up)) = (stop, up) {
-        let during: Vec<&Record> = records
-            .iter()
-            .filter(|x| (x.start_ms as i64) >= stop && (x.start_ms as i64) < up)
-            .collect();
-        let longest = during.iter().map(|x| x.latency).max().unwrap_or_default();
-        let outage_503 = during
-            .iter()
-            .filter(|x| x.outcome == Outcome::Status(503))
-            .count();
-        let end = |x: &Record| x.start_ms as i64 + x.latency.as_millis() as i64;
-        let first_ok = records
-            .iter()
-            .filter(|x| (x.start_ms as i64) >= up && column(x.outcome) <= 1)
-            .map(|x| end(x) - up)
-            .min();
-        let last_503 = records
-            .iter()
-            .filter(|x| x.outcome == Outcome::Status(503))
-            .map(|x| end(x) - up)
-            .max()
-            .unwrap_or(0)
-            .max(0);
-        let _ = writeln!(md, "### The database outage\n");
-        let _ = writeln!(
-            md,
-            "- PostgreSQL down for {} (stop requested → accepting again).",
-            secs(up - stop)
-        );
-        let _ = writeln!(
-            md,
-            "- {} requests started during it; {outage_503} of them answered 503; the longest \
-             took **{}**.",
-            during.len(),
-            ms(longest)
-        );
-        let _ = writeln!(
-            md,
-            "- Recovery after PostgreSQL accepted connections again: first success after \
-             **{}**; the last 503 was answered {} after it ({}).",
-            first_ok.map_or("—".into(), |t| ms(Duration::from_millis(t.max(0) as u64))),
-            ms(Duration::from_millis(last_503 as u64)),
-            if last_503 == 0 {
-                "none after"
+    // Timeline of the faults, and of the balancer's verdicts on the instances.
+    let _ = writeln!(
+        md,
+        "### Faults, as injected, and the balancer's health checks\n"
+    );
+    let _ = writeln!(md, "| at | event |\n|---|---|");
+    let mut timeline: Vec<(i64, String)> = input
+        .events
+        .iter()
+        .map(|e| {
+            let detail = if e.detail.is_empty() {
+                String::new()
             } else {
-                "requests already in flight or queued when it came back"
-            }
-        );
-        let _ = writeln!(
-            md,
-            "- Longest response of the whole run: {}.\n",
-            ms(records.iter().map(|x| x.latency).max().unwrap_or_default())
-        );
+                format!(" ({})", e.detail)
+            };
+            (e.at_ms, format!("{}{detail}", e.name))
+        })
+        .collect();
+    timeline.extend(input.balancer.changes.iter().map(|c| {
+        let verdict = if c.up { "up" } else { "down" };
+        (c.at_ms, format!("*balancer: {} {verdict}*", c.server))
+    }));
+    timeline.sort_by_key(|(at, _)| *at);
+    for (at, what) in &timeline {
+        let _ = writeln!(md, "| {} | {what} |", secs(*at));
     }
+    md.push('\n');
+
+    md.push_str(&outages_md);
+    let _ = writeln!(
+        md,
+        "- Longest response of the whole run: {}.\n",
+        ms(records.iter().map(|x| x.latency).max().unwrap_or_default())
+    );
+    md.push_str(&balancer_md);
 
     // Requests by status over time.
     let _ = writeln!(
@@ -359,33 +360,6 @@ pub fn render(input: &Input<'_>) -> Rendered {
     }
     md.push('\n');
 
-    if let (Some(term), Some(exited)) = (
-        event(input.events, "instance_b_sigterm"),
-        event(input.events, "instance_b_exited"),
-    ) {
-        let in_flight = records
-            .iter()
-            .filter(|x| x.instance == 1 && (x.start_ms as i64) < term)
-            .filter(|x| x.start_ms as i64 + x.latency.as_millis() as i64 >= term)
-            .collect::<Vec<_>>();
-        let finished = in_flight
-            .iter()
-            .filter(|x| matches!(x.outcome, Outcome::Status(_)))
-            .count();
-        let _ = writeln!(
-            md,
-            "### The instance restart
-"
-        );
-        let _ = writeln!(
-            md,
-            "- Instance B exited {} after SIGTERM, with code {exit}. Of the {} requests it \
-             had in flight at the signal, {finished} got their answer.\n",
-            secs(exited - term),
-            in_flight.len()
-        );
-    }
-
     // Totals per operation.
     let _ = writeln!(md, "### Totals per operation\n");
     let _ = writeln!(md, "| operation | {} |", COLUMNS.join(" | "));
@@ -399,13 +373,27 @@ pub fn render(input: &Input<'_>) -> Rendered {
         let _ = writeln!(md, "| {} | {} |", op.name(), cells.join(" | "));
     }
     md.push('\n');
-    let refused_b = count(&|x| x.outcome == Outcome::Refused);
     let _ = writeln!(
         md,
-        "\"refused\" are connections refused while an instance restarted; each was retried \
-         once on the other instance (as a load balancer would) and that retry is counted in \
-         its own column. \"broken\": {broken} (a connection failing mid-request). Refused: \
-         {refused_b}.\n"
+        "The 503, 500 and other 5xx columns are the instances' answers; \"balancer 502/503/504\" \
+         are the balancer's own ({gateway} in all): 503 when no instance was ready, 502 when the \
+         instance's connection broke before it answered. The driver retries nothing itself: \
+         the balancer retries a request whose connection to an instance was refused (see \
+         above). \"refused\" ({refused}) would be the balancer itself not listening; \
+         \"broken\" ({broken}) a connection failing mid-request{}.\n",
+        if input.broken.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " — {}",
+                input
+                    .broken
+                    .iter()
+                    .map(|(why, n)| format!("{n} × {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        }
     );
 
     // Reconciliation.
@@ -418,13 +406,15 @@ pub fn render(input: &Input<'_>) -> Rendered {
     );
     let _ = writeln!(
         md,
-        "- Signups answered with an error: {}; present in the database: {}.",
+        "- Signups certainly refused (a 4xx or 503 of an instance, a 503 of the balancer): {}; \
+         present in the database: {}.",
         r.signups_errored,
         r.phantom.len()
     );
     let _ = writeln!(
         md,
-        "- Signups without an answer (refused twice, hung or broken): {}; present: {}.",
+        "- Signups whose fate the client could not know (a 502 of the balancer, hung, broken): \
+         {}; present: {}.",
         r.signups_unknown, r.unknown_that_exist
     );
     let answers: Vec<String> = r
@@ -438,7 +428,7 @@ pub fn render(input: &Input<'_>) -> Rendered {
     let _ = writeln!(
         md,
         "- Tokens whose logout answered 200: {}; `GET /auth/me` with each on both instances \
-         afterwards: {}.",
+         (directly, not through the balancer) afterwards: {}.",
         r.revoked_checked,
         answers.join(", ")
     );
@@ -450,24 +440,20 @@ pub fn render(input: &Input<'_>) -> Rendered {
     md.push('\n');
 
     let summary = format!(
-        "{total} requests; 500s {five_hundreds}; hung {hung}; broken {broken}; lost {}; \
-         phantom {}; revoked accepted {revoked_accepted}; instance B exit {exit}; target {}",
+        "{total} requests; 500s {five_hundreds}; 503s without Retry-After {bare_503}; balancer \
+         answers {gateway} (unexplained failures {unexplained}, retried but lost {}); hung {hung}; \
+         broken {broken}; lost {}; phantom {}; revoked accepted {revoked_accepted}; instance B \
+         exit {exit}; recovered after PostgreSQL {}, after PgBouncer {}; target {}",
+        verdict.retried_lost,
         r.lost.len(),
         r.phantom.len(),
+        recovered(&db),
+        recovered(&bouncer),
         if target_met { "met" } else { "MISSED" }
     );
     Rendered {
         markdown: md,
         summary,
         target_met,
-    }
-}
-
-fn describe(o: Outcome) -> String {
-    match o {
-        Outcome::Status(s) => s.to_string(),
-        Outcome::Refused => "refused".into(),
-        Outcome::Hung => "hung".into(),
-        Outcome::Broken => "broken".into(),
     }
 }
