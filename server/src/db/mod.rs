@@ -82,6 +82,8 @@ pub struct Database {
     timeout: Duration,
     /// `SET LOCAL statement_timeout = …` for [`Conn::begin`].
     set_timeout: std::sync::Arc<str>,
+    /// `BEGIN; ` and the same, for [`Conn::bounded`]: built once, not per write.
+    begin_bounded: std::sync::Arc<str>,
     /// For cancel requests, which open a connection of their own.
     tls: tls::Tls,
 }
@@ -106,6 +108,7 @@ impl Database {
         let mut conn = Conn {
             client: &mut client,
             set_timeout: &self.set_timeout,
+            begin_bounded: &self.begin_bounded,
         };
         let done = tokio::time::timeout(self.timeout + UNANSWERED_GRACE, work(&mut conn)).await;
         match done {
@@ -181,6 +184,7 @@ pub fn pool_of(
     Ok(Database {
         pool,
         timeout,
+        begin_bounded: format!("BEGIN; {set_timeout}").into(),
         set_timeout: set_timeout.into(),
         tls,
     })
@@ -191,6 +195,7 @@ pub fn pool_of(
 pub struct Conn<'a> {
     client: &'a mut Object,
     set_timeout: &'a str,
+    begin_bounded: &'a str,
 }
 
 impl Conn<'_> {
@@ -216,11 +221,10 @@ impl Conn<'_> {
         &self,
         statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, tokio_postgres::Error> {
-        let begin = format!("BEGIN; {}", self.set_timeout);
         // `biased`: polled in the order written, so the requests leave in that order.
         let (began, done, committed) = tokio::join!(
             biased;
-            self.client.batch_execute(&begin),
+            self.client.batch_execute(self.begin_bounded),
             statement,
             self.client.batch_execute("COMMIT")
         );
