@@ -92,6 +92,24 @@ pub enum ApiError {
     /// The account has the most second factors it may have.
     #[error("too many factors")]
     TooManyFactors,
+    /// The account has the most passkeys it may have.
+    #[error("too many passkeys")]
+    TooManyPasskeys,
+    /// The credential is registered already (to this account or another).
+    #[error("passkey already registered")]
+    PasskeyTaken,
+    /// A passkey second factor was asked for and the account has no passkey.
+    #[error("no passkey")]
+    NoPasskey,
+    /// A passkey sign-in refused: unknown ceremony or credential, a bad signature, a
+    /// replayed counter, an inactive owner — never said which to the client; `reason` is
+    /// for the log.
+    #[error("passkey refused: {0}")]
+    PasskeyRefused(&'static str),
+    /// A registration or second-factor ceremony that is unknown, expired, finished, or
+    /// another session's (`reason` for the log).
+    #[error("invalid ceremony: {0}")]
+    InvalidCeremony(&'static str),
     /// An admin's change that would lock the admin out (what it was, for the message).
     #[error("self lockout: {0}")]
     SelfLockout(&'static str),
@@ -134,7 +152,8 @@ impl ApiError {
             ApiError::InvalidCredentials(_)
             | ApiError::MissingToken
             | ApiError::InvalidToken(_)
-            | ApiError::InvalidRefreshCookie(_) => StatusCode::UNAUTHORIZED,
+            | ApiError::InvalidRefreshCookie(_)
+            | ApiError::PasskeyRefused(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ReauthenticationRequired
             | ApiError::EmailNotVerified
@@ -142,10 +161,14 @@ impl ApiError {
             | ApiError::Forbidden(_)
             | ApiError::OriginNotAllowed(_)
             | ApiError::MfaRequired
+            | ApiError::InvalidCeremony(_)
             | ApiError::InvalidMfaCode(_) => StatusCode::FORBIDDEN,
             ApiError::SelfLockout(_)
             | ApiError::AccountInactive
             | ApiError::TooManyFactors
+            | ApiError::TooManyPasskeys
+            | ApiError::PasskeyTaken
+            | ApiError::NoPasskey
             | ApiError::NoFactor => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -165,19 +188,24 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::EmailTaken => "email_already_registered",
             ApiError::WeakPassword(_) => "weak_password",
-            ApiError::InvalidCredentials(_) => "invalid_credentials",
+            ApiError::InvalidCredentials(_) | ApiError::PasskeyRefused(_) => "invalid_credentials",
             ApiError::MissingToken => "missing_token",
             ApiError::InvalidToken(_) | ApiError::InvalidRefreshCookie(_) => "invalid_token",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::ReauthenticationRequired => "reauthentication_required",
-            ApiError::InvalidSecret(_) => "invalid_secret",
+            ApiError::InvalidSecret(_) | ApiError::InvalidCeremony(_) => "invalid_secret",
             ApiError::EmailNotVerified => "email_not_verified",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::SelfLockout(_) => "self_lockout",
             ApiError::OriginNotAllowed(_) => "origin_not_allowed",
             ApiError::MfaRequired => "mfa_required",
             ApiError::InvalidMfaCode(_) => "invalid_mfa_code",
-            ApiError::AccountInactive | ApiError::TooManyFactors | ApiError::NoFactor => "conflict",
+            ApiError::AccountInactive
+            | ApiError::TooManyFactors
+            | ApiError::NoFactor
+            | ApiError::TooManyPasskeys
+            | ApiError::PasskeyTaken
+            | ApiError::NoPasskey => "conflict",
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -212,7 +240,7 @@ impl ApiError {
                 Cow::Owned(format!("Too many attempts; retry in {retry_after} seconds"))
             }
             ApiError::ReauthenticationRequired => {
-                "Ending other sessions needs a recent login; log in again and retry".into()
+                "This operation needs a recent login; log in again and retry".into()
             }
             ApiError::InvalidSecret(_) => {
                 "This link or code is invalid or has expired; ask for a new one".into()
@@ -231,6 +259,17 @@ impl ApiError {
             ApiError::NoFactor => "The account has no verified second factor".into(),
             ApiError::TooManyFactors => {
                 "The account has the most second factors it may have (5); remove one first".into()
+            }
+            ApiError::TooManyPasskeys => {
+                "The account has the most passkeys it may have (10); remove one first".into()
+            }
+            ApiError::PasskeyTaken => "This passkey is registered already".into(),
+            ApiError::NoPasskey => "The account has no passkey".into(),
+            ApiError::PasskeyRefused(_) => {
+                "The passkey was not accepted; try again, or sign in another way".into()
+            }
+            ApiError::InvalidCeremony(_) => {
+                "This passkey request is invalid, finished or expired; start again".into()
             }
             ApiError::SelfLockout(what) => Cow::Owned(format!(
                 "An admin cannot {what} their own account; ask another admin"
@@ -274,6 +313,8 @@ impl ApiError {
             | ApiError::InvalidSecret(reason)
             | ApiError::OriginNotAllowed(reason)
             | ApiError::InvalidMfaCode(reason)
+            | ApiError::PasskeyRefused(reason)
+            | ApiError::InvalidCeremony(reason)
             | ApiError::Conflict(reason) => Cow::Borrowed(reason),
             ApiError::WeakPassword(reason) => Cow::Borrowed(reason),
             ApiError::TooManyRequests { reason, .. } => Cow::Borrowed(reason),
@@ -446,6 +487,11 @@ mod tests {
             ApiError::InvalidMfaCode("replayed"),
             ApiError::TooManyFactors,
             ApiError::NoFactor,
+            ApiError::TooManyPasskeys,
+            ApiError::PasskeyTaken,
+            ApiError::NoPasskey,
+            ApiError::PasskeyRefused("replayed"),
+            ApiError::InvalidCeremony("expired"),
             ApiError::AccountInactive,
             ApiError::ReauthenticationRequired,
             ApiError::Conflict("password changed concurrently"),

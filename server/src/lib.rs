@@ -120,6 +120,7 @@ impl App {
         );
         let transport = mail::transport::Transport::new(&config.mail)?;
         let prepared_lookup = config.db_pooler == config::Pooler::None;
+        let passkeys = auth::passkeys::RelyingParty::new(&config.webauthn)?;
         Ok(App {
             state: Arc::new(AppState {
                 router: http::router::Router::new(config.metrics_public, config.docs_enabled),
@@ -135,6 +136,7 @@ impl App {
                 devices,
                 email_secrets,
                 mfa,
+                passkeys,
                 metrics,
                 observer: std::sync::OnceLock::new(),
             }),

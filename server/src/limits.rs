@@ -58,6 +58,9 @@ pub enum Action {
     /// verify, remove): held to `RATE_LIMIT_PASSWORD_CHANGE_PER_IP`; counted apart. The
     /// session's and the account's attempt counts (`db::mfa`) are the finer limits.
     Mfa,
+    /// A passkey sign-in's options (`start_passkey_authentication`, public): held to
+    /// `RATE_LIMIT_LOGIN_PER_IP`, since it begins a login; counted apart.
+    PasskeySignIn,
 }
 
 impl Action {
@@ -74,6 +77,7 @@ impl Action {
             Action::EmailChange => "email_change",
             Action::EmailChangeToken => "email_change_token",
             Action::Mfa => "mfa",
+            Action::PasskeySignIn => "passkey_sign_in",
         }
     }
 
@@ -91,6 +95,7 @@ impl Action {
             Action::EmailChange => limits.password_change_per_ip,
             Action::EmailChangeToken => limits.verify_per_ip,
             Action::Mfa => limits.password_change_per_ip,
+            Action::PasskeySignIn => limits.login_per_ip,
         }
     }
 }

@@ -71,8 +71,15 @@ pub async fn run(state: Arc<AppState>) {
                 Err(e) => tracing::warn!(error = %e, "purging deleted accounts failed"),
             }
         }
-        // Counters of ended windows are dead weight: drop them about once a minute.
+        // Counters of ended windows are dead weight: drop them about once a minute, and
+        // the passkey ceremonies nobody finished with them (sign-in options are public:
+        // their rows are bounded by the per-IP limit and by this).
         if n % 2 == 0 {
+            match db::passkeys::prune(&state.db).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "pruned expired passkey ceremonies"),
+                Err(e) => tracing::warn!(error = %e, "pruning passkey ceremonies failed"),
+            }
             let window = state.config.rate_limits.window;
             if let Err(e) = db::limits::prune(&state.db, window).await {
                 tracing::warn!(error = %e, "pruning rate-limit counters failed");

@@ -31,6 +31,8 @@ pub struct AppState {
     /// The keys of second factors (sealed TOTP secrets, recovery-code hashes) and the
     /// clock TOTP reads.
     pub mfa: crate::auth::mfa::MfaKeys,
+    /// The passkeys' relying party (`WEBAUTHN_RP_*`).
+    pub passkeys: crate::auth::passkeys::RelyingParty,
     pub metrics: Metrics,
     pub router: Router,
     /// Sees every response just before it is sent. Unset in production; the test suite uses

@@ -201,7 +201,8 @@ fn page_types(page: Page) -> &'static [&'static str] {
         | Page::ResetPassword
         | Page::VerifyEmail
         | Page::ConfirmEmailChange
-        | Page::CancelEmailChange => &["text/html; charset=utf-8"],
+        | Page::CancelEmailChange
+        | Page::Passkeys => &["text/html; charset=utf-8"],
         Page::DocsAsset | Page::AccountAsset => {
             &["text/javascript; charset=utf-8", "text/css; charset=utf-8"]
         }

@@ -1,6 +1,6 @@
-// What the account pages (/account/reset-password, /account/verify-email and the two
-// email-change pages) share: calling the API, taking the token out of the address,
-// switching views, and a form's messages.
+// What the account pages (/account/reset-password, /account/verify-email, the two
+// email-change pages and /account/passkeys) share: calling the API, taking the token out
+// of the address, switching views, and a form's messages.
 // Part of JobPath API; no framework, nothing from another origin (the pages' CSP allows
 // none).
 "use strict";
@@ -12,13 +12,19 @@ window.jobpathAccount = (() => {
 
   // POSTs `body` as JSON; resolves to { status, body, message }, where `message` is the
   // server's `detail.message` for an error (status 0: the server could not be reached).
-  async function call(path, body) {
+  // `method` and `token` (an access token, sent as `Authorization: Bearer`) are for the
+  // signed-in calls of /account/passkeys. Without a body (a GET, a sign-out, the start of
+  // a passkey sign-in) none is sent, and no Content-Type claims one.
+  async function call(path, body, { method = "POST", token = null } = {}) {
+    const headers = {};
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (token) headers.Authorization = `Bearer ${token}`;
     let response;
     try {
       response = await fetch(apiUrl(path), {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
         credentials: "omit",
         cache: "no-store",
       });

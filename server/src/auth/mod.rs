@@ -10,6 +10,7 @@
 //! - [`refresh`]: single-use refresh tokens and their derived successors.
 //! - [`device`]: device tokens, a successful login's proof for the login throttle.
 //! - [`mfa`]: the second factor's codes, sealed secrets, QR code and recovery codes.
+//! - [`passkeys`]: the WebAuthn relying party and its ceremonies' wire shapes.
 //! - [`keys`]: the keys of the three above, each derived from the JWT secret with HKDF.
 
 pub mod credentials;
@@ -19,5 +20,6 @@ pub mod hasher;
 pub mod keys;
 pub mod login;
 pub mod mfa;
+pub mod passkeys;
 pub mod refresh;
 pub mod token;

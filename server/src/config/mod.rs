@@ -22,6 +22,7 @@
 //! - [`network`]: CORS origins and trusted proxies.
 //! - [`dotenv`]: the `.env` file of development.
 //! - [`mail`]: the mailer, `SMTP_URL` (password hidden), links, emailed secrets' lifetimes.
+//! - [`webauthn`]: the passkeys' relying party (`WEBAUTHN_RP_*`), checked for consistency.
 
 pub mod database_url;
 pub mod dotenv;
@@ -29,6 +30,7 @@ pub mod mail;
 pub mod network;
 pub mod read;
 pub mod secret;
+pub mod webauthn;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -40,6 +42,7 @@ pub use self::mail::{MailConfig, Mailer, SmtpServer, SmtpTls, Verification};
 pub use self::network::{Cidr, CorsOrigins, ProxyHeader, canonical};
 use self::read::Vars;
 pub use self::secret::{MIN_SECRET_BYTES, Secret};
+pub use self::webauthn::WebauthnConfig;
 
 /// The lowest bcrypt cost production accepts: each step halves the work of guessing
 /// passwords from a stolen hash, and below 10 a hash costs an attacker well under 100 ms.
@@ -134,6 +137,9 @@ pub const VARIABLES: &[&str] = &[
     "EMAIL_VERIFICATION",
     "EMAIL_VERIFICATION_TTL_HOURS",
     "EMAIL_CHANGE_TTL_MINUTES",
+    "WEBAUTHN_RP_ID",
+    "WEBAUTHN_RP_ORIGINS",
+    "WEBAUTHN_RP_NAME",
     "DOCS_ENABLED",
     "METRICS_PUBLIC",
     "METRICS_HOST",
@@ -283,6 +289,9 @@ pub struct Config {
     pub account_purge: Duration,
     /// The mailer, links and emailed secrets (`MAILER`, `SMTP_*`, `APP_BASE_URL`, …).
     pub mail: MailConfig,
+    /// The passkeys' relying party (`WEBAUTHN_RP_ID`, `WEBAUTHN_RP_ORIGINS`,
+    /// `WEBAUTHN_RP_NAME`).
+    pub webauthn: WebauthnConfig,
     /// Serve Swagger UI (`/docs`), ReDoc (`/redoc`) and their assets (`DOCS_ENABLED`; on in
     /// development, off in production). The spec itself (`/openapi.json`, `.yaml`) is
     /// always served: it is part of the API.
@@ -451,12 +460,21 @@ impl Config {
             login_account_ceiling: vars.parse("RATE_LIMIT_LOGIN_ACCOUNT_CEILING", 100)?,
         };
         let mail = read_mail(&vars, production, port)?;
+        let app_name = vars
+            .get("APP_NAME")
+            .unwrap_or_else(|| "JobPath API".to_owned());
+        let webauthn = webauthn::read(
+            vars.get("WEBAUTHN_RP_ID"),
+            vars.get("WEBAUTHN_RP_ORIGINS"),
+            vars.get("WEBAUTHN_RP_NAME"),
+            &mail.app_base_url,
+            &app_name,
+        )?;
 
         Ok(Config {
             mail,
-            app_name: vars
-                .get("APP_NAME")
-                .unwrap_or_else(|| "JobPath API".to_owned()),
+            webauthn,
+            app_name,
             app_version: vars
                 .get("APP_VERSION")
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
@@ -751,6 +769,27 @@ impl Config {
                 "EMAIL_CHANGE_TTL_MINUTES",
                 (self.mail.email_change_ttl.as_secs() / MINUTE).to_string(),
             ),
+            (
+                "WEBAUTHN_RP_ID",
+                match self.webauthn.defaulted {
+                    true => format!("{} (from APP_BASE_URL)", self.webauthn.rp_id),
+                    false => self.webauthn.rp_id.clone(),
+                },
+            ),
+            (
+                "WEBAUTHN_RP_ORIGINS",
+                match self.webauthn.any_port {
+                    true => "http://localhost (any port)".to_owned(),
+                    false => self
+                        .webauthn
+                        .origins
+                        .iter()
+                        .map(|o| o.origin().ascii_serialization())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                },
+            ),
+            ("WEBAUTHN_RP_NAME", self.webauthn.rp_name.clone()),
             ("DOCS_ENABLED", self.docs_enabled.to_string()),
             ("METRICS_PUBLIC", self.metrics_public.to_string()),
             ("METRICS_HOST", self.metrics_host.to_string()),

@@ -205,6 +205,10 @@ pub async fn delete(
                  DELETE FROM mfa_factors WHERE user_id = $1
              ), recovery AS (
                  DELETE FROM mfa_recovery_codes WHERE user_id = $1
+             ), passkeys AS (
+                 DELETE FROM passkeys WHERE user_id = $1
+             ), ceremonies AS (
+                 DELETE FROM passkey_ceremonies WHERE user_id = $1
              ), o AS (
                  {queue} SELECT $3, 'account_deleted', id, $2, NULL,
                                 now() + make_interval(hours => {ttl}) FROM u

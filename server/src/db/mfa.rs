@@ -351,6 +351,15 @@ pub enum Proof {
     Totp { factor_id: Uuid, step: i64 },
     /// A recovery code, by its stored hash.
     Recovery { hash: Vec<u8> },
+    /// An assertion of this passkey with this counter (and the passkey as the library
+    /// updated it, when it changed): spent by advancing the stored counter.
+    Passkey {
+        passkey_id: Uuid,
+        sign_count: i64,
+        updated_json: Option<String>,
+        backed_up: bool,
+        backup_eligible: bool,
+    },
 }
 
 impl Proof {
@@ -359,6 +368,7 @@ impl Proof {
         match self {
             Proof::Totp { .. } => "otp",
             Proof::Recovery { .. } => "recovery",
+            Proof::Passkey { .. } => "webauthn",
         }
     }
 }
@@ -396,6 +406,33 @@ async fn spend(
             )
             .await?
             .map(|r| Some(r.get::<_, i64>(0))),
+        // As `db::passkeys::used`: only a higher counter (or 0 after 0) passes.
+        Proof::Passkey {
+            passkey_id,
+            sign_count,
+            updated_json,
+            backed_up,
+            backup_eligible,
+        } => tx
+            .opt(
+                "UPDATE passkeys
+                    SET sign_count = $3, last_used_at = now(),
+                        passkey = COALESCE($4::text::jsonb, passkey),
+                        backed_up = $5, backup_eligible = backup_eligible OR $6
+                  WHERE id = $1 AND user_id = $2
+                    AND (sign_count < $3 OR (sign_count = 0 AND $3 = 0))
+                 RETURNING id",
+                &[
+                    passkey_id,
+                    &user_id,
+                    sign_count,
+                    updated_json,
+                    backed_up,
+                    backup_eligible,
+                ],
+            )
+            .await?
+            .map(|_| None),
     })
 }
 

@@ -13,6 +13,7 @@
 //! - [`secrets`]: one-time secrets (password reset, email verification) and their changes.
 //! - [`email_change`]: pending email changes: asking, confirming, cancelling.
 //! - [`outbox`]: the email outbox as its sender sees it, and the `LISTEN` that wakes it.
+//! - [`passkeys`]: passkeys, their single-use ceremonies and counters.
 //! - [`admin`]: roles, deactivation and the admin API's reads, each change re-checking the
 //!   acting admin at commit.
 //! - [`mfa`]: second factors: enrolment, confirmation, step-up, attempts and locks,
@@ -55,6 +56,7 @@ pub mod mfa;
 pub mod migrate;
 pub mod outbox;
 pub mod owners;
+pub mod passkeys;
 pub mod secrets;
 pub mod sessions;
 pub mod shared;

@@ -49,7 +49,9 @@ fn purpose(kind: Kind) -> (&'static str, &'static str) {
         | Kind::MfaEnrolled
         | Kind::MfaRemoved
         | Kind::MfaLocked
-        | Kind::RecoveryCodeUsed => unreachable!("not a secret issued here"),
+        | Kind::RecoveryCodeUsed
+        | Kind::PasskeyAdded
+        | Kind::PasskeyRemoved => unreachable!("not a secret issued here"),
     }
 }
 

@@ -162,6 +162,10 @@ pub struct Start<'a> {
     pub refund: Option<(&'a str, &'a [String])>,
     /// A device token to record (its keyed hash) and how long it is honoured.
     pub new_device: Option<(&'a [u8], Duration)>,
+    /// The session's assurance level and methods (RFC 8176): 1 and `pwd` for a password,
+    /// 2 and `webauthn` for a passkey.
+    pub aal: i16,
+    pub amr: &'a [String],
 }
 
 /// Starts a session with its first refresh token, recording where it was started from
@@ -184,6 +188,8 @@ pub async fn start(
         refresh_hash,
         refund,
         new_device,
+        aal,
+        amr,
     } = start;
     db.run(async |client| {
         let tx = client.begin().await?;
@@ -212,8 +218,9 @@ pub async fn start(
              ), evicted_events AS (
                  {insert} SELECT 'session_evicted', NULL, $1, id, $4, $3, $6 FROM evicted
              ), s AS (
-                 INSERT INTO sessions (user_id, expires_at, user_agent, ip, credential_version)
-                 SELECT id, now() + make_interval(secs => $2), $3, $4, $7 FROM u
+                 INSERT INTO sessions (user_id, expires_at, user_agent, ip, credential_version,
+                                       aal, amr)
+                 SELECT id, now() + make_interval(secs => $2), $3, $4, $7, $12, $13 FROM u
                  RETURNING id, expires_at
              ), t AS (
                  INSERT INTO refresh_tokens (token_hash, session_id) SELECT $5, id FROM s
@@ -255,6 +262,8 @@ pub async fn start(
                     &new_device.map_or(0.0, |(_, ttl)| ttl.as_secs_f64()),
                     // The new device is one of them.
                     &(DEVICES_KEPT - 1),
+                    &aal,
+                    &amr,
                 ],
             )
             .await?;

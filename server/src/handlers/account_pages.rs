@@ -1,13 +1,16 @@
 //! The pages emailed links open when there is no front end of one's own (`APP_BASE_URL`
 //! unset, or pointed at this server's `/account`): `/account/reset-password`,
 //! `/account/verify-email`, `/account/confirm-email-change` and
-//! `/account/cancel-email-change`, with their scripts and style under `/account/assets/`.
+//! `/account/cancel-email-change`; and `/account/passkeys`, where a person signs in (with a
+//! password or a passkey) and adds a passkey, the reference a front end copies for the
+//! WebAuthn calls. Their scripts and style are under `/account/assets/`.
 //!
 //! They are part of the product, not of the documentation, so they are served whatever
 //! `DOCS_ENABLED` says. Every file is embedded in the binary (`server/assets/account/`):
 //! static HTML, one shared script, one per page, one stylesheet; no framework and nothing
-//! from another origin. The script reads the token from the link's fragment (which no server
-//! log or `Referer` ever sees) and calls the API's own operations.
+//! from another origin. The emailed pages' script reads the token from the link's fragment
+//! (which no server log or `Referer` ever sees) and calls the API's own operations; the
+//! passkeys page keeps its access token in memory only.
 //!
 //! Headers: a Content-Security-Policy as strict as the documentation's and stricter (no
 //! inline script or style at all, no other origin, no framing, no form submission but by the
@@ -47,7 +50,7 @@ pub struct Asset {
     body: &'static str,
 }
 
-pub const ASSETS: [Asset; 6] = [
+pub const ASSETS: [Asset; 7] = [
     Asset {
         file: "account.css",
         content_type: CSS,
@@ -78,12 +81,18 @@ pub const ASSETS: [Asset; 6] = [
         content_type: JS,
         body: include_str!("../../assets/account/cancel-email-change.js"),
     },
+    Asset {
+        file: "passkeys.js",
+        content_type: JS,
+        body: include_str!("../../assets/account/passkeys.js"),
+    },
 ];
 
 const RESET_PASSWORD: &str = include_str!("../../assets/account/reset-password.html");
 const VERIFY_EMAIL: &str = include_str!("../../assets/account/verify-email.html");
 const CONFIRM_EMAIL_CHANGE: &str = include_str!("../../assets/account/confirm-email-change.html");
 const CANCEL_EMAIL_CHANGE: &str = include_str!("../../assets/account/cancel-email-change.html");
+const PASSKEYS: &str = include_str!("../../assets/account/passkeys.html");
 
 /// `GET /account/reset-password`.
 pub fn reset_password() -> Response {
@@ -103,6 +112,11 @@ pub fn confirm_email_change() -> Response {
 /// `GET /account/cancel-email-change`.
 pub fn cancel_email_change() -> Response {
     page(CANCEL_EMAIL_CHANGE)
+}
+
+/// `GET /account/passkeys`.
+pub fn passkeys() -> Response {
+    page(PASSKEYS)
 }
 
 /// `GET /account/assets/{*file}`.
@@ -144,6 +158,7 @@ mod tests {
             VERIFY_EMAIL,
             CONFIRM_EMAIL_CHANGE,
             CANCEL_EMAIL_CHANGE,
+            PASSKEYS,
         ] {
             let links: Vec<&str> = html
                 .split('"')
@@ -178,6 +193,7 @@ mod tests {
             verify_email(),
             confirm_email_change(),
             cancel_email_change(),
+            passkeys(),
         ] {
             assert_eq!(resp.headers()["cache-control"], NO_STORE);
             assert_eq!(resp.headers()["referrer-policy"], "no-referrer");

@@ -543,6 +543,11 @@ const EVENT_KINDS: &[&str] = &[
     "mfa_locked",
     "recovery_code_used",
     "recovery_codes_regenerated",
+    "passkey_added",
+    "passkey_removed",
+    "passkey_renamed",
+    "passkey_used",
+    "passkey_failed",
 ];
 
 pub async fn list_events(state: &AppState, query: Option<&str>) -> Result<Response, ApiError> {

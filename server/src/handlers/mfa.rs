@@ -28,8 +28,8 @@ use super::sessions::{Granted, Transport, UserSummary, tokens_response};
 use super::{Message, present_string};
 use crate::auth::credentials::Password;
 use crate::auth::guard::CurrentUser;
-use crate::auth::mfa;
 use crate::auth::token::Assurance;
+use crate::auth::{mfa, passkeys};
 use crate::call::Call;
 use crate::db;
 use crate::db::mfa::{Attempt, Confirmed, Enrolled, Proof, Removed, Stepped, Which};
@@ -68,6 +68,11 @@ struct VerifyBody {
     code: Option<String>,
     #[serde(default, deserialize_with = "present_string")]
     recovery_code: Option<String>,
+    /// A passkey assertion: the ceremony `start_mfa_passkey` began, and the credential.
+    #[serde(default)]
+    ceremony_id: Option<Uuid>,
+    #[serde(default)]
+    credential: Option<serde_json::Value>,
 }
 
 /// `MfaFactor` in the spec.
@@ -269,13 +274,22 @@ pub async fn verify(
     req: Request<Incoming>,
 ) -> Result<Response, ApiError> {
     let body: VerifyBody = body::json(req, state.config.body_read_timeout).await?;
-    let typed = match (&body.code, &body.recovery_code) {
-        (Some(code), None) => Typed::Code(six_digits(code, "code")?),
-        (None, Some(recovery)) => Typed::Recovery(recovery),
+    let typed = match (&body.code, &body.recovery_code, &body.credential) {
+        (Some(code), None, None) => Typed::Code(six_digits(code, "code")?),
+        (None, Some(recovery), None) => Typed::Recovery(recovery),
+        (None, None, Some(_)) => {
+            let (Some(ceremony_id), Some(credential)) = (body.ceremony_id, body.credential) else {
+                return Err(ApiError::validation(
+                    "ceremony_id",
+                    "a passkey assertion needs its ceremony_id",
+                ));
+            };
+            return verify_passkey(state, call, user, ceremony_id, credential).await;
+        }
         _ => {
             return Err(ApiError::validation(
                 "code",
-                "send exactly one of code and recovery_code",
+                "send exactly one of code, recovery_code and credential",
             ));
         }
     };
@@ -293,6 +307,16 @@ pub async fn verify(
         return Err(ApiError::NoFactor);
     }
     let proof = check_code(state, call, &user, typed, candidates).await?;
+    step_up(state, call, user, proof).await
+}
+
+/// Spends `proof` and raises the session to aal2: its new access token.
+async fn step_up(
+    state: &AppState,
+    call: &Call,
+    user: CurrentUser,
+    proof: Proof,
+) -> Result<Response, ApiError> {
     match db::mfa::step_up(
         &state.db,
         call,
@@ -462,20 +486,7 @@ async fn check_code(
     typed: Typed<'_>,
     candidates: Vec<(Uuid, Vec<u8>)>,
 ) -> Result<Proof, ApiError> {
-    match db::mfa::count_attempt(&state.db, call, user.id, user.session_id, Uuid::new_v4()).await? {
-        Attempt::Go { .. } => {}
-        Attempt::Locked { retry_after } => {
-            return Err(ApiError::TooManyRequests {
-                retry_after,
-                reason: "second factor locked",
-            });
-        }
-        Attempt::SessionEnded => {
-            return Err(ApiError::InvalidToken(
-                "session ended, or out of second-factor attempts",
-            ));
-        }
-    }
+    count_attempt(state, call, user).await?;
     let proof = match typed {
         Typed::Code(code) => {
             let now = state.mfa.clock.now();
@@ -503,11 +514,114 @@ async fn check_code(
     }
 }
 
+/// Counts a second-factor attempt before its proof is compared (`db::mfa::count_attempt`),
+/// or refuses it: the account's second factor is locked, or the session is out of attempts.
+async fn count_attempt(state: &AppState, call: &Call, user: &CurrentUser) -> Result<(), ApiError> {
+    match db::mfa::count_attempt(&state.db, call, user.id, user.session_id, Uuid::new_v4()).await? {
+        Attempt::Go { .. } => Ok(()),
+        Attempt::Locked { retry_after } => Err(ApiError::TooManyRequests {
+            retry_after,
+            reason: "second factor locked",
+        }),
+        Attempt::SessionEnded => Err(ApiError::InvalidToken(
+            "session ended, or out of second-factor attempts",
+        )),
+    }
+}
+
+/// `POST /auth/mfa/passkey`: begins a second-factor assertion by one of the account's
+/// passkeys, for this session (409 `conflict` when it has none).
+pub async fn start_passkey(
+    state: &AppState,
+    call: &Call,
+    user: CurrentUser,
+) -> Result<Response, ApiError> {
+    limits::check(state, limits::Action::Mfa, call, None, Some(user.id)).await?;
+    let stored = db::passkeys::stored_of(&state.db, user.id).await?;
+    if stored.is_empty() {
+        return Err(ApiError::NoPasskey);
+    }
+    let passkeys = stored
+        .iter()
+        .map(|(_, json)| passkeys::parse_stored(json))
+        .collect::<Result<Vec<_>, _>>()?;
+    let begun = state.passkeys.start_second_factor(&passkeys)?;
+    super::passkeys::answer_begun(
+        state,
+        db::passkeys::Ceremony::SecondFactor,
+        Some((user.id, user.session_id)),
+        begun,
+    )
+    .await
+}
+
+/// `verify_mfa` with a passkey assertion: the ceremony is consumed (403 `invalid_secret` if
+/// it is not this session's live one, nothing counted), the attempt counted, the assertion
+/// checked (a refusal is a wrong code), and the passkey's counter advanced as the step-up's
+/// spend.
+async fn verify_passkey(
+    state: &AppState,
+    call: &Call,
+    user: CurrentUser,
+    ceremony_id: Uuid,
+    credential: serde_json::Value,
+) -> Result<Response, ApiError> {
+    let credential: webauthn_rs::prelude::PublicKeyCredential = passkeys::credential(credential)?;
+    limits::check(state, limits::Action::Mfa, call, None, Some(user.id)).await?;
+    let Some(ceremony) = db::passkeys::consume(
+        &state.db,
+        ceremony_id,
+        db::passkeys::Ceremony::SecondFactor,
+        Some((user.id, user.session_id)),
+    )
+    .await?
+    else {
+        return Err(ApiError::InvalidCeremony(
+            "no such live second-factor ceremony of this session",
+        ));
+    };
+    count_attempt(state, call, &user).await?;
+    let result = match state.passkeys.finish_second_factor(&credential, ceremony) {
+        Ok(result) => result,
+        Err(refused) => {
+            tracing::info!(user_id = %user.id, reason = %refused.0, "passkey second factor refused");
+            return Err(failed(state, call, &user, "passkey_refused").await);
+        }
+    };
+    let stored = db::passkeys::stored_of(&state.db, user.id).await?;
+    let mut found = None;
+    for (id, json) in &stored {
+        let mut passkey = passkeys::parse_stored(json)?;
+        if let Some(changed) = passkey.update_credential(&result) {
+            let updated = match changed {
+                true => Some(
+                    serde_json::to_string(&passkey).map_err(|e| ApiError::Internal(e.into()))?,
+                ),
+                false => None,
+            };
+            found = Some((*id, updated));
+        }
+    }
+    // Removed between the options and now.
+    let Some((passkey_id, updated_json)) = found else {
+        return Err(failed(state, call, &user, "passkey_removed").await);
+    };
+    let proof = Proof::Passkey {
+        passkey_id,
+        sign_count: i64::from(result.counter()),
+        updated_json,
+        backed_up: result.backup_state(),
+        backup_eligible: result.backup_eligible(),
+    };
+    step_up(state, call, user, proof).await
+}
+
 /// Why a matching proof could not be spent, for the event.
 fn spent_reason(proof: &Proof) -> &'static str {
     match proof {
         Proof::Totp { .. } => "code_already_used",
         Proof::Recovery { .. } => "wrong_or_used_recovery_code",
+        Proof::Passkey { .. } => "passkey_counter_not_advanced",
     }
 }
 

@@ -15,9 +15,10 @@
 //! - [`meta`]: health, the contract, the metrics scrape.
 //! - [`docs`]: Swagger UI and ReDoc, their assets embedded in the binary.
 //! - [`mfa`]: two-factor authentication: TOTP enrolment, step-up, recovery codes.
+//! - [`passkeys`]: passkeys: registration, sign-in without an email, the list.
 //! - [`admin`]: the admin API (role `admin`).
 //! - [`account_pages`]: the reset-password, verify-email and email-change pages emailed
-//!   links open.
+//!   links open, and the passkeys page.
 //!
 //! **Protected operations.** The route table declares each operation's
 //! [`Security`](crate::http::router::Security). For every route declared `Bearer`,
@@ -37,6 +38,7 @@ pub mod email_change;
 pub mod events;
 pub mod meta;
 pub mod mfa;
+pub mod passkeys;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -72,6 +74,7 @@ pub async fn dispatch(
             return Ok(account_pages::confirm_email_change());
         }
         Target::Page(Page::CancelEmailChange) => return Ok(account_pages::cancel_email_change()),
+        Target::Page(Page::Passkeys) => return Ok(account_pages::passkeys()),
         Target::Page(Page::AccountAsset) => return account_pages::asset(req.uri().path()),
         Target::Page(Page::Metrics) => return Ok(meta::metrics(state)),
     };
@@ -148,6 +151,18 @@ pub async fn dispatch(
             mfa::regenerate_recovery_codes(state, &call, user()?).await
         }
         Route::AdminResetMfa => admin::reset_mfa(state, &call, user()?, &params).await,
+        Route::StartPasskeyRegistration => {
+            passkeys::start_registration(state, &call, user()?, req).await
+        }
+        Route::FinishPasskeyRegistration => {
+            passkeys::finish_registration(state, &call, user()?, req).await
+        }
+        Route::StartPasskeyAuthentication => passkeys::start_sign_in(state, &call).await,
+        Route::FinishPasskeyAuthentication => passkeys::finish_sign_in(state, &call, req).await,
+        Route::ListPasskeys => passkeys::list(state, user()?).await,
+        Route::RenamePasskey => passkeys::rename(state, &call, user()?, &params, req).await,
+        Route::RemovePasskey => passkeys::remove(state, &call, user()?, &params).await,
+        Route::StartMfaPasskey => mfa::start_passkey(state, &call, user()?).await,
         Route::Liveness => meta::liveness(),
         Route::Readiness => meta::readiness(state).await,
         Route::OpenApiJson => Ok(meta::openapi_json()),

@@ -165,6 +165,8 @@ pub async fn login(
             refresh_hash: &refresh_token::hash(&refresh),
             refund: user.attempt.as_ref().map(|a| a.refund_args()),
             new_device: new_device.as_deref().map(|hash| (hash, device::TTL)),
+            aal: 1,
+            amr: &Assurance::password().amr,
         },
         call,
     )

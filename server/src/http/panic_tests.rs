@@ -55,6 +55,7 @@ fn state() -> Arc<AppState> {
         refresh: crate::auth::refresh::RefreshKeys::new(config.jwt_secret.expose().as_bytes()),
         devices: crate::auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes()),
         email_secrets: crate::mail::secrets::SecretKeys::new(config.jwt_secret.expose().as_bytes()),
+        passkeys: crate::auth::passkeys::RelyingParty::new(&config.webauthn).unwrap(),
         mfa: crate::auth::mfa::MfaKeys::new(
             config.jwt_secret.expose().as_bytes(),
             config.mfa_clock.clone(),

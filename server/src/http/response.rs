@@ -69,7 +69,7 @@ pub fn error(err: &ApiError, request_id: &str) -> Response {
     let mut resp = bytes_with_type(err.status(), Bytes::from(body), "application/json");
     let headers = resp.headers_mut();
     match err {
-        ApiError::InvalidCredentials(_) | ApiError::MissingToken => {
+        ApiError::InvalidCredentials(_) | ApiError::PasskeyRefused(_) | ApiError::MissingToken => {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         ApiError::InvalidToken(_) => {

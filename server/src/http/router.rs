@@ -79,6 +79,14 @@ pub enum Route {
     GetRecoveryCodesStatus,
     RegenerateRecoveryCodes,
     AdminResetMfa,
+    StartPasskeyRegistration,
+    FinishPasskeyRegistration,
+    StartPasskeyAuthentication,
+    FinishPasskeyAuthentication,
+    ListPasskeys,
+    RenamePasskey,
+    RemovePasskey,
+    StartMfaPasskey,
     Liveness,
     Readiness,
     OpenApiJson,
@@ -86,7 +94,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 42] = [
+    pub const ALL: [Route; 50] = [
         Route::Signup,
         Route::Login,
         Route::GetMe,
@@ -125,6 +133,14 @@ impl Route {
         Route::GetRecoveryCodesStatus,
         Route::RegenerateRecoveryCodes,
         Route::AdminResetMfa,
+        Route::StartPasskeyRegistration,
+        Route::FinishPasskeyRegistration,
+        Route::StartPasskeyAuthentication,
+        Route::FinishPasskeyAuthentication,
+        Route::ListPasskeys,
+        Route::RenamePasskey,
+        Route::RemovePasskey,
+        Route::StartMfaPasskey,
         Route::Liveness,
         Route::Readiness,
         Route::OpenApiJson,
@@ -250,6 +266,38 @@ impl Route {
                 "/admin/users/{user_id}/mfa",
                 "admin_reset_mfa",
             ),
+            Route::StartPasskeyRegistration => (
+                Method::POST,
+                "/auth/passkeys/registration/options",
+                "start_passkey_registration",
+            ),
+            Route::FinishPasskeyRegistration => (
+                Method::POST,
+                "/auth/passkeys/registration/verify",
+                "finish_passkey_registration",
+            ),
+            Route::StartPasskeyAuthentication => (
+                Method::POST,
+                "/auth/passkeys/authentication/options",
+                "start_passkey_authentication",
+            ),
+            Route::FinishPasskeyAuthentication => (
+                Method::POST,
+                "/auth/passkeys/authentication/verify",
+                "finish_passkey_authentication",
+            ),
+            Route::ListPasskeys => (Method::GET, "/auth/passkeys", "list_passkeys"),
+            Route::RenamePasskey => (
+                Method::PATCH,
+                "/auth/passkeys/{passkey_id}",
+                "rename_passkey",
+            ),
+            Route::RemovePasskey => (
+                Method::DELETE,
+                "/auth/passkeys/{passkey_id}",
+                "remove_passkey",
+            ),
+            Route::StartMfaPasskey => (Method::POST, "/auth/mfa/passkey", "start_mfa_passkey"),
             Route::Liveness => (Method::GET, "/health/live", "liveness"),
             Route::Readiness => (Method::GET, "/health/ready", "readiness"),
             Route::OpenApiJson => (Method::GET, "/openapi.json", "get_openapi_json"),
@@ -287,7 +335,13 @@ impl Route {
             | Route::RemoveMfaFactor
             | Route::GetRecoveryCodesStatus
             | Route::RegenerateRecoveryCodes
-            | Route::AdminResetMfa => Security::Bearer,
+            | Route::AdminResetMfa
+            | Route::StartPasskeyRegistration
+            | Route::FinishPasskeyRegistration
+            | Route::ListPasskeys
+            | Route::RenamePasskey
+            | Route::RemovePasskey
+            | Route::StartMfaPasskey => Security::Bearer,
             Route::ResendVerification => Security::Optional,
             Route::Signup
             | Route::Login
@@ -298,6 +352,8 @@ impl Route {
             | Route::VerifyEmail
             | Route::ConfirmEmailChange
             | Route::CancelEmailChange
+            | Route::StartPasskeyAuthentication
+            | Route::FinishPasskeyAuthentication
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
@@ -349,6 +405,14 @@ impl Route {
             | Route::RemoveMfaFactor
             | Route::GetRecoveryCodesStatus
             | Route::RegenerateRecoveryCodes
+            | Route::StartPasskeyRegistration
+            | Route::FinishPasskeyRegistration
+            | Route::StartPasskeyAuthentication
+            | Route::FinishPasskeyAuthentication
+            | Route::ListPasskeys
+            | Route::RenamePasskey
+            | Route::RemovePasskey
+            | Route::StartMfaPasskey
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
@@ -367,7 +431,8 @@ impl Route {
             | Route::VerifyMfa
             | Route::ListMfaFactors
             | Route::EnrolTotp
-            | Route::ConfirmTotp => true,
+            | Route::ConfirmTotp
+            | Route::StartMfaPasskey => true,
             Route::Signup
             | Route::Login
             | Route::DeleteMe
@@ -400,6 +465,13 @@ impl Route {
             | Route::RemoveMfaFactor
             | Route::GetRecoveryCodesStatus
             | Route::RegenerateRecoveryCodes
+            | Route::StartPasskeyRegistration
+            | Route::FinishPasskeyRegistration
+            | Route::StartPasskeyAuthentication
+            | Route::FinishPasskeyAuthentication
+            | Route::ListPasskeys
+            | Route::RenamePasskey
+            | Route::RemovePasskey
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
@@ -429,14 +501,17 @@ pub enum Page {
     ConfirmEmailChange,
     /// The page the "this wasn't me" link of an email-change notice opens.
     CancelEmailChange,
-    /// The script and style of the two account pages.
+    /// Signing in with a password or a passkey and adding a passkey: no email links to it;
+    /// it is the reference page for a front end's passkey calls.
+    Passkeys,
+    /// The script and style of the account pages.
     AccountAsset,
     /// The Prometheus scrape, on this port only with `METRICS_PUBLIC=true`.
     Metrics,
 }
 
 impl Page {
-    pub const ALL: [Page; 9] = [
+    pub const ALL: [Page; 10] = [
         Page::Docs,
         Page::Redoc,
         Page::DocsAsset,
@@ -444,6 +519,7 @@ impl Page {
         Page::VerifyEmail,
         Page::ConfirmEmailChange,
         Page::CancelEmailChange,
+        Page::Passkeys,
         Page::AccountAsset,
         Page::Metrics,
     ];
@@ -457,6 +533,7 @@ impl Page {
             Page::VerifyEmail => "/account/verify-email",
             Page::ConfirmEmailChange => "/account/confirm-email-change",
             Page::CancelEmailChange => "/account/cancel-email-change",
+            Page::Passkeys => "/account/passkeys",
             Page::AccountAsset => "/account/assets/{*file}",
             Page::Metrics => "/metrics",
         }
@@ -472,6 +549,7 @@ impl Page {
             Page::VerifyEmail => "account_verify_email",
             Page::ConfirmEmailChange => "account_confirm_email_change",
             Page::CancelEmailChange => "account_cancel_email_change",
+            Page::Passkeys => "account_passkeys",
             Page::AccountAsset => "account_asset",
             Page::Metrics => "metrics",
         }
@@ -558,6 +636,7 @@ impl Router {
                 | Page::VerifyEmail
                 | Page::ConfirmEmailChange
                 | Page::CancelEmailChange
+                | Page::Passkeys
                 | Page::AccountAsset => true,
             })
             .map(|page| (Method::GET, page.path(), Target::Page(page)));
@@ -784,6 +863,7 @@ mod tests {
                 ("/account/verify-email", Page::VerifyEmail),
                 ("/account/confirm-email-change", Page::ConfirmEmailChange),
                 ("/account/cancel-email-change", Page::CancelEmailChange),
+                ("/account/passkeys", Page::Passkeys),
                 ("/account/assets/account.js", Page::AccountAsset),
             ] {
                 assert_eq!(

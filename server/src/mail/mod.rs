@@ -44,10 +44,14 @@ pub enum Kind {
     MfaLocked,
     /// The notice that a recovery code was used, with how many are left.
     RecoveryCodeUsed,
+    /// The notice that a passkey was added.
+    PasskeyAdded,
+    /// The notice that a passkey was removed.
+    PasskeyRemoved,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::VerifyEmail,
         Kind::PasswordReset,
         Kind::PasswordChanged,
@@ -59,6 +63,8 @@ impl Kind {
         Kind::MfaRemoved,
         Kind::MfaLocked,
         Kind::RecoveryCodeUsed,
+        Kind::PasskeyAdded,
+        Kind::PasskeyRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +80,8 @@ impl Kind {
             Kind::MfaRemoved => "mfa_removed",
             Kind::MfaLocked => "mfa_locked",
             Kind::RecoveryCodeUsed => "recovery_code_used",
+            Kind::PasskeyAdded => "passkey_added",
+            Kind::PasskeyRemoved => "passkey_removed",
         }
     }
 
@@ -94,7 +102,9 @@ impl Kind {
             | Kind::MfaEnrolled
             | Kind::MfaRemoved
             | Kind::MfaLocked
-            | Kind::RecoveryCodeUsed => None,
+            | Kind::RecoveryCodeUsed
+            | Kind::PasskeyAdded
+            | Kind::PasskeyRemoved => None,
         }
     }
 

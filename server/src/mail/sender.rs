@@ -139,7 +139,9 @@ async fn deliver(state: &AppState, transport: &Transport, claim: Claimed) {
         | super::Kind::MfaEnrolled
         | super::Kind::MfaRemoved
         | super::Kind::MfaLocked
-        | super::Kind::RecoveryCodeUsed => String::new(),
+        | super::Kind::RecoveryCodeUsed
+        | super::Kind::PasskeyAdded
+        | super::Kind::PasskeyRemoved => String::new(),
     };
     let rendered = templates::render(
         kind,

@@ -172,6 +172,26 @@ pub fn render(kind: Kind, cx: &Context<'_>) -> Rendered {
              password\" on the sign-in page and make new recovery codes."
                 .to_owned(),
         ),
+        Kind::PasskeyAdded => (
+            format!("A passkey was added to your {app} account"),
+            format!(
+                "A passkey was just added to your {app} account: from now on, it signs in \
+                 with no password, on the device or password manager that holds it."
+            ),
+            "",
+            "If this was not you, someone signed in to your account: reset your password \
+             with \"Forgot password\" on the sign-in page, remove the passkey from your \
+             account's passkeys, and contact support."
+                .to_owned(),
+        ),
+        Kind::PasskeyRemoved => (
+            format!("A passkey was removed from your {app} account"),
+            format!("A passkey was just removed from your {app} account: it no longer signs in."),
+            "",
+            "If this was not you, someone signed in to your account: reset your password \
+             with \"Forgot password\" on the sign-in page, and contact support."
+                .to_owned(),
+        ),
     };
     let code = kind.has_code().then_some(code);
     let text = match (cx.secret, code) {

@@ -512,7 +512,12 @@ export interface paths {
          *     its cookie), and refreshing with it now renews the session at `aal2`. Refresh keeps
          *     the session's level.
          *
-         *     Exactly one of `code` and `recovery_code`. A code is accepted once per factor: the
+         *     Or a passkey: `ceremony_id` (from `start_mfa_passkey`, this session's) and the
+         *     assertion as `credential`; the session records `webauthn`. A ceremony that is not
+         *     this session's live one is 403 `invalid_secret` and counts nothing; an assertion
+         *     refused (or whose counter did not advance) counts as a wrong code.
+         *
+         *     Exactly one of `code`, `recovery_code` and `credential`. A code is accepted once per factor: the
          *     same code twice (also at the same moment) is refused the second time, as is a code
          *     older than one already used. One 30 s step of clock skew is allowed each way.
          *
@@ -595,6 +600,192 @@ export interface paths {
          *     new ones are shown this once.
          */
         post: operations["regenerate_recovery_codes"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/mfa/passkey": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Begin a passkey assertion as this session's second factor
+         * @description For a session that logged in with a password (`aal1`): request options naming the
+         *     account's passkeys, for `navigator.credentials.get()`. Send the assertion with
+         *     `ceremony_id` to `verify_mfa`, which raises the session to `aal2` as a code does.
+         *     The ceremony belongs to this session, works once and lives 5 minutes. 409
+         *     `conflict` when the account has no passkey.
+         */
+        post: operations["start_mfa_passkey"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/passkeys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's passkeys
+         * @description Oldest first. Never the keys themselves.
+         */
+        get: operations["list_passkeys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/passkeys/{passkey_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove a passkey
+         * @description Needs a recent login of this session (within `REAUTH_WINDOW_MINUTES`; a passkey
+         *     sign-in counts) — 403 `reauthentication_required` otherwise: log in again and
+         *     retry — and, when the account has an authenticator app, a session at `aal2`. The
+         *     passkey no longer signs in (the authenticator may still offer it: tell the user to
+         *     delete it there too). A notice is emailed.
+         */
+        delete: operations["remove_passkey"];
+        options?: never;
+        head?: never;
+        /** Rename a passkey */
+        patch: operations["rename_passkey"];
+        trace?: never;
+    };
+    "/auth/passkeys/registration/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Begin registering a passkey for the signed-in user
+         * @description Proof that the owner is at the keyboard first: the account's `password`, or, with
+         *     `{}`, a login of this session within `REAUTH_WINDOW_MINUTES` (403
+         *     `reauthentication_required` otherwise). When the account has an authenticator app,
+         *     the session must be at `aal2` (403 `mfa_required`). A wrong password counts against
+         *     the same per-account throttle as a failed login. At most 10 passkeys per account
+         *     (409 `conflict`).
+         *
+         *     The answer's `options` are WebAuthn creation options as JSON, binary values
+         *     base64url: decode `challenge`, `user.id` and each `excludeCredentials[].id`, and
+         *     pass them to `navigator.credentials.create(options)` (or use
+         *     `PublicKeyCredential.parseCreationOptionsFromJSON`). They ask for a discoverable
+         *     credential (`residentKey: preferred`) with user verification, and exclude the
+         *     account's passkeys. The ceremony belongs to this session, works once and lives 5
+         *     minutes: finish it at `finish_passkey_registration`.
+         */
+        post: operations["start_passkey_registration"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/passkeys/registration/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Finish registering a passkey with the authenticator's answer
+         * @description `credential` is what `navigator.credentials.create()` resolved to, as JSON
+         *     (`credential.toJSON()`, or the same by hand: `id`, `rawId`, `type`, and
+         *     `response.attestationObject` and `response.clientDataJSON`, binary values
+         *     base64url without padding). The ceremony is spent by this request, accepted or
+         *     not: 403 `invalid_secret` for one that is unknown, finished, expired, or another
+         *     session's; 422 `validation_error` (field `credential`) for an answer that is not
+         *     accepted (another origin, another challenge, no user verification). A credential
+         *     registered already (to any account) is 409 `conflict`. A notice is emailed.
+         */
+        post: operations["finish_passkey_registration"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/passkeys/authentication/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Begin signing in with a passkey, without an email
+         * @description Public. Request options that name no credential, so the browser offers the
+         *     passkeys it holds for this site (a discoverable sign-in): decode `challenge` and
+         *     pass the options to `navigator.credentials.get(options)`; add `mediation:
+         *     "conditional"` for autofill in a username field. User verification is required.
+         *     The ceremony works once and lives 5 minutes. Limited per client IP address (as
+         *     login: `RATE_LIMIT_LOGIN_PER_IP`, counted apart).
+         */
+        post: operations["start_passkey_authentication"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/passkeys/authentication/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Finish signing in with a passkey
+         * @description `credential` is what `navigator.credentials.get()` resolved to, as JSON (`id`,
+         *     `rawId`, `type`, and `response.authenticatorData`, `clientDataJSON`, `signature`
+         *     and `userHandle`, base64url without padding). Starts a session as a login does: a
+         *     `TokenResponse` whose token carries `amr: ["webauthn"]` and `aal: 2` (the
+         *     authenticator verified its user), so no second factor is asked; cookie mode as
+         *     for login (`refresh_token_transport: cookie`).
+         *
+         *     Every refusal is the same 401 `invalid_credentials`: an unknown, finished or
+         *     expired ceremony (each works once: a replayed assertion is refused), an unknown
+         *     credential, a user handle that is not the credential's owner's, a bad signature,
+         *     another origin, a counter that did not advance (a cloned authenticator, or a
+         *     replay), a deactivated account. With `EMAIL_VERIFICATION=required`, an unverified
+         *     account is 403 `email_not_verified` after a correct assertion.
+         */
+        post: operations["finish_passkey_authentication"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1139,7 +1330,7 @@ export interface components {
              *     the account has a verified factor, or a role that `MFA_REQUIRED_FOR_ROLES`
              *     names, and the session is at `aal1`. Until it steps up at `verify_mfa` (or, with
              *     no factor yet, enrols one), the access token is accepted only by `get_me`,
-             *     `logout`, `verify_mfa`, `list_mfa_factors`, `enrol_totp` and `confirm_totp`;
+             *     `logout`, `verify_mfa`, `start_mfa_passkey`, `list_mfa_factors`, `enrol_totp` and `confirm_totp`;
              *     every other operation answers 403 `mfa_required`.
              */
             mfa_required?: boolean;
@@ -1186,8 +1377,120 @@ export interface components {
             /** Format: int32 */
             remaining: number;
         };
-        /** @description Exactly one of `code` and `recovery_code` */
-        MfaVerification: components["schemas"]["CodeProof"] | components["schemas"]["RecoveryCodeProof"];
+        /** @description Exactly one of `code`, `recovery_code` and a passkey assertion */
+        MfaVerification: components["schemas"]["CodeProof"] | components["schemas"]["RecoveryCodeProof"] | components["schemas"]["PasskeyProof"];
+        PasskeyProof: {
+            /**
+             * Format: uuid
+             * @description The ceremony `start_mfa_passkey` began for this session
+             */
+            ceremony_id: string;
+            credential: components["schemas"]["AssertionCredential"];
+        };
+        /** @description Binary data as base64url without padding, canonical (unused bits zero) */
+        Base64Url: string;
+        /**
+         * @description What `navigator.credentials.create()` resolved to, as JSON
+         *     (`PublicKeyCredential.toJSON()`). Other members are ignored.
+         */
+        RegistrationCredential: {
+            id: string;
+            rawId: components["schemas"]["Base64Url"];
+            /** @example public-key */
+            type: string;
+            authenticatorAttachment?: string | null;
+            clientExtensionResults?: Record<string, never>;
+            response: {
+                attestationObject: components["schemas"]["Base64Url"];
+                clientDataJSON: components["schemas"]["Base64Url"];
+                transports?: string[] | null;
+            };
+        };
+        /**
+         * @description What `navigator.credentials.get()` resolved to, as JSON
+         *     (`PublicKeyCredential.toJSON()`). Other members are ignored.
+         */
+        AssertionCredential: {
+            id: string;
+            rawId: components["schemas"]["Base64Url"];
+            /** @example public-key */
+            type: string;
+            authenticatorAttachment?: string | null;
+            clientExtensionResults?: Record<string, never>;
+            response: {
+                authenticatorData: components["schemas"]["Base64Url"];
+                clientDataJSON: components["schemas"]["Base64Url"];
+                signature: components["schemas"]["Base64Url"];
+                /** @description The user handle, base64url without padding (a discoverable credential's) */
+                userHandle?: string | null;
+            };
+        };
+        PasskeyCeremony: {
+            /**
+             * Format: uuid
+             * @description Send it back with the browser's answer
+             */
+            ceremony_id: string;
+            /**
+             * Format: int64
+             * @description Seconds the ceremony lives (300)
+             */
+            expires_in: number;
+            /**
+             * @description `{"publicKey": …}`: WebAuthn creation or request options as JSON, binary values
+             *     base64url without padding
+             */
+            options: {
+                [key: string]: unknown;
+            };
+        };
+        PasskeyRegistrationRequest: {
+            /**
+             * Format: password
+             * @description The account's password; leave it out to rely on a recent login
+             */
+            password?: string;
+        };
+        PasskeyRegistrationFinish: {
+            /** Format: uuid */
+            ceremony_id: string;
+            /** @description The user's name for it ("Laptop"), shown in the passkey list */
+            name: string;
+            credential: components["schemas"]["RegistrationCredential"];
+        };
+        PasskeySignIn: {
+            /** Format: uuid */
+            ceremony_id: string;
+            credential: components["schemas"]["AssertionCredential"];
+            /**
+             * @description As for `login`
+             * @default body
+             * @enum {string}
+             */
+            refresh_token_transport: "body" | "cookie";
+        };
+        PasskeyRename: {
+            name: string;
+        };
+        Passkey: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description When it last signed in or passed a second factor; absent if never
+             */
+            last_used_at?: string;
+            /** @description The authenticator may sync it (a password manager, a platform account) */
+            backup_eligible: boolean;
+            /** @description It is synced now, so losing one device does not lose it */
+            backed_up: boolean;
+        };
+        PasskeyList: {
+            passkeys: components["schemas"]["Passkey"][];
+        };
         CodeProof: {
             /** @description The 6 digits an enrolled app shows now */
             code: string;
@@ -1300,7 +1603,7 @@ export interface components {
             next_before?: number | null;
         };
         /** @enum {string} */
-        EventKind: "signup" | "login_succeeded" | "login_failed" | "logout" | "refresh" | "refresh_reuse_detected" | "password_changed" | "password_change_failed" | "session_revoked" | "session_evicted" | "rate_limited" | "password_reset_requested" | "password_reset_completed" | "password_reset_failed" | "email_verification_sent" | "email_verified" | "role_granted" | "role_revoked" | "account_deactivated" | "account_reactivated" | "sessions_revoked" | "email_change_requested" | "email_change_confirmed" | "email_change_cancelled" | "email_change_failed" | "account_deleted" | "account_deletion_failed" | "mfa_enrolled" | "mfa_removed" | "mfa_verified" | "mfa_failed" | "mfa_locked" | "recovery_code_used" | "recovery_codes_regenerated";
+        EventKind: "signup" | "login_succeeded" | "login_failed" | "logout" | "refresh" | "refresh_reuse_detected" | "password_changed" | "password_change_failed" | "session_revoked" | "session_evicted" | "rate_limited" | "password_reset_requested" | "password_reset_completed" | "password_reset_failed" | "email_verification_sent" | "email_verified" | "role_granted" | "role_revoked" | "account_deactivated" | "account_reactivated" | "sessions_revoked" | "email_change_requested" | "email_change_confirmed" | "email_change_cancelled" | "email_change_failed" | "account_deleted" | "account_deletion_failed" | "mfa_enrolled" | "mfa_removed" | "mfa_verified" | "mfa_failed" | "mfa_locked" | "recovery_code_used" | "recovery_codes_regenerated" | "passkey_added" | "passkey_removed" | "passkey_renamed" | "passkey_used" | "passkey_failed";
         /** @description A role; `admin` is the one this service checks, others are the product's */
         RoleName: string;
         RoleSet: {
@@ -1643,7 +1946,9 @@ export interface components {
         };
         /**
          * @description The code or recovery code is wrong, already used, or too old (`invalid_mfa_code`;
-         *     which one is never said), or the session must step up first (`mfa_required`)
+         *     which one is never said), or the session must step up first (`mfa_required`); at
+         *     `verify_mfa`, a passkey ceremony that is not this session's live one
+         *     (`invalid_secret`)
          */
         MfaCodeRefused: {
             headers: {
@@ -1669,6 +1974,54 @@ export interface components {
         MfaLocked: {
             headers: {
                 "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description This needs a recent login (`reauthentication_required`: log in again, or send the
+         *     password where the operation takes one), or a session that passed its second factor
+         *     (`mfa_required`)
+         */
+        ReauthenticationOrMfaRequired: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description The passkey ceremony is unknown, finished, expired, or another session's
+         *     (`invalid_secret`); begin a new one
+         */
+        InvalidCeremony: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description The passkey was not accepted (`invalid_credentials`); which check failed is never said */
+        InvalidCredentials: {
+            headers: {
+                "WWW-Authenticate"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description With `EMAIL_VERIFICATION=required`, the account's address is not verified yet
+         *     (`email_not_verified`, after a correct assertion); or cookie mode from an `Origin`
+         *     that is not allowed (`origin_not_allowed`)
+         */
+        EmailNotVerifiedOrOriginNotAllowed: {
+            headers: {
                 [name: string]: unknown;
             };
             content: {
@@ -2855,6 +3208,308 @@ export interface operations {
             503: components["responses"]["ServiceUnavailable"];
         };
     };
+    start_mfa_passkey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The options, and the ceremony to finish at `verify_mfa` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasskeyCeremony"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description The account has no passkey (`conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    list_passkeys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The passkeys */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasskeyList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaRequired"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    remove_passkey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                passkey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "message": "Passkey removed"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["MessageResponse"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["ReauthenticationOrMfaRequired"];
+            /** @description No such passkey of the caller (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            422: components["responses"]["ValidationError"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    rename_passkey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                passkey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasskeyRename"];
+            };
+        };
+        responses: {
+            /** @description Renamed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Passkey"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaRequired"];
+            /** @description No such passkey of the caller (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            408: components["responses"]["RequestTimeout"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationError"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    start_passkey_registration: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /** @example {} */
+                "application/json": components["schemas"]["PasskeyRegistrationRequest"];
+            };
+        };
+        responses: {
+            /** @description The creation options, and the ceremony to finish */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasskeyCeremony"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["UnauthorizedOrWrongPassword"];
+            403: components["responses"]["ReauthenticationOrMfaRequired"];
+            408: components["responses"]["RequestTimeout"];
+            /** @description The account has 10 passkeys already (`conflict`); remove one first */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationError"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    finish_passkey_registration: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasskeyRegistrationFinish"];
+            };
+        };
+        responses: {
+            /** @description The passkey, which now signs in */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Passkey"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["InvalidCeremony"];
+            408: components["responses"]["RequestTimeout"];
+            /**
+             * @description The credential is registered already, or the account has 10 passkeys
+             *     (`conflict`)
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationError"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    start_passkey_authentication: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The request options, and the ceremony to finish */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasskeyCeremony"];
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    finish_passkey_authentication: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasskeySignIn"];
+            };
+        };
+        responses: {
+            /** @description Signed in */
+            200: {
+                headers: {
+                    /** @description Always `no-store` */
+                    "Cache-Control"?: string;
+                    /**
+                     * @description Cookie mode only: `__Secure-jobpath_refresh=<refresh token>; Path=/auth/refresh;
+                     *     Max-Age=<refresh_expires_in>; Secure; HttpOnly; SameSite=Strict`
+                     */
+                    "Set-Cookie"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["InvalidCredentials"];
+            403: components["responses"]["EmailNotVerifiedOrOriginNotAllowed"];
+            408: components["responses"]["RequestTimeout"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationError"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
     list_sessions: {
         parameters: {
             query?: {
@@ -3511,9 +4166,10 @@ type ReadonlyArray<T> = [
 export const pathsAuthLogoutPostParametersQueryScopeValues: ReadonlyArray<FlattenedDeepRequired<paths>["/auth/logout"]["post"]["parameters"]["query"]["scope"]> = ["local", "global", "others"];
 export const loginRequestRefresh_token_transportValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["LoginRequest"]["refresh_token_transport"]> = ["body", "cookie"];
 export const tokenResponseToken_typeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["TokenResponse"]["token_type"]> = ["bearer"];
+export const passkeySignInRefresh_token_transportValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PasskeySignIn"]["refresh_token_transport"]> = ["body", "cookie"];
 export const mfaFactorKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["MfaFactor"]["kind"]> = ["totp"];
 export const mfaFactorStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["MfaFactor"]["status"]> = ["pending", "verified"];
 export const sessionAalValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Session"]["aal"]> = [1, 2];
-export const eventKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EventKind"]> = ["signup", "login_succeeded", "login_failed", "logout", "refresh", "refresh_reuse_detected", "password_changed", "password_change_failed", "session_revoked", "session_evicted", "rate_limited", "password_reset_requested", "password_reset_completed", "password_reset_failed", "email_verification_sent", "email_verified", "role_granted", "role_revoked", "account_deactivated", "account_reactivated", "sessions_revoked", "email_change_requested", "email_change_confirmed", "email_change_cancelled", "email_change_failed", "account_deleted", "account_deletion_failed", "mfa_enrolled", "mfa_removed", "mfa_verified", "mfa_failed", "mfa_locked", "recovery_code_used", "recovery_codes_regenerated"];
+export const eventKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EventKind"]> = ["signup", "login_succeeded", "login_failed", "logout", "refresh", "refresh_reuse_detected", "password_changed", "password_change_failed", "session_revoked", "session_evicted", "rate_limited", "password_reset_requested", "password_reset_completed", "password_reset_failed", "email_verification_sent", "email_verified", "role_granted", "role_revoked", "account_deactivated", "account_reactivated", "sessions_revoked", "email_change_requested", "email_change_confirmed", "email_change_cancelled", "email_change_failed", "account_deleted", "account_deletion_failed", "mfa_enrolled", "mfa_removed", "mfa_verified", "mfa_failed", "mfa_locked", "recovery_code_used", "recovery_codes_regenerated", "passkey_added", "passkey_removed", "passkey_renamed", "passkey_used", "passkey_failed"];
 export const healthStatusStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["HealthStatus"]["status"]> = ["ok", "ready"];
 export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "validation_error", "unsupported_media_type", "payload_too_large", "headers_too_large", "request_timeout", "email_already_registered", "weak_password", "invalid_credentials", "missing_token", "invalid_token", "rate_limited", "not_found", "conflict", "reauthentication_required", "invalid_secret", "email_not_verified", "forbidden", "self_lockout", "mfa_required", "invalid_mfa_code", "origin_not_allowed", "method_not_allowed", "service_unavailable", "internal_error"];
