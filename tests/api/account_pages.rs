@@ -1,7 +1,8 @@
 //! The built-in account pages (`/account/reset-password`, `/account/verify-email`) that
 //! emailed links open when `APP_BASE_URL` points at this server: served with their headers
-//! over plain HTTP, and used in a real Chromium (`tests/browser/account.mjs`, through
-//! `crate::browser`) from the emailed link to the changed account.
+//! over plain HTTP (`/account/passkeys` too, which `passkey_page` uses in Chromium), and
+//! used in a real Chromium (`tests/browser/account.mjs`, through `crate::browser`) from the
+//! emailed link to the changed account.
 //!
 //! The browser tests' server is its own front end: its listener is bound first so that its
 //! `APP_BASE_URL` can be `http://127.0.0.1:{port}/account`, the emails go to a real SMTP
@@ -159,6 +160,7 @@ async fn the_account_pages_are_served_never_stored_under_a_strict_csp_with_their
         "/account/verify-email",
         "/account/confirm-email-change",
         "/account/cancel-email-change",
+        "/account/passkeys",
     ] {
         let resp = app.raw(Method::GET, page).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{page}");

@@ -34,6 +34,8 @@ mod metrics;
 mod mfa;
 mod mfa_attacks;
 mod origin;
+mod passkey_page;
+mod passkeys;
 mod policy;
 mod pooler;
 mod reauth;

@@ -208,6 +208,50 @@ test("every operation of the contract answers through the generated client", asy
   assert.equal(reset.response.status, 200);
   call("admin_reset_mfa");
 
+  // Passkeys, on an account of its own. Node has no authenticator: the ceremonies begin,
+  // and their ends are refused as the contract says (the whole ceremony is proven with a
+  // software authenticator in tests/api/passkeys.rs and in Chromium in passkey_page.rs).
+  const pkEmail = uniqueEmail("passkeys");
+  unwrap(await anonymous.POST("/auth/signup", { body: { email: pkEmail, password: PASSWORD } }));
+  const pk = new Session({ baseUrl: API });
+  await pk.login(pkEmail, PASSWORD);
+  const registration = unwrap(await pk.api.POST("/auth/passkeys/registration/options", { body: {} }));
+  call("start_passkey_registration");
+  assert.equal(registration.options.publicKey.rp.id, "localhost");
+  await refused(
+    pk.api.POST("/auth/passkeys/registration/verify", {
+      body: { ceremony_id: registration.ceremony_id, name: "Laptop", credential: { id: "x" } },
+    }),
+    422,
+    "validation_error",
+  );
+  call("finish_passkey_registration");
+  const signIn = unwrap(await anonymous.POST("/auth/passkeys/authentication/options"));
+  call("start_passkey_authentication");
+  const forged = {
+    id: "AAAA",
+    rawId: "AAAA",
+    type: "public-key",
+    response: { authenticatorData: "AAAA", clientDataJSON: "AAAA", signature: "AAAA" },
+  };
+  await refused(
+    anonymous.POST("/auth/passkeys/authentication/verify", {
+      body: { ceremony_id: signIn.ceremony_id, credential: forged },
+    }),
+    401,
+    "invalid_credentials",
+  );
+  call("finish_passkey_authentication");
+  assert.deepEqual(unwrap(await pk.api.GET("/auth/passkeys")).passkeys, []);
+  call("list_passkeys");
+  const nobody = { params: { path: { passkey_id: "00000000-0000-4000-8000-000000000000" } } };
+  await refused(pk.api.PATCH("/auth/passkeys/{passkey_id}", { ...nobody, body: { name: "x" } }), 404, "not_found");
+  call("rename_passkey");
+  await refused(pk.api.DELETE("/auth/passkeys/{passkey_id}", nobody), 404, "not_found");
+  call("remove_passkey");
+  await refused(pk.api.POST("/auth/mfa/passkey"), 409, "conflict");
+  call("start_mfa_passkey");
+
   const documented = new Set(
     Object.values(spec.paths).flatMap((item) =>
       Object.values(item)
