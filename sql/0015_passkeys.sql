@@ -53,6 +53,24 @@ CREATE TABLE passkey_ceremonies (
     CONSTRAINT passkey_ceremonies_owner CHECK ((kind = 'authentication') = (user_id IS NULL))
 );
 CREATE INDEX passkey_ceremonies_expires_idx ON passkey_ceremonies (expires_at);
+-- A session keeps one live ceremony of each kind: beginning another replaces it.
+CREATE INDEX passkey_ceremonies_session_idx ON passkey_ceremonies (session_id, kind);
+
+-- The passkey a session signed in or stepped up with: removing that passkey ends the
+-- session (a stolen device's sessions go with its passkey).
+ALTER TABLE sessions ADD COLUMN passkey_id uuid;
+ALTER TABLE sessions ADD CONSTRAINT sessions_passkey_fkey
+    FOREIGN KEY (passkey_id) REFERENCES passkeys (id) ON DELETE SET NULL;
+ALTER TABLE sessions DROP CONSTRAINT sessions_end_reason;
+ALTER TABLE sessions ADD CONSTRAINT sessions_end_reason CHECK (
+    end_reason IN ('logout', 'logout_global', 'logout_others', 'revoked', 'password_changed',
+                   'refresh_reuse', 'evicted', 'password_reset',
+                   'role_changed', 'deactivated', 'admin_revoked',
+                   'email_changed', 'email_change_cancelled',
+                   'account_deleted',
+                   'mfa_enrolled', 'mfa_failed', 'mfa_reset',
+                   'passkey_removed')
+);
 
 -- A session opened with a passkey records 'webauthn' in its methods; the notices of a
 -- passkey added or removed; the events of the passkeys' life.

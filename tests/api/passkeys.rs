@@ -721,12 +721,27 @@ async fn rename_remove_and_the_notice_email() {
         404,
         "not_found",
     );
+    // A session the passkey opened, to end with it; the password's session stays.
+    let via_passkey = sign_in(&app, &mut key, &credential_id)
+        .await
+        .expect("200")
+        .into_inner();
     app.authed(&token)
         .remove_passkey()
         .passkey_id(passkey.id)
         .send()
         .await
         .expect("removed");
+    expect_error(
+        app.authed(&via_passkey.access_token).get_me().send().await,
+        401,
+        "invalid_token",
+    );
+    app.authed(&token)
+        .get_me()
+        .send()
+        .await
+        .expect("the password's session is left");
     expect_error(
         sign_in(&app, &mut key, &credential_id).await,
         401,
@@ -787,4 +802,172 @@ async fn a_deactivated_account_cannot_sign_in_with_its_passkey() {
         401,
         "invalid_credentials",
     );
+}
+
+/// The resolver must not fall back to webauthn-rs 0.5, which links OpenSSL: the lock file
+/// holds 0.6 and no OpenSSL crate at all.
+#[test]
+fn the_lock_file_has_webauthn_rs_0_6_and_no_openssl() {
+    let lock =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
+    let packages: Vec<(&str, &str)> = lock
+        .split("[[package]]")
+        .filter_map(|block| {
+            let field = |key: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().trim_matches('"'))
+            };
+            Some((field("name = ")?, field("version = ")?))
+        })
+        .collect();
+    let webauthn: Vec<_> = packages
+        .iter()
+        .filter(|(n, _)| *n == "webauthn-rs")
+        .collect();
+    assert_eq!(webauthn.len(), 1, "{webauthn:?}");
+    assert!(webauthn[0].1.starts_with("0.6."), "{webauthn:?}");
+    let openssl: Vec<_> = packages
+        .iter()
+        .filter(|(n, _)| *n == "openssl" || *n == "openssl-sys")
+        .collect();
+    assert!(openssl.is_empty(), "OpenSSL in the tree: {openssl:?}");
+}
+
+#[tokio::test]
+async fn an_assertion_naming_another_user_handle_is_refused() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let user_id = app.signup(&email, PASSWORD).await.id;
+    let token = app.login(&email, PASSWORD).await;
+    let mut key = authenticator();
+    let credential_id = register(&app, &token, &mut key).await;
+    // The signature does not cover the user handle: the server must compare it with the
+    // credential's owner's.
+    let (ceremony_id, options) = sign_in_options(&app, &credential_id).await;
+    let credential = assert_with(&mut key, options, origin());
+    let mut forged = serde_json::to_value(&credential).unwrap();
+    forged["response"]["userHandle"] = json!(b64url(Uuid::new_v4().as_bytes()));
+    expect_error(
+        finish_sign_in(&app, ceremony_id, serde_json::from_value(forged).unwrap()).await,
+        401,
+        "invalid_credentials",
+    );
+    // The owner's own handle is accepted.
+    let handle: Uuid = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT passkey_handle FROM users WHERE id = $1",
+            &[&user_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (ceremony_id, options) = sign_in_options(&app, &credential_id).await;
+    let credential = assert_with(&mut key, options, origin());
+    let mut named = serde_json::to_value(&credential).unwrap();
+    named["response"]["userHandle"] = json!(b64url(handle.as_bytes()));
+    finish_sign_in(&app, ceremony_id, serde_json::from_value(named).unwrap())
+        .await
+        .expect("the owner's handle");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM auth_events WHERE user_id = $1 AND reason = 'user_handle_mismatch'",
+            user_id
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_admins_reset_removes_passkeys_with_the_factors() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let user_id = app.signup(&email, PASSWORD).await.id;
+    let token = app.login(&email, PASSWORD).await;
+    let mut key = authenticator();
+    let credential_id = register(&app, &token, &mut key).await;
+    let admin_email = unique_email();
+    app.signup(&admin_email, PASSWORD).await;
+    jobpath_server::admin(
+        &crate::helpers::test_config(&app.db),
+        &jobpath_server::cli::AdminCommand::Grant(admin_email.clone()),
+    )
+    .await
+    .unwrap();
+    let admin = app.login(&admin_email, PASSWORD).await;
+    let reset = app
+        .authed(&admin)
+        .admin_reset_mfa()
+        .user_id(user_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.factors_removed, 1, "the passkey");
+    expect_error(
+        sign_in(&app, &mut key, &credential_id).await,
+        401,
+        "invalid_credentials",
+    );
+    expect_error(
+        app.authed(&token).get_me().send().await,
+        401,
+        "invalid_token",
+    );
+}
+
+#[tokio::test]
+async fn a_password_reset_removes_the_accounts_passkeys() {
+    let mail = MailServer::start().await;
+    let base = "https://app.example.com";
+    let app = spawn_app_with(|c| {
+        mail_to(c, &mail, base);
+        c.mail.verification = jobpath_server::config::Verification::Off;
+    })
+    .await;
+    let email = unique_email();
+    app.signup(&email, PASSWORD).await;
+    let token = app.login(&email, PASSWORD).await;
+    let mut key = authenticator();
+    let credential_id = register(&app, &token, &mut key).await;
+    sign_in(&app, &mut key, &credential_id)
+        .await
+        .expect("before the reset");
+
+    app.api
+        .forgot_password()
+        .body(types::EmailAddress::builder().email(email.as_str()))
+        .send()
+        .await
+        .expect("202");
+    let reset = mail
+        .wait_for_to(&email, 2, MAIL_DELIVERY)
+        .await
+        .into_iter()
+        .find(|m| m.header("Subject").unwrap_or_default().contains("Reset"))
+        .expect("the reset email");
+    let secret = crate::helpers::emailed_token(&reset, base, "reset-password");
+    app.api
+        .reset_password()
+        .body(types::PasswordReset::Variant0 {
+            token: secret.parse().unwrap(),
+            new_password: "a brand new passphrase".parse().unwrap(),
+        })
+        .send()
+        .await
+        .expect("reset");
+    // Whoever added a passkey before the owner took the account back is out.
+    expect_error(
+        sign_in(&app, &mut key, &credential_id).await,
+        401,
+        "invalid_credentials",
+    );
+    let fresh = app.login(&email, "a brand new passphrase").await;
+    let listed = app.authed(&fresh).list_passkeys().send().await.unwrap();
+    assert!(listed.passkeys.is_empty());
 }

@@ -189,11 +189,18 @@ pub struct Stored {
 }
 
 impl Stored {
-    pub fn of(passkey: &Passkey, sign_count: u32) -> Result<Stored, ApiError> {
+    /// A new passkey as stored: its counter is the attestation's, read from the library's
+    /// serialised record (its stable storage format; there is no getter), 0 if absent.
+    pub fn of(passkey: &Passkey) -> Result<Stored, ApiError> {
+        let json = serde_json::to_value(passkey).map_err(|e| internal(e.to_string()))?;
+        let sign_count = json
+            .pointer("/cred/counter")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         Ok(Stored {
             credential_id: AsRef::<[u8]>::as_ref(passkey.cred_id()).to_vec(),
-            json: serde_json::to_string(passkey).map_err(|e| internal(e.to_string()))?,
-            sign_count: i64::from(sign_count),
+            json: json.to_string(),
+            sign_count,
         })
     }
 }

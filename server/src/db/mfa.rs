@@ -488,6 +488,14 @@ pub async fn step_up(
         else {
             return Ok(Stepped::SessionEnded);
         };
+        // Removing this passkey later ends the session it raised.
+        if let Proof::Passkey { passkey_id, .. } = proof {
+            tx.exec(
+                "UPDATE sessions SET passkey_id = $2 WHERE id = $1",
+                &[&session_id, passkey_id],
+            )
+            .await?;
+        }
         let user = tx
             .one(
                 "UPDATE users SET mfa_failed_count = 0 WHERE id = $1
@@ -836,7 +844,8 @@ pub async fn remove(
 }
 
 /// Removes every factor and recovery code of the user inside an admin's transaction
-/// (`db::admin::reset_mfa`), queuing the owner's notice; how many factors there were.
+/// (`db::admin::reset_mfa`), and every passkey, queuing the owner's notice; how many
+/// verified factors and passkeys there were.
 pub(super) async fn remove_all_in(
     tx: &deadpool_postgres::Transaction<'_>,
     user_id: Uuid,
@@ -850,6 +859,11 @@ pub(super) async fn remove_all_in(
         .await?;
     tx.exec("DELETE FROM mfa_factors WHERE user_id = $1", &[&user_id])
         .await?;
+    // Passkeys too: support's reset is for an owner who lost their factors, or an account
+    // someone else added theirs to; the owner adds them again.
+    let removed = removed
+        + tx.exec("DELETE FROM passkeys WHERE user_id = $1", &[&user_id])
+            .await?;
     tx.exec(
         "DELETE FROM mfa_recovery_codes WHERE user_id = $1",
         &[&user_id],

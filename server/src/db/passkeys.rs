@@ -149,8 +149,8 @@ pub async fn fresh_login(
 }
 
 /// Keeps a ceremony's state for `ttl`, for the user and session it belongs to (none for a
-/// sign-in). A sign-in ceremony is public: its rows are bounded by the per-IP limit and
-/// pruned once expired.
+/// sign-in), replacing that session's live ceremony of the same kind. A sign-in ceremony
+/// is public: its rows are bounded by the per-IP limit and pruned once expired.
 pub async fn begin(
     db: &Database,
     id: Uuid,
@@ -162,9 +162,15 @@ pub async fn begin(
     let state = state.to_string();
     let (user_id, session_id) = owner.unzip();
     db.run(async |client| {
+        // One live ceremony per session and kind: beginning another replaces it, so a
+        // session cannot pile them up.
         client
             .bounded(client.exec(
-                "INSERT INTO passkey_ceremonies (id, kind, user_id, session_id, state, expires_at)
+                "WITH replaced AS (
+                     DELETE FROM passkey_ceremonies
+                      WHERE $4::uuid IS NOT NULL AND session_id = $4 AND kind = $2
+                 )
+                 INSERT INTO passkey_ceremonies (id, kind, user_id, session_id, state, expires_at)
                  VALUES ($1, $2, $3, $4, $5::text::jsonb, now() + make_interval(secs => $6))",
                 &[
                     &id,
@@ -359,7 +365,8 @@ pub struct Use<'a> {
 
 /// Records a use of a passkey: advances its counter and flags, by the conditional
 /// `UPDATE` that only a higher counter passes (0 after 0 too: authenticators without a
-/// counter), and records `passkey_used` (`how`: `sign_in` or `mfa`). False, changing
+/// counter), and records `passkey_used` (`how`: `sign_in`; a second factor's use is the
+/// step-up's spend, `db::mfa`). False, changing
 /// nothing, when the counter is not above the stored one: a replay, a clone, or a second
 /// request racing the first.
 pub async fn used(
@@ -439,8 +446,9 @@ pub async fn rename(
     .await
 }
 
-/// Removes one of the user's passkeys (recording `passkey_removed` and queueing its
-/// notice); false if it is not theirs.
+/// Removes one of the user's passkeys, ending the sessions it signed in or stepped up
+/// (recording `passkey_removed` and queueing its notice); `None` if it is not theirs, else
+/// how many sessions ended.
 pub async fn remove(
     db: &Database,
     call: &Call,
@@ -448,10 +456,18 @@ pub async fn remove(
     session_id: Uuid,
     id: Uuid,
     notice_id: Uuid,
-) -> Result<bool, ApiError> {
+) -> Result<Option<u64>, ApiError> {
     db.run(async |client| {
         let tx = client.begin().await?;
         tx.exec(LOCK_USER, &[&user_id]).await?;
+        let ended = tx
+            .exec(
+                "UPDATE sessions SET ended_at = now(), end_reason = 'passkey_removed'
+                  WHERE passkey_id = $1 AND user_id = $2 AND ended_at IS NULL
+                    AND EXISTS (SELECT 1 FROM passkeys WHERE id = $1 AND user_id = $2)",
+                &[&id, &user_id],
+            )
+            .await?;
         let removed = tx
             .exec(
                 "DELETE FROM passkeys WHERE id = $1 AND user_id = $2",
@@ -459,23 +475,28 @@ pub async fn remove(
             )
             .await?;
         if removed == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         record_in(&tx, call, "passkey_removed", None, user_id, session_id).await?;
         queue_notice(&tx, notice_id, "passkey_removed", user_id).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ended))
     })
     .await
 }
 
-/// Deletes expired ceremonies (the maintenance task's).
+/// Deletes expired ceremonies (the maintenance task's), at most this many per call: a
+/// backlog shrinks over a few passes instead of one statement outrunning its timeout.
+const PRUNE_BATCH: i64 = 10_000;
+
 pub async fn prune(db: &Database) -> Result<u64, ApiError> {
     db.run(async |client| {
         Ok(client
             .bounded(client.exec(
-                "DELETE FROM passkey_ceremonies WHERE expires_at <= now()",
-                &[],
+                "DELETE FROM passkey_ceremonies
+                  WHERE id IN (SELECT id FROM passkey_ceremonies
+                                WHERE expires_at <= now() LIMIT $1)",
+                &[&PRUNE_BATCH],
             ))
             .await?)
     })

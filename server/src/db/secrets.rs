@@ -260,6 +260,9 @@ pub async fn reset_password(
              ), others AS (
                  UPDATE one_time_secrets SET consumed_at = now()
                   WHERE user_id IN (SELECT id FROM u) AND consumed_at IS NULL AND id <> $1
+             ), passkeys AS (
+                 -- Account recovery: a passkey someone else added must not outlive it.
+                 DELETE FROM passkeys WHERE user_id IN (SELECT id FROM u)
              ), throttle AS (
                  DELETE FROM login_throttle WHERE email IN (SELECT email FROM u)
              ), o AS (

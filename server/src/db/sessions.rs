@@ -166,6 +166,9 @@ pub struct Start<'a> {
     /// 2 and `webauthn` for a passkey.
     pub aal: i16,
     pub amr: &'a [String],
+    /// The passkey a passkey sign-in used: it must still be the user's (a removal that
+    /// committed first refuses the sign-in), and removing it later ends the session.
+    pub passkey_id: Option<Uuid>,
 }
 
 /// Starts a session with its first refresh token, recording where it was started from
@@ -190,6 +193,7 @@ pub async fn start(
         new_device,
         aal,
         amr,
+        passkey_id,
     } = start;
     db.run(async |client| {
         let tx = client.begin().await?;
@@ -206,6 +210,8 @@ pub async fn start(
         let sql = format!(
             "WITH u AS (
                  SELECT id FROM users WHERE id = $1 AND credential_version = $7 AND is_active
+                    AND ($14::uuid IS NULL
+                         OR EXISTS (SELECT 1 FROM passkeys WHERE id = $14 AND user_id = $1))
              ), evicted AS (
                  UPDATE sessions SET ended_at = now(), end_reason = 'evicted'
                   WHERE id IN (
@@ -219,8 +225,8 @@ pub async fn start(
                  {insert} SELECT 'session_evicted', NULL, $1, id, $4, $3, $6 FROM evicted
              ), s AS (
                  INSERT INTO sessions (user_id, expires_at, user_agent, ip, credential_version,
-                                       aal, amr)
-                 SELECT id, now() + make_interval(secs => $2), $3, $4, $7, $12, $13 FROM u
+                                       aal, amr, passkey_id)
+                 SELECT id, now() + make_interval(secs => $2), $3, $4, $7, $12, $13, $14 FROM u
                  RETURNING id, expires_at
              ), t AS (
                  INSERT INTO refresh_tokens (token_hash, session_id) SELECT $5, id FROM s
@@ -264,6 +270,7 @@ pub async fn start(
                     &(DEVICES_KEPT - 1),
                     &aal,
                     &amr,
+                    &passkey_id,
                 ],
             )
             .await?;

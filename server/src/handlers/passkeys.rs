@@ -171,6 +171,11 @@ pub async fn start_registration(
 ) -> Result<Response, ApiError> {
     let body: RegistrationStartBody = body::json(req, state.config.body_read_timeout).await?;
     let password = body.password.map(Password::for_login).transpose()?;
+    // Each call stores a ceremony: counted per IP, as the second-factor operations are
+    // (the password re-check counts again, as it does for them).
+    if password.is_none() {
+        limits::check(state, limits::Action::Mfa, call, None, Some(user.id)).await?;
+    }
     let start = db::passkeys::registration_start(
         &state.db,
         user.id,
@@ -252,7 +257,7 @@ pub async fn finish_registration(
             ));
         }
     };
-    let stored = Stored::of(&passkey, 0)?;
+    let stored = Stored::of(&passkey)?;
     let (backup_eligible, backed_up) = passkeys::backup_flags(&passkey);
     match db::passkeys::add(
         &state.db,
@@ -342,6 +347,15 @@ pub async fn finish_sign_in(
         return Err(refuse("account_inactive").await);
     }
     if state.config.mail.verification == Verification::Required && !owner.email_verified {
+        db::events::record(
+            &state.db,
+            call,
+            "login_failed",
+            Some("email_not_verified"),
+            Some(owner.user_id),
+            None,
+        )
+        .await?;
         return Err(ApiError::EmailNotVerified);
     }
     let updated = match passkey.update_credential(&result) {
@@ -378,12 +392,13 @@ pub async fn finish_sign_in(
             new_device: None,
             aal: i16::from(assurance.aal),
             amr: &assurance.amr,
+            passkey_id: Some(owner.passkey_id),
         },
         call,
     )
     .await?
     .ok_or(ApiError::PasskeyRefused(
-        "password changed or account deactivated during the sign-in",
+        "passkey removed, password reset or account deactivated during the sign-in",
     ))?;
     tracing::info!(user_id = %owner.user_id, session_id = %session.id, "passkey sign-in succeeded");
     let assurance = Assurance {
@@ -465,8 +480,8 @@ pub async fn remove(
     )
     .await?
     {
-        true => {
-            tracing::info!(user_id = %user.id, passkey_id = %id, "passkey removed");
+        Some(sessions_ended) => {
+            tracing::info!(user_id = %user.id, passkey_id = %id, sessions_ended, "passkey removed");
             response::json(
                 StatusCode::OK,
                 &Message {
@@ -474,6 +489,6 @@ pub async fn remove(
                 },
             )
         }
-        false => Err(ApiError::NotFound),
+        None => Err(ApiError::NotFound),
     }
 }

@@ -167,6 +167,7 @@ pub async fn login(
             new_device: new_device.as_deref().map(|hash| (hash, device::TTL)),
             aal: 1,
             amr: &Assurance::password().amr,
+            passkey_id: None,
         },
         call,
     )

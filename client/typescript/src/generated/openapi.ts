@@ -666,7 +666,9 @@ export interface paths {
          *     sign-in counts) — 403 `reauthentication_required` otherwise: log in again and
          *     retry — and, when the account has an authenticator app, a session at `aal2`. The
          *     passkey no longer signs in (the authenticator may still offer it: tell the user to
-         *     delete it there too). A notice is emailed.
+         *     delete it there too), and the sessions it signed in or stepped up end. A notice is
+         *     emailed. A password reset removes all of the account's passkeys, as does the
+         *     admin's `admin_reset_mfa`.
          */
         delete: operations["remove_passkey"];
         options?: never;
@@ -722,8 +724,9 @@ export interface paths {
          * @description `credential` is what `navigator.credentials.create()` resolved to, as JSON
          *     (`credential.toJSON()`, or the same by hand: `id`, `rawId`, `type`, and
          *     `response.attestationObject` and `response.clientDataJSON`, binary values
-         *     base64url without padding). The ceremony is spent by this request, accepted or
-         *     not: 403 `invalid_secret` for one that is unknown, finished, expired, or another
+         *     base64url without padding). The ceremony is spent by this request once its body
+         *     is well-formed (a 422 for the body itself leaves it), accepted or not: 403
+         *     `invalid_secret` for one that is unknown, finished, expired, or another
          *     session's; 422 `validation_error` (field `credential`) for an answer that is not
          *     accepted (another origin, another challenge, no user verification). A credential
          *     registered already (to any account) is 409 `conflict`. A notice is emailed.
@@ -1123,8 +1126,8 @@ export interface paths {
         post?: never;
         /**
          * Remove every second factor of an account
-         * @description For a user who lost both the phone and the recovery codes: removes every factor
-         *     and recovery code (the account is back to password only), ends the account's
+         * @description For a user who lost both the phone and the recovery codes: removes every factor,
+         *     recovery code and passkey (the account is back to password only), ends the account's
          *     sessions, records an `mfa_removed` event with the admin as actor, and emails the
          *     owner a notice — a support-driven reset is what social engineers ask for, so the
          *     owner always hears of it. Role `admin`.
@@ -1519,7 +1522,10 @@ export interface components {
             factors: components["schemas"]["MfaFactor"][];
         };
         MfaReset: {
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description Verified factors and passkeys removed
+             */
             factors_removed: number;
         };
         /**
