@@ -37,5 +37,7 @@ if [ ! -e "$policy" ]; then
     trap 'rm -f "$policy"' EXIT
 fi
 apt_get install -y pgbouncer haproxy >/dev/null
-/usr/sbin/pgbouncer --version | head -n 1 >&2
-/usr/sbin/haproxy -v | head -n 1 >&2
+# sed, not head: head would exit after one line, the tool would die of SIGPIPE writing the
+# rest, and pipefail would fail the install that just succeeded.
+/usr/sbin/pgbouncer --version | sed -n 1p >&2
+/usr/sbin/haproxy -v | sed -n 1p >&2
