@@ -553,7 +553,7 @@ async fn recovery_code_used(
 }
 
 /// Queues a notice of `kind` to the user's current address, waking the senders at commit.
-async fn queue_notice(
+pub(super) async fn queue_notice(
     tx: &deadpool_postgres::Transaction<'_>,
     notice_id: Uuid,
     kind: &str,

@@ -12,8 +12,9 @@ use super::typed::Typed as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::mfa::queue_notice;
 use super::sessions::{LOCK_USER, record_in};
-use super::{Database, events, outbox};
+use super::{Database, events};
 use crate::call::Call;
 use crate::errors::ApiError;
 
@@ -292,7 +293,7 @@ pub async fn add(
             return Ok(Added::Taken);
         };
         record_in(&tx, call, "passkey_added", None, user_id, session_id).await?;
-        queue_notice(&tx, new.notice_id, "passkey_added", user_id).await?;
+        queue_notice(&tx, new.notice_id, "passkey_added", user_id, None).await?;
         tx.commit().await?;
         Ok(Added::Added(passkey(&row)))
     })
@@ -478,7 +479,7 @@ pub async fn remove(
             return Ok(None);
         }
         record_in(&tx, call, "passkey_removed", None, user_id, session_id).await?;
-        queue_notice(&tx, notice_id, "passkey_removed", user_id).await?;
+        queue_notice(&tx, notice_id, "passkey_removed", user_id, None).await?;
         tx.commit().await?;
         Ok(Some(ended))
     })
@@ -501,26 +502,4 @@ pub async fn prune(db: &Database) -> Result<u64, ApiError> {
             .await?)
     })
     .await
-}
-
-/// Queues a notice of `kind` to the user's current address, waking the senders at commit.
-async fn queue_notice(
-    tx: &deadpool_postgres::Transaction<'_>,
-    notice_id: Uuid,
-    kind: &str,
-    user_id: Uuid,
-) -> Result<(), ApiError> {
-    let sql = format!(
-        "WITH o AS (
-             INSERT INTO email_outbox (id, kind, user_id, recipient, secret_seed, expires_at)
-             SELECT $1, $2, id, email, NULL, now() + make_interval(hours => {ttl})
-               FROM users WHERE id = $3 AND is_active
-             RETURNING id
-         )
-         {notify} FROM o",
-        ttl = super::secrets::NOTICE_TTL_HOURS as i64,
-        notify = outbox::NOTIFY,
-    );
-    tx.exec(&sql, &[&notice_id, &kind, &user_id]).await?;
-    Ok(())
 }
