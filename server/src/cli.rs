@@ -30,6 +30,18 @@ Commands:
   admin revoke EMAIL
                 Take the admin role away (ends its sessions)
   admin list    List the admins
+  keys list     List the signing keys (ES256, EdDSA) and their states
+  keys create [--alg ES256|EdDSA]
+                Make a standby key: published in the JWKS, signing nothing yet
+  keys activate KID [--force]
+                Sign with KID from now on; the active key is retired. Refused until KID
+                has been published for JWKS_MAX_AGE_SECONDS + 10 minutes, unless --force
+  keys retire KID
+                Retire a standby key without its ever signing
+  keys revoke KID [--force]
+                Unpublish KID and refuse its tokens. Refused for a retired key until an
+                access-token lifetime + JWKS_MAX_AGE_SECONDS after its retirement, unless
+                --force (an incident: its tokens stop working at once)
 
 Options:
   -h, --help     Print this help
@@ -50,6 +62,7 @@ pub enum Command {
     CheckConfig,
     Healthcheck,
     Admin(AdminCommand),
+    Keys(KeysCommand),
     Help,
     Version,
 }
@@ -60,6 +73,75 @@ pub enum AdminCommand {
     Grant(String),
     Revoke(String),
     List,
+}
+
+/// `jobpath-server keys …`: the signing keys' life (see `keyring`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysCommand {
+    List,
+    /// `None`: `JWT_ALGORITHM`'s, or ES256 for an HS256 deployment.
+    Create {
+        algorithm: Option<crate::auth::signing::KeyAlgorithm>,
+    },
+    Activate {
+        kid: String,
+        force: bool,
+    },
+    Retire(String),
+    Revoke {
+        kid: String,
+        force: bool,
+    },
+}
+
+/// `keys …` after the word `keys`.
+fn parse_keys(args: &mut impl Iterator<Item = String>) -> Result<KeysCommand, String> {
+    let verb = args
+        .next()
+        .ok_or("keys needs a command: list, create, activate, retire or revoke")?;
+    let rest: Vec<String> = args.collect();
+    let force = rest.iter().any(|a| a == "--force");
+    let words: Vec<&String> = rest.iter().filter(|a| *a != "--force").collect();
+    let kid = |words: &[&String]| match words {
+        [kid] if !kid.starts_with('-') => Ok((*kid).clone()),
+        [] => Err(format!("keys {verb} needs the key's KID")),
+        [_, extra, ..] | [extra] => Err(format!("unexpected argument '{extra}'")),
+    };
+    let no_force = |command: KeysCommand| {
+        if force {
+            Err(format!("keys {verb} takes no --force"))
+        } else {
+            Ok(command)
+        }
+    };
+    match verb.as_str() {
+        "list" => match words.first() {
+            None => no_force(KeysCommand::List),
+            Some(extra) => Err(format!("unexpected argument '{extra}'")),
+        },
+        "create" => {
+            let algorithm = match words.as_slice() {
+                [] => None,
+                [flag, alg] if *flag == "--alg" => Some(
+                    crate::auth::signing::KeyAlgorithm::parse(alg)
+                        .ok_or(format!("--alg: ES256 or EdDSA, got '{alg}'"))?,
+                ),
+                [flag] if *flag == "--alg" => return Err("--alg needs ES256 or EdDSA".to_owned()),
+                [extra, ..] => return Err(format!("unexpected argument '{extra}'")),
+            };
+            no_force(KeysCommand::Create { algorithm })
+        }
+        "activate" => Ok(KeysCommand::Activate {
+            kid: kid(&words)?,
+            force,
+        }),
+        "retire" => no_force(KeysCommand::Retire(kid(&words)?)),
+        "revoke" => Ok(KeysCommand::Revoke {
+            kid: kid(&words)?,
+            force,
+        }),
+        other => Err(format!("unknown keys command '{other}'")),
+    }
 }
 
 /// Parses the arguments after the program name. `Err` carries the message for a usage
@@ -81,6 +163,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> 
             (Some(other), _) => return Err(format!("unknown admin command '{other}'")),
             (None, _) => return Err("admin needs a command: grant, revoke or list".to_owned()),
         }),
+        Some("keys") => return parse_keys(&mut args).map(Command::Keys),
         Some("-h" | "--help" | "help") => return Ok(Command::Help),
         Some("-V" | "--version") => return Ok(Command::Version),
         Some(other) => return Err(format!("unknown command '{other}'")),
@@ -182,6 +265,46 @@ mod tests {
             &["admin", "promote", "a@b.co"],
             &["admin", "list", "x"],
             &["admin", "grant", "a@b.co", "x"],
+        ] {
+            assert!(parse_args(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_args(&["keys", "list"]),
+            Ok(Command::Keys(KeysCommand::List))
+        );
+        assert_eq!(
+            parse_args(&["keys", "create", "--alg", "EdDSA"]),
+            Ok(Command::Keys(KeysCommand::Create {
+                algorithm: Some(crate::auth::signing::KeyAlgorithm::EdDsa)
+            }))
+        );
+        assert_eq!(
+            parse_args(&["keys", "create"]),
+            Ok(Command::Keys(KeysCommand::Create { algorithm: None }))
+        );
+        assert_eq!(
+            parse_args(&["keys", "revoke", "--force", "k1"]),
+            Ok(Command::Keys(KeysCommand::Revoke {
+                kid: "k1".into(),
+                force: true
+            }))
+        );
+        assert_eq!(
+            parse_args(&["keys", "activate", "k1"]),
+            Ok(Command::Keys(KeysCommand::Activate {
+                kid: "k1".into(),
+                force: false
+            }))
+        );
+        for bad in [
+            &["keys"][..],
+            &["keys", "create", "--alg", "HS256"],
+            &["keys", "create", "--alg"],
+            &["keys", "activate"],
+            &["keys", "activate", "k1", "k2"],
+            &["keys", "retire", "k1", "--force"],
+            &["keys", "list", "--force"],
+            &["keys", "rotate"],
         ] {
             assert!(parse_args(bad).is_err(), "{bad:?}");
         }

@@ -21,6 +21,8 @@
 //! - [`metrics`]: the Prometheus registry of one server.
 //! - [`cli`]: the binary's commands (`serve`, `migrate`, `check-config`, `healthcheck`).
 //! - [`mail`]: the email outbox's sender (SMTP or the log), templates, emailed secrets.
+//! - [`keyring`]: keeping every instance's signing keys current (`LISTEN`, re-reads), and
+//!   `jobpath-server keys …`.
 //! - [`maintenance`]: the background chores (idle connections, pruning, the purge of
 //!   deleted accounts).
 //! - [`config`]: environment → typed `Config`: the one list of variables, range checks,
@@ -40,6 +42,7 @@ pub mod db;
 pub mod errors;
 pub mod handlers;
 pub mod http;
+pub mod keyring;
 pub mod limits;
 pub mod mail;
 pub mod maintenance;
@@ -105,12 +108,22 @@ impl App {
             metrics.hash(),
         )?;
         hasher.warm_up();
-        let tokens = TokenKeys::new(
+        let mut tokens = TokenKeys::new(
             config.jwt_secret.expose().as_bytes(),
             &config.jwt_issuer,
             &config.jwt_audience,
             config.access_token_ttl,
         );
+        if let Some(previous) = &config.jwt_secret_previous {
+            tokens = tokens.with_previous_secret(previous.expose().as_bytes());
+        }
+        if config.jwt_algorithm.is_some() {
+            tokens = tokens.signing_with_keys(config.jwt_accept_hs256_until.map(|t| t.timestamp()));
+        }
+        let sealer = keyring::sealer(&config);
+        keyring::prepare(&pool, &config, &tokens, sealer.as_ref())
+            .await
+            .map_err(|e| e.context("loading the signing keys"))?;
         let refresh = RefreshKeys::new(config.jwt_secret.expose().as_bytes());
         let devices = auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes());
         let email_secrets = mail::secrets::SecretKeys::new(config.jwt_secret.expose().as_bytes());
@@ -132,6 +145,7 @@ impl App {
                 db: pool,
                 hasher,
                 tokens,
+                sealer,
                 refresh,
                 devices,
                 email_secrets,
@@ -172,6 +186,11 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
         ..
     } = app;
     let maintenance = tokio::spawn(maintenance::run(Arc::clone(&state)));
+    let keys = tokio::spawn(keyring::watch(
+        Arc::clone(&state),
+        listen_target.clone(),
+        listen_tls.clone(),
+    ));
     let (stop_sender, sender_stop) = tokio::sync::watch::channel(false);
     let sender = tokio::spawn(mail::sender::run(
         Arc::clone(&state),
@@ -212,6 +231,24 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
         abort.abort();
     }
     maintenance.abort();
+    keys.abort();
+}
+
+/// `jobpath-server keys …`: with the configuration `serve` uses (its safety windows come
+/// from it), against the same database. Returns what to print.
+pub async fn keys(config: &Config, command: &cli::KeysCommand) -> anyhow::Result<String> {
+    let tls = db::tls::connector(config.db_ssl_root_cert.as_deref())?;
+    let located = db::locate::locate(config, &tls).await?;
+    prepare_schema(
+        &located.direct,
+        &tls,
+        config.db_startup_timeout,
+        config.db_migrations,
+        None,
+    )
+    .await?;
+    let db = db::pool_of(&located.target, config, 1, tls)?;
+    keyring::command(&db, config, command).await
 }
 
 /// `jobpath-server admin grant|revoke|list`: with the configuration `serve` uses (and its

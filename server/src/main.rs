@@ -30,7 +30,8 @@ fn main() -> ExitCode {
         | Command::Migrate
         | Command::CheckConfig
         | Command::Healthcheck
-        | Command::Admin(_) => {}
+        | Command::Admin(_)
+        | Command::Keys(_) => {}
     }
     match start(command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,11 +67,12 @@ fn start(command: Command) -> anyhow::Result<()> {
         Command::Serve
         | Command::Migrate
         | Command::Admin(_)
+        | Command::Keys(_)
         | Command::Help
         | Command::Version => {}
     }
     match command {
-        Command::Admin(_) => telemetry::init_on_stderr(&config)?,
+        Command::Admin(_) | Command::Keys(_) => telemetry::init_on_stderr(&config)?,
         _ => telemetry::init(&config)?,
     }
     for warning in &config.warnings {
@@ -88,6 +90,10 @@ fn start(command: Command) -> anyhow::Result<()> {
         }
         if let Command::Admin(admin) = &command {
             println!("{}", jobpath_server::admin(&config, admin).await?);
+            return Ok(());
+        }
+        if let Command::Keys(keys) = &command {
+            println!("{}", jobpath_server::keys(&config, keys).await?);
             return Ok(());
         }
         serve(config).await

@@ -83,6 +83,7 @@ pub struct Metrics {
     logins: Family<OutcomeLabels, Counter>,
     signups: Counter,
     tokens_revoked: Counter,
+    owner_lookups: Counter,
     emails_sent: Family<EmailLabels, Counter>,
     email_failures: Family<EmailFailureLabels, Counter>,
     outbox_depth: Gauge,
@@ -105,6 +106,7 @@ impl Metrics {
             logins: Family::default(),
             signups: Counter::default(),
             tokens_revoked: Counter::default(),
+            owner_lookups: Counter::default(),
             emails_sent: Family::default(),
             email_failures: Family::default(),
             outbox_depth: Gauge::default(),
@@ -182,6 +184,11 @@ impl Metrics {
             m.logins.clone(),
         );
         registry.register("signups", "Accounts created", m.signups.clone());
+        registry.register(
+            "token_owner_lookups",
+            "Database reads of a bearer token's session and user (one per token that verified)",
+            m.owner_lookups.clone(),
+        );
         registry.register(
             "tokens_revoked",
             "Access tokens revoked by logout",
@@ -282,6 +289,11 @@ impl Metrics {
 
     pub fn token_revoked(&self) {
         self.tokens_revoked.inc();
+    }
+
+    /// A verified bearer token's session and user are about to be read.
+    pub fn owner_lookup(&self) {
+        self.owner_lookups.inc();
     }
 
     /// The exposition, with the pool's gauges read now.

@@ -23,6 +23,9 @@ pub struct AppState {
     pub owners: OwnerLookups,
     pub hasher: Hasher,
     pub tokens: TokenKeys,
+    /// Opens the signing keys' private halves; `None` for an HS256 server, which only
+    /// verifies and publishes them (`keyring`).
+    pub sealer: Option<crate::auth::signing::Sealer>,
     pub refresh: RefreshKeys,
     /// The key of device tokens' stored hashes.
     pub devices: DeviceKeys,

@@ -41,6 +41,7 @@ mod pooler;
 mod reauth;
 mod reliability;
 mod sessions;
+mod signing_keys;
 mod signup;
 mod skips;
 mod spa;

@@ -54,6 +54,12 @@ test("every operation of the contract answers through the generated client", asy
   const yaml = await anonymous.GET("/openapi.yaml", { parseAs: "text" });
   assert.match(unwrap(yaml), /^openapi: 3\.0\.3/m);
   call("get_openapi_yaml");
+  // An HS256 server (the test server's configuration) publishes no key.
+  assert.deepEqual(unwrap(await anonymous.GET("/.well-known/jwks.json")), { keys: [] });
+  call("get_jwks");
+  const discovery = unwrap(await anonymous.GET("/.well-known/openid-configuration"));
+  assert.match(discovery.jwks_uri, /\/\.well-known\/jwks\.json$/);
+  call("get_openid_configuration");
   assert.equal((await anonymous.POST("/auth/password/forgot", { body: { email } })).response.status, 202);
   call("forgot_password");
   await refused(anonymous.POST("/auth/password/reset/check", { body: { token: FAKE_SECRET } }), 403, "invalid_secret");

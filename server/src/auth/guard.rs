@@ -62,6 +62,7 @@ impl CurrentUser {
 /// Verifies the bearer token of `headers` and that its session is live and its user active.
 pub async fn require_user(state: &AppState, headers: &HeaderMap) -> Result<CurrentUser, ApiError> {
     let claims = state.tokens.verify(bearer_token(headers)?)?;
+    state.metrics.owner_lookup();
     let owner = state
         .owners
         .find(claims.user_id, claims.sid)

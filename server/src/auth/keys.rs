@@ -26,6 +26,8 @@ pub enum Purpose {
     TotpSecret,
     /// Stored hashes of recovery codes (`auth::mfa`).
     RecoveryCodeHash,
+    /// AES-256-GCM sealing of the private halves of signing keys (`auth::signing`).
+    SigningKeySeal,
 }
 
 impl Purpose {
@@ -38,6 +40,7 @@ impl Purpose {
             Purpose::EmailSecretHash => b"jobpath email secret hash v1",
             Purpose::TotpSecret => b"jobpath totp secret sealing v1",
             Purpose::RecoveryCodeHash => b"jobpath recovery code hash v1",
+            Purpose::SigningKeySeal => b"jobpath signing key sealing v1",
         }
     }
 }
@@ -70,6 +73,7 @@ mod tests {
             derive(secret, Purpose::EmailSecretHash),
             derive(secret, Purpose::TotpSecret),
             derive(secret, Purpose::RecoveryCodeHash),
+            derive(secret, Purpose::SigningKeySeal),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {

@@ -6,7 +6,10 @@
 //! - [`login`]: the login decision — throttle, one hash verification on every path, rehash.
 //! - [`credentials`]: `Email` and `Password` newtypes ("parse, don't validate").
 //! - [`hasher`]: bcrypt on a dedicated, bounded thread pool, off the async workers.
-//! - [`token`]: HS256 JWTs with the algorithm pinned and every claim required.
+//! - [`token`]: access tokens (JWTs) with the algorithm pinned by the key and every claim
+//!   required.
+//! - [`signing`]: the asymmetric signing keys (ES256, EdDSA), sealed at rest, and the set
+//!   every instance signs and verifies with and publishes as its JWKS.
 //! - [`refresh`]: single-use refresh tokens and their derived successors.
 //! - [`device`]: device tokens, a successful login's proof for the login throttle.
 //! - [`mfa`]: the second factor's codes, sealed secrets, QR code and recovery codes.
@@ -22,4 +25,5 @@ pub mod login;
 pub mod mfa;
 pub mod passkeys;
 pub mod refresh;
+pub mod signing;
 pub mod token;

@@ -1,15 +1,28 @@
-//! Access tokens: HS256 JWTs, algorithm pinned, every claim required.
+//! Access tokens: JWTs, the algorithm pinned by the key, every claim required.
 //!
 //! Keys and the validation rules are built once at start-up ([`TokenKeys::new`]) and shared.
-//! The signing key is derived from the JWT secret for this purpose alone (`auth::keys`).
-//! A token is accepted only if its header says HS256 (so `none`, in any casing, and other
-//! HMAC algorithms are refused) and `typ` `at+jwt` (RFC 9068, so no other kind of JWT made
-//! with the key passes for an access token), its signature matches, `iss` and `aud` are
-//! this deployment's (`JWT_ISSUER`, `JWT_AUDIENCE`), `exp`, `nbf`, `iat`, `jti`, `sid`,
-//! `sub`, `user_id` and `email` are all present and consistent, and its lifetime
-//! (`exp - iat`) is no longer than the configured one. Whether its session is still live
-//! is checked against the database by the caller.
+//! Two kinds of key sign them:
+//!
+//! - **HS256** (`JWT_ALGORITHM=HS256`, the default, as the service this one replaces): the
+//!   key is derived from the JWT secret for this purpose alone (`auth::keys`), and tokens
+//!   carry no `kid`. `JWT_SECRET_KEY_PREVIOUS` keeps the tokens of the previous secret valid
+//!   while a secret is rotated.
+//! - **ES256 or EdDSA**: the active key of the shared `signing_keys` table
+//!   (`auth::signing`), named by the token's `kid`. The set of keys is replaced whole when
+//!   the table changes ([`TokenKeys::install`]); a token is verified only with the key its
+//!   `kid` names and with that key's algorithm, so an unknown `kid` is refused from memory,
+//!   without a database read, and no token can choose its own algorithm. Kid-less HS256
+//!   tokens are then accepted only until `JWT_ACCEPT_HS256_UNTIL` (the migration's window).
+//!
+//! A token is accepted only if its header's algorithm is its key's (so `none`, in any
+//! casing, and other algorithms are refused) and `typ` `at+jwt` (RFC 9068, so no other
+//! kind of JWT made with the key passes for an access token), its signature matches, `iss`
+//! and `aud` are this deployment's (`JWT_ISSUER`, `JWT_AUDIENCE`), `exp`, `nbf`, `iat`,
+//! `jti`, `sid`, `sub`, `user_id` and `email` are all present and consistent, and its
+//! lifetime (`exp - iat`) is no longer than the configured one. Whether its session is
+//! still live is checked against the database by the caller.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,6 +30,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::signing::KeySet;
 use crate::errors::ApiError;
 
 /// Clock skew tolerated between instances, for `exp` and `nbf`.
@@ -93,36 +107,90 @@ impl Assurance {
 pub const MAX_ROLES: usize = 16;
 
 pub struct TokenKeys {
+    /// The HS256 key of the current secret.
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The HS256 key of `JWT_SECRET_KEY_PREVIOUS`, tried when the current one fails.
+    previous: Option<DecodingKey>,
     header: Header,
-    validation: Validation,
+    /// The rules for each algorithm; the key decides which applies.
+    hs256: Validation,
+    es256: Validation,
+    eddsa: Validation,
+    /// Tokens are signed by the key set's active key, not with HS256.
+    asymmetric: bool,
+    /// Kid-less HS256 tokens are accepted while the clock is before this (Unix seconds).
+    hs256_until: i64,
+    /// The asymmetric keys of the moment: replaced whole, read once per token.
+    keys: RwLock<Arc<KeySet>>,
     issuer: String,
     audience: String,
     ttl: Duration,
 }
 
 impl TokenKeys {
-    /// Keys from the JWT secret, for tokens of `issuer` for `audience` that live `ttl`.
+    /// HS256 keys from the JWT secret, for tokens of `issuer` for `audience` that live
+    /// `ttl`, with no asymmetric key yet (see [`TokenKeys::install`]).
     pub fn new(jwt_secret: &[u8], issuer: &str, audience: &str, ttl: Duration) -> TokenKeys {
         let key = super::keys::derive(jwt_secret, super::keys::Purpose::AccessToken);
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
+        let validation = |alg| {
+            let mut validation = Validation::new(alg);
+            validation.leeway = LEEWAY_SECS;
+            validation.validate_nbf = true;
+            validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
+            validation.set_issuer(&[issuer]);
+            validation.set_audience(&[audience]);
+            validation
+        };
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some(TYPE.to_owned());
         TokenKeys {
             encoding: EncodingKey::from_secret(&key),
             decoding: DecodingKey::from_secret(&key),
+            previous: None,
             header,
-            validation,
+            hs256: validation(Algorithm::HS256),
+            es256: validation(Algorithm::ES256),
+            eddsa: validation(Algorithm::EdDSA),
+            asymmetric: false,
+            hs256_until: i64::MAX,
+            keys: RwLock::new(Arc::new(KeySet::empty())),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
         }
+    }
+
+    /// Also accepts HS256 tokens signed under the previous secret (`JWT_SECRET_KEY_PREVIOUS`).
+    pub fn with_previous_secret(mut self, previous: &[u8]) -> TokenKeys {
+        let key = super::keys::derive(previous, super::keys::Purpose::AccessToken);
+        self.previous = Some(DecodingKey::from_secret(&key));
+        self
+    }
+
+    /// Signs with the active key of the installed set (`JWT_ALGORITHM` ES256 or EdDSA),
+    /// and accepts kid-less HS256 tokens only before `hs256_until` (Unix seconds; `None`:
+    /// never).
+    pub fn signing_with_keys(mut self, hs256_until: Option<i64>) -> TokenKeys {
+        self.asymmetric = true;
+        self.hs256_until = hs256_until.unwrap_or(i64::MIN);
+        self
+    }
+
+    /// Whether tokens are signed with an asymmetric key.
+    pub fn asymmetric(&self) -> bool {
+        self.asymmetric
+    }
+
+    /// Replaces the asymmetric keys: tokens signed from now on, and every verification
+    /// that starts after this, use `set`.
+    pub fn install(&self, set: KeySet) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    }
+
+    /// The asymmetric keys of the moment (the JWKS is theirs).
+    pub fn keys(&self) -> Arc<KeySet> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn ttl(&self) -> Duration {
@@ -163,28 +231,72 @@ impl TokenKeys {
     /// Signs arbitrary claims with the server's key and header (tests use it to forge edge
     /// cases).
     pub fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
-        jsonwebtoken::encode(&self.header, claims, &self.encoding)
-            .map_err(|e| ApiError::Internal(e.into()))
+        let signed = if self.asymmetric {
+            let keys = self.keys();
+            let signer = keys.signer.as_ref().ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("no active signing key is installed"))
+            })?;
+            jsonwebtoken::encode(&signer.header, claims, &signer.key)
+        } else {
+            jsonwebtoken::encode(&self.header, claims, &self.encoding)
+        };
+        signed.map_err(|e| ApiError::Internal(e.into()))
     }
 
     /// Checks signature, algorithm and time claims. Does not check revocation.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                ApiError::InvalidToken(match e.kind() {
-                    ErrorKind::ExpiredSignature => "expired",
-                    ErrorKind::ImmatureSignature => "not yet valid",
-                    ErrorKind::InvalidSignature => "bad signature",
-                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                        "algorithm not allowed"
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| ApiError::InvalidToken("malformed"))?;
+        let decoded = match header.kid.as_deref() {
+            Some(kid) => {
+                // The kid picks the key, the key the algorithm: an unknown kid is refused
+                // here, from memory, and a header naming another algorithm than its key's
+                // never reaches a verifier.
+                let keys = self.keys();
+                let key = keys
+                    .verifiers
+                    .get(kid)
+                    .ok_or(ApiError::InvalidToken("unknown key"))?;
+                if header.alg != key.algorithm {
+                    return Err(ApiError::InvalidToken("algorithm not allowed"));
+                }
+                let validation = match key.algorithm {
+                    Algorithm::ES256 => &self.es256,
+                    Algorithm::EdDSA => &self.eddsa,
+                    _ => return Err(ApiError::InvalidToken("algorithm not allowed")),
+                };
+                jsonwebtoken::decode::<Claims>(token, &key.key, validation)
+            }
+            None => {
+                if Utc::now().timestamp() >= self.hs256_until {
+                    return Err(ApiError::InvalidToken("HS256 no longer accepted"));
+                }
+                match (
+                    jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.hs256),
+                    &self.previous,
+                ) {
+                    (Err(e), Some(previous)) if *e.kind() == ErrorKind::InvalidSignature => {
+                        jsonwebtoken::decode::<Claims>(token, previous, &self.hs256)
                     }
-                    ErrorKind::MissingRequiredClaim(_) => "missing claim",
-                    ErrorKind::InvalidIssuer => "another issuer",
-                    ErrorKind::InvalidAudience => "another audience",
-                    _ => "malformed",
-                })
-            })?;
+                    (decoded, _) => decoded,
+                }
+            }
+        };
+        let data = decoded.map_err(|e| {
+            ApiError::InvalidToken(match e.kind() {
+                ErrorKind::ExpiredSignature => "expired",
+                ErrorKind::ImmatureSignature => "not yet valid",
+                ErrorKind::InvalidSignature => "bad signature",
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    "algorithm not allowed"
+                }
+                ErrorKind::MissingRequiredClaim(_) => "missing claim",
+                ErrorKind::InvalidIssuer => "another issuer",
+                ErrorKind::InvalidAudience => "another audience",
+                _ => "malformed",
+            })
+        })?;
         if !data
             .header
             .typ

@@ -87,6 +87,9 @@ pub const VARIABLES: &[&str] = &[
     "JWT_ALGORITHM",
     "JWT_ISSUER",
     "JWT_AUDIENCE",
+    "JWT_SECRET_KEY_PREVIOUS",
+    "JWT_ACCEPT_HS256_UNTIL",
+    "JWKS_MAX_AGE_SECONDS",
     "ACCESS_TOKEN_EXPIRE_MINUTES",
     "REFRESH_TOKEN_EXPIRE_DAYS",
     "REFRESH_REUSE_GRACE_SECONDS",
@@ -221,6 +224,18 @@ pub struct Config {
     pub jwt_audience: String,
     /// True when no secret was configured and a random one was generated for this process.
     pub jwt_secret_generated: bool,
+    /// `JWT_ALGORITHM`: `None` for HS256 (the default), or the algorithm of the first
+    /// signing key (`auth::signing`), whose active key then signs.
+    pub jwt_algorithm: Option<crate::auth::signing::KeyAlgorithm>,
+    /// `JWT_SECRET_KEY_PREVIOUS`: the secret being rotated out. HS256 tokens it signed
+    /// still verify, and signing keys sealed under it still open (and are sealed again).
+    pub jwt_secret_previous: Option<Secret>,
+    /// `JWT_ACCEPT_HS256_UNTIL`: with an asymmetric algorithm, kid-less HS256 tokens are
+    /// accepted until this moment (the HS256 → ES256 migration); never when unset.
+    pub jwt_accept_hs256_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// `Cache-Control: max-age` of the JWKS (`JWKS_MAX_AGE_SECONDS`), and so part of the
+    /// safety windows of `keys activate` and `keys revoke`.
+    pub jwks_max_age: Duration,
     /// The key of the password pre-hash (`auth::hasher`), never derived from the JWT secret.
     pub password_pepper: Secret,
     /// True when `PASSWORD_PEPPER` is unset and development's public pepper is used.
@@ -352,11 +367,19 @@ impl Config {
         let production = environment == Environment::Production;
         let debug = vars.flag("DEBUG", false)?;
 
-        match vars.get("JWT_ALGORITHM") {
-            None => {}
-            Some(alg) if alg.eq_ignore_ascii_case("HS256") => {}
-            Some(other) => bail!("JWT_ALGORITHM: only HS256 is supported, got '{other}'"),
-        }
+        let jwt_algorithm = match vars.get("JWT_ALGORITHM") {
+            None => None,
+            Some(alg) if alg.eq_ignore_ascii_case("HS256") => None,
+            Some(alg) if alg.eq_ignore_ascii_case("ES256") => {
+                Some(crate::auth::signing::KeyAlgorithm::Es256)
+            }
+            Some(alg) if alg.eq_ignore_ascii_case("EdDSA") => {
+                Some(crate::auth::signing::KeyAlgorithm::EdDsa)
+            }
+            Some(other) => {
+                bail!("JWT_ALGORITHM: one of HS256, ES256 or EdDSA, got '{other}'")
+            }
+        };
         let jwt_issuer = token_name(vars.get("JWT_ISSUER"), "JWT_ISSUER", DEFAULT_JWT_ISSUER)?;
         let jwt_audience = token_name(
             vars.get("JWT_AUDIENCE"),
@@ -366,6 +389,42 @@ impl Config {
         let mut warnings = Vec::new();
         let (jwt_secret, jwt_secret_generated) =
             secret::jwt_secret(vars.get("JWT_SECRET_KEY"), environment, &mut warnings)?;
+        if jwt_algorithm.is_some() && jwt_secret_generated {
+            bail!(
+                "JWT_ALGORITHM={}: set JWT_SECRET_KEY too; the signing keys are sealed with a \
+                 key derived from it, and a random secret per process could not open them again",
+                vars.get("JWT_ALGORITHM").unwrap_or_default()
+            );
+        }
+        let jwt_secret_previous = vars.get("JWT_SECRET_KEY_PREVIOUS").map(Secret::new);
+        if jwt_secret_previous
+            .as_ref()
+            .is_some_and(|p| p.expose() == jwt_secret.expose())
+        {
+            bail!(
+                "JWT_SECRET_KEY_PREVIOUS: the same as JWT_SECRET_KEY; unset it or give the old one"
+            );
+        }
+        let jwt_accept_hs256_until = vars
+            .get("JWT_ACCEPT_HS256_UNTIL")
+            .map(|raw| {
+                chrono::DateTime::parse_from_rfc3339(&raw)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "JWT_ACCEPT_HS256_UNTIL: an RFC 3339 time such as \
+                             2026-12-01T12:00:00Z, got '{raw}'"
+                        )
+                    })
+            })
+            .transpose()?;
+        if jwt_accept_hs256_until.is_some() && jwt_algorithm.is_none() {
+            warnings.push(
+                "JWT_ACCEPT_HS256_UNTIL is set but JWT_ALGORITHM is HS256: HS256 tokens are \
+                 accepted anyway"
+                    .to_owned(),
+            );
+        }
         let (password_pepper, password_pepper_default) = secret::password_pepper(
             vars.get("PASSWORD_PEPPER"),
             environment,
@@ -492,6 +551,14 @@ impl Config {
             jwt_issuer,
             jwt_audience,
             jwt_secret_generated,
+            jwt_algorithm,
+            jwt_secret_previous,
+            jwt_accept_hs256_until,
+            jwks_max_age: Duration::from_secs(vars.range(
+                "JWKS_MAX_AGE_SECONDS",
+                300,
+                1..=86_400,
+            )?),
             password_pepper,
             password_pepper_default,
             warnings,
@@ -625,9 +692,32 @@ impl Config {
             ),
             ("DB_POOLER", format!("{:?}", self.db_pooler).to_lowercase()),
             ("JWT_SECRET_KEY", jwt),
-            ("JWT_ALGORITHM", "HS256".to_owned()),
+            (
+                "JWT_ALGORITHM",
+                self.jwt_algorithm
+                    .map_or("HS256", |a| a.as_str())
+                    .to_owned(),
+            ),
             ("JWT_ISSUER", self.jwt_issuer.clone()),
             ("JWT_AUDIENCE", self.jwt_audience.clone()),
+            (
+                "JWT_SECRET_KEY_PREVIOUS",
+                match self.jwt_secret_previous {
+                    Some(_) => "<set, redacted>".to_owned(),
+                    None => "<unset>".to_owned(),
+                },
+            ),
+            (
+                "JWT_ACCEPT_HS256_UNTIL",
+                match self.jwt_accept_hs256_until {
+                    Some(t) => t.to_rfc3339(),
+                    None => "<unset>".to_owned(),
+                },
+            ),
+            (
+                "JWKS_MAX_AGE_SECONDS",
+                self.jwks_max_age.as_secs().to_string(),
+            ),
             (
                 "ACCESS_TOKEN_EXPIRE_MINUTES",
                 (self.access_token_ttl.as_secs() / MINUTE).to_string(),

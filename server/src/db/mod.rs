@@ -60,6 +60,7 @@ pub mod passkeys;
 pub mod secrets;
 pub mod sessions;
 pub mod shared;
+pub mod signing_keys;
 pub mod tls;
 pub mod typed;
 pub mod users;

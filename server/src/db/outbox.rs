@@ -188,11 +188,12 @@ pub async fn prune(db: &Database, keep: Duration) -> Result<u64, ApiError> {
     .await
 }
 
-/// Holds a connection that `LISTEN`s on the outbox's channel and wakes `wake` on every
+/// Holds a connection that `LISTEN`s on `channel` (the outbox's, `mail::CHANNEL`, or the
+/// signing keys', `db::signing_keys::CHANNEL`) and wakes `wake` on every
 /// notification, reconnecting (with a pause) whenever the connection fails; also wakes
 /// after each reconnection, since notifications sent meanwhile were lost. Runs until the
 /// task is aborted.
-pub async fn listen(target: Target, tls: Tls, wake: std::sync::Arc<Notify>) {
+pub async fn listen(target: Target, tls: Tls, channel: &'static str, wake: std::sync::Arc<Notify>) {
     let mut pause = Duration::from_millis(500);
     loop {
         match target.pg().connect(tls.clone()).await {
@@ -200,18 +201,14 @@ pub async fn listen(target: Target, tls: Tls, wake: std::sync::Arc<Notify>) {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 // The connection must be driven for the LISTEN to be answered, so both run
                 // together: the statement, then the stream until it ends.
-                let listening = async {
-                    client
-                        .batch_execute(&format!("LISTEN {}", crate::mail::CHANNEL))
-                        .await
-                };
+                let listening = async { client.batch_execute(&format!("LISTEN {channel}")).await };
                 let mut listening = std::pin::pin!(listening);
                 let mut subscribed = false;
                 loop {
                     tokio::select! {
                         done = &mut listening, if !subscribed => {
                             if let Err(e) = done {
-                                tracing::warn!(error = %e, "LISTEN for the outbox failed");
+                                tracing::warn!(error = %e, channel, "LISTEN failed");
                                 break;
                             }
                             subscribed = true;
@@ -224,7 +221,7 @@ pub async fn listen(target: Target, tls: Tls, wake: std::sync::Arc<Notify>) {
                             }
                             Some(Ok(_)) => {}
                             Some(Err(e)) => {
-                                tracing::warn!(error = %e, "the outbox's LISTEN connection failed");
+                                tracing::warn!(error = %e, channel, "a LISTEN connection failed");
                                 break;
                             }
                             None => break,
@@ -233,7 +230,7 @@ pub async fn listen(target: Target, tls: Tls, wake: std::sync::Arc<Notify>) {
                 }
             }
             Err(e) => {
-                tracing::debug!(error = %e, "cannot open the outbox's LISTEN connection yet");
+                tracing::debug!(error = %e, channel, "cannot open a LISTEN connection yet");
             }
         }
         tokio::time::sleep(pause).await;

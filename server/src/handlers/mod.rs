@@ -13,6 +13,7 @@
 //! - [`email`]: password reset and email verification (emailed token or code).
 //! - [`email_change`]: changing the address (request, confirm, cancel).
 //! - [`meta`]: health, the contract, the metrics scrape.
+//! - [`keys`]: the public signing keys (JWKS) and the discovery document.
 //! - [`docs`]: Swagger UI and ReDoc, their assets embedded in the binary.
 //! - [`mfa`]: two-factor authentication: TOTP enrolment, step-up, recovery codes.
 //! - [`passkeys`]: passkeys: registration, sign-in without an email, the list.
@@ -36,6 +37,7 @@ pub mod docs;
 pub mod email;
 pub mod email_change;
 pub mod events;
+pub mod keys;
 pub mod meta;
 pub mod mfa;
 pub mod passkeys;
@@ -167,6 +169,8 @@ pub async fn dispatch(
         Route::Readiness => meta::readiness(state).await,
         Route::OpenApiJson => Ok(meta::openapi_json()),
         Route::OpenApiYaml => Ok(meta::openapi_yaml()),
+        Route::GetJwks => Ok(keys::jwks(state, req.headers())),
+        Route::GetOpenIdConfiguration => keys::discovery(state),
     }
 }
 

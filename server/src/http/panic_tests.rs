@@ -52,6 +52,7 @@ fn state() -> Arc<AppState> {
             &config.jwt_audience,
             Duration::from_secs(60),
         ),
+        sealer: None,
         refresh: crate::auth::refresh::RefreshKeys::new(config.jwt_secret.expose().as_bytes()),
         devices: crate::auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes()),
         email_secrets: crate::mail::secrets::SecretKeys::new(config.jwt_secret.expose().as_bytes()),

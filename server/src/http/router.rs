@@ -91,10 +91,12 @@ pub enum Route {
     Readiness,
     OpenApiJson,
     OpenApiYaml,
+    GetJwks,
+    GetOpenIdConfiguration,
 }
 
 impl Route {
-    pub const ALL: [Route; 50] = [
+    pub const ALL: [Route; 52] = [
         Route::Signup,
         Route::Login,
         Route::GetMe,
@@ -145,6 +147,8 @@ impl Route {
         Route::Readiness,
         Route::OpenApiJson,
         Route::OpenApiYaml,
+        Route::GetJwks,
+        Route::GetOpenIdConfiguration,
     ];
 
     /// (method, path, operationId), as in `openapi.yaml`.
@@ -302,6 +306,12 @@ impl Route {
             Route::Readiness => (Method::GET, "/health/ready", "readiness"),
             Route::OpenApiJson => (Method::GET, "/openapi.json", "get_openapi_json"),
             Route::OpenApiYaml => (Method::GET, "/openapi.yaml", "get_openapi_yaml"),
+            Route::GetJwks => (Method::GET, "/.well-known/jwks.json", "get_jwks"),
+            Route::GetOpenIdConfiguration => (
+                Method::GET,
+                "/.well-known/openid-configuration",
+                "get_openid_configuration",
+            ),
         }
     }
 
@@ -357,7 +367,9 @@ impl Route {
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
-            | Route::OpenApiYaml => Security::Public,
+            | Route::OpenApiYaml
+            | Route::GetJwks
+            | Route::GetOpenIdConfiguration => Security::Public,
         }
     }
 }
@@ -416,7 +428,9 @@ impl Route {
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
-            | Route::OpenApiYaml => None,
+            | Route::OpenApiYaml
+            | Route::GetJwks
+            | Route::GetOpenIdConfiguration => None,
         }
     }
 
@@ -475,7 +489,9 @@ impl Route {
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
-            | Route::OpenApiYaml => false,
+            | Route::OpenApiYaml
+            | Route::GetJwks
+            | Route::GetOpenIdConfiguration => false,
         }
     }
 }

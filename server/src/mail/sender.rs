@@ -54,8 +54,14 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let wake = Arc::new(Notify::new());
-    let listener = listen
-        .map(|(target, tls)| tokio::spawn(db::outbox::listen(target, tls, Arc::clone(&wake))));
+    let listener = listen.map(|(target, tls)| {
+        tokio::spawn(db::outbox::listen(
+            target,
+            tls,
+            crate::mail::CHANNEL,
+            Arc::clone(&wake),
+        ))
+    });
     let _stop_listener = AbortOnDrop(listener);
     let lease = lease(&state);
     let mut last_depth = tokio::time::Instant::now() - DEPTH_EVERY;

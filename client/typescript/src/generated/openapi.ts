@@ -943,6 +943,53 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/.well-known/jwks.json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The public signing keys (JWK set, RFC 7517)
+         * @description The public half of every standby, active and retired signing key (never an HMAC
+         *     secret, never a private member): a token's `kid` names the key that verifies it,
+         *     with the algorithm (`alg`) that key has. Empty for an HS256 deployment that has
+         *     made no asymmetric key. A new key appears here before it signs (standby), and a
+         *     retired one stays while its tokens can live; cache the set for its `max-age` and
+         *     fetch it again, at most once a minute, on an unknown `kid`.
+         */
+        get: operations["get_jwks"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/.well-known/openid-configuration": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Where the keys are (discovery, for standard JWT libraries)
+         * @description The issuer (`JWT_ISSUER`) and the address of the key set, for libraries that
+         *     discover keys from an issuer. It names only what this server implements: it is
+         *     not an OpenID provider (there is no authorization or token endpoint).
+         */
+        get: operations["get_openid_configuration"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/users": {
         parameters: {
             query?: never;
@@ -1762,6 +1809,37 @@ export interface components {
         };
         MessageResponse: {
             message: string;
+        };
+        /** @description A JWK set (RFC 7517 section 5) of public signing keys, the active one first. */
+        JwkSet: {
+            keys: components["schemas"]["PublicJwk"][];
+        };
+        /**
+         * @description One public key: P-256 (`kty` EC, `alg` ES256: `x` and `y`) or Ed25519 (`kty` OKP,
+         *     `alg` EdDSA: `x`). The `kid` is the key's RFC 7638 thumbprint.
+         */
+        PublicJwk: {
+            /** @enum {string} */
+            kty: "EC" | "OKP";
+            /** @enum {string} */
+            crv: "P-256" | "Ed25519";
+            x: string;
+            y?: string;
+            kid: string;
+            /** @enum {string} */
+            alg: "ES256" | "EdDSA";
+            /** @enum {string} */
+            use: "sig";
+        };
+        DiscoveryDocument: {
+            /** @description The `iss` of every access token (`JWT_ISSUER`) */
+            issuer: string;
+            /**
+             * Format: uri
+             * @description The key set's address: `JWT_ISSUER` + `/.well-known/jwks.json` when the issuer
+             *     is an http(s) URL (as discovery expects), otherwise under `APP_BASE_URL`
+             */
+            jwks_uri: string;
         };
         HealthStatus: {
             /** @enum {string} */
@@ -3727,6 +3805,66 @@ export interface operations {
             503: components["responses"]["ServiceUnavailable"];
         };
     };
+    get_jwks: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` of a set held; answered 304 while it is current */
+                "If-None-Match"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The key set */
+            200: {
+                headers: {
+                    /** @description `public, max-age=N, must-revalidate`, N being `JWKS_MAX_AGE_SECONDS` (300) */
+                    "Cache-Control"?: string;
+                    /** @description A strong validator of this set */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JwkSet"];
+                };
+            };
+            /** @description The set named by `If-None-Match` is current */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+        };
+    };
+    get_openid_configuration: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The discovery document */
+            200: {
+                headers: {
+                    /** @description `public, max-age=N`, N being `JWKS_MAX_AGE_SECONDS` */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DiscoveryDocument"];
+                };
+            };
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+        };
+    };
     admin_list_users: {
         parameters: {
             query?: {
@@ -4177,5 +4315,9 @@ export const mfaFactorKindValues: ReadonlyArray<FlattenedDeepRequired<components
 export const mfaFactorStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["MfaFactor"]["status"]> = ["pending", "verified"];
 export const sessionAalValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Session"]["aal"]> = [1, 2];
 export const eventKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EventKind"]> = ["signup", "login_succeeded", "login_failed", "logout", "refresh", "refresh_reuse_detected", "password_changed", "password_change_failed", "session_revoked", "session_evicted", "rate_limited", "password_reset_requested", "password_reset_completed", "password_reset_failed", "email_verification_sent", "email_verified", "role_granted", "role_revoked", "account_deactivated", "account_reactivated", "sessions_revoked", "email_change_requested", "email_change_confirmed", "email_change_cancelled", "email_change_failed", "account_deleted", "account_deletion_failed", "mfa_enrolled", "mfa_removed", "mfa_verified", "mfa_failed", "mfa_locked", "recovery_code_used", "recovery_codes_regenerated", "passkey_added", "passkey_removed", "passkey_renamed", "passkey_used", "passkey_failed"];
+export const publicJwkKtyValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["kty"]> = ["EC", "OKP"];
+export const publicJwkCrvValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["crv"]> = ["P-256", "Ed25519"];
+export const publicJwkAlgValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["alg"]> = ["ES256", "EdDSA"];
+export const publicJwkUseValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["use"]> = ["sig"];
 export const healthStatusStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["HealthStatus"]["status"]> = ["ok", "ready"];
 export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "validation_error", "unsupported_media_type", "payload_too_large", "headers_too_large", "request_timeout", "email_already_registered", "weak_password", "invalid_credentials", "missing_token", "invalid_token", "rate_limited", "not_found", "conflict", "reauthentication_required", "invalid_secret", "email_not_verified", "forbidden", "self_lockout", "mfa_required", "invalid_mfa_code", "origin_not_allowed", "method_not_allowed", "service_unavailable", "internal_error"];
