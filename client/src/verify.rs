@@ -23,7 +23,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A `Verifier` is cheap to clone (the clones share one key cache): build one at start-up.
+//! [`VerifierBuilder::discover`] instead takes the key set's address from the auth server's
+//! `/.well-known/openid-configuration` and checks its issuer at start-up. A `Verifier` is
+//! cheap to clone (the clones share one key cache): build one at start-up.
 
 mod claims;
 mod error;
@@ -98,6 +100,41 @@ impl VerifierBuilder {
         self
     }
 
+    /// Builds after reading `{base}/.well-known/openid-configuration` (OpenID Connect
+    /// Discovery): the key set's address is its `jwks_uri` (unless [`jwks_url`](Self::jwks_url)
+    /// was given), and its `issuer` must be the expected one, so that a misconfigured issuer
+    /// fails at start-up rather than on every token. Fails if the auth server cannot be
+    /// reached; [`build`](Self::build) does not need it to be.
+    pub async fn discover(mut self) -> Result<Verifier, Error> {
+        #[derive(serde::Deserialize)]
+        struct Discovery {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let base = self.base_url.trim_end_matches('/');
+        let url = format!("{base}/.well-known/openid-configuration");
+        let http = match self.http.take() {
+            Some(http) => http,
+            None => default_http()?,
+        };
+        let failed = |e: reqwest::Error| Error::Config(format!("{url}: {e}"));
+        let response = http.get(&url).send().await.map_err(failed)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Error::Config(format!("{url}: status {status}")));
+        }
+        let found: Discovery = response.json().await.map_err(failed)?;
+        if found.issuer != self.issuer {
+            return Err(Error::Config(format!(
+                "{url} names the issuer {:?}, not {:?}",
+                found.issuer, self.issuer
+            )));
+        }
+        self.jwks_url.get_or_insert(found.jwks_uri);
+        self.http = Some(http);
+        self.build()
+    }
+
     pub fn build(self) -> Result<Verifier, Error> {
         let base = self.base_url.trim_end_matches('/').to_owned();
         let jwks_url = self
@@ -120,11 +157,7 @@ impl VerifierBuilder {
         };
         let http = match self.http {
             Some(http) => http,
-            None => reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(REQUEST_TIMEOUT)
-                .build()
-                .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?,
+            None => default_http()?,
         };
         let validation = |alg| {
             let mut v = Validation::new(alg);
@@ -282,6 +315,14 @@ impl Verifier {
         }
         Ok(claims)
     }
+}
+
+fn default_http() -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))
 }
 
 fn now() -> i64 {

@@ -1,5 +1,5 @@
 //! What the tests need of an auth server: signing keys made here, tokens signed with them,
-//! and a local HTTP server publishing their JWKS (and answering introspection), which counts
+//! and a local HTTP server publishing their JWKS (and discovery and introspection), which counts
 //! what it is asked so that the tests can assert on fetches rather than on time.
 
 use std::collections::HashMap;
@@ -248,8 +248,18 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     match request.uri().path() {
-        "/.well-known/jwks.json" => Ok(jwks(&mut state.lock().unwrap(), &request)),
+        // The second path is where discovery says the set is.
+        "/.well-known/jwks.json" | "/keys/current.json" => {
+            Ok(jwks(&mut state.lock().unwrap(), &request))
+        }
         "/auth/introspect" => Ok(introspect(&state, request).await),
+        "/.well-known/openid-configuration" => {
+            let host = request.headers().get(hyper::header::HOST).unwrap();
+            let base = format!("http://{}", host.to_str().unwrap());
+            let jwks_uri = format!("{base}/keys/current.json");
+            let body = json!({ "issuer": ISSUER, "jwks_uri": jwks_uri }).to_string();
+            Ok(respond(StatusCode::OK, Bytes::from(body)))
+        }
         _ => Ok(respond(StatusCode::NOT_FOUND, Bytes::new())),
     }
 }
