@@ -27,6 +27,10 @@
 //! Errors: every documented error status decodes into [`types::Error`] and arrives as
 //! `Error::ErrorResponse`, whose `status()` and `error` code say what went wrong.
 //!
+//! Modules: the generated operations and [`types`] are at the crate root; `verify` (feature
+//! `verify`) is for other services that accept JobPath access tokens: it checks them
+//! against the auth server's published keys (`examples/resource_server.rs` shows one).
+//!
 //! [progenitor]: https://github.com/oxidecomputer/progenitor
 
 // The generated code is not ours to lint; `allow` rather than `expect` because whether it
@@ -37,6 +41,9 @@ mod generated {
 }
 
 pub use generated::*;
+
+#[cfg(feature = "verify")]
+pub mod verify;
 pub use progenitor_client::{Error, ResponseValue};
 
 use std::time::Duration;
