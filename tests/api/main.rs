@@ -47,3 +47,4 @@ mod skips;
 mod spa;
 mod tls;
 mod typescript;
+mod verifiers;

@@ -500,7 +500,7 @@ async fn behind_haproxy_stopping_an_instance_under_load_costs_no_request() {
 }
 
 #[tokio::test]
-async fn the_outboxs_listen_uses_the_direct_url_not_the_pooler() {
+async fn the_listen_connections_use_the_direct_url_not_the_pooler() {
     let db = TestDb::create().await;
     let Some(bouncer) = PgBouncer::start("pooler::direct_url", &db.server(), 2).await else {
         return;
@@ -516,20 +516,22 @@ async fn the_outboxs_listen_uses_the_direct_url_not_the_pooler() {
     );
     let _server = TestServer::start(config).await;
     let observer = db.client().await;
+    // The outbox's and the signing keys' (`keyring`), one connection each.
     jobpath_tests::cluster::eventually(
-        "the outbox's LISTEN on the direct connection",
+        "both LISTENs on direct connections",
         Duration::from_secs(10),
         || async {
             observer
                 .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                      WHERE application_name = $1 AND query LIKE 'LISTEN %'",
+                    "SELECT count(*) FILTER (WHERE query = 'LISTEN email_outbox'),
+                            count(*) FILTER (WHERE query = 'LISTEN signing_keys')
+                       FROM pg_stat_activity WHERE application_name = $1",
                     &[&tag],
                 )
                 .await
+                .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
                 .unwrap()
-                .get::<_, i64>(0)
-                == 1
+                == (1, 1)
         },
     )
     .await;

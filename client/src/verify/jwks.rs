@@ -35,6 +35,8 @@ use serde::Deserialize;
 /// Freshness when the response has no `max-age`.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 /// Longest we trust a set without asking again, whatever the server says.
+/// The shortest time a fetched set is used without asking again.
+const MIN_FRESHNESS: Duration = Duration::from_secs(1);
 const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// A JWK set of a few keys is a few KiB; anything much larger is not ours.
 const MAX_BODY: usize = 256 * 1024;
@@ -236,10 +238,13 @@ impl KeyCache {
         })
     }
 
+    /// The set's `max-age`, as the server says (a key revoked there is dropped here once
+    /// it runs out), but at least [`MIN_FRESHNESS`], so a `no-store` answer cannot make
+    /// every request a fetch; at most a day.
     fn freshness(&self, headers: &HeaderMap) -> Duration {
         max_age(headers)
             .unwrap_or(DEFAULT_MAX_AGE)
-            .clamp(self.min_interval, MAX_MAX_AGE.max(self.min_interval))
+            .clamp(MIN_FRESHNESS, MAX_MAX_AGE)
     }
 }
 
