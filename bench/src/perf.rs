@@ -7,6 +7,11 @@
 //!   the hash ceiling. Prints the median and the fastest sample.
 //! - `tokens`: reads `id|email|session id` lines and prints one access token per line, minted by the
 //!   server's `TokenKeys` with `$JWT_SECRET_KEY`, so `/auth/me` load spreads over many users.
+//!   With `$BENCH_SIGNING_KEY` (`kid|algorithm|sealed private key in hex|public JWK`, the
+//!   server's active row of `signing_keys`) they are signed with that key instead, as an
+//!   ES256 or EdDSA server signs them.
+//! - `sign-verify N`: the time of signing and of verifying one access token, for HS256,
+//!   ES256 and EdDSA, with the server's `TokenKeys` (N of each, one thread).
 //! - `startup RUNS HOST:PORT -- PROGRAM [ARGS…]`: starts PROGRAM (inheriting the
 //!   environment) RUNS times, and times process start → first `200` from `/health/ready`.
 //!
@@ -20,10 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use jobpath_server::auth::credentials::Password;
 use jobpath_server::auth::hasher::{Pepper, hash_now, verify_now};
+use jobpath_server::auth::signing::{KeyAlgorithm, KeySet, KeyState, Sealer, StoredKey, generate};
 use jobpath_server::auth::token::TokenKeys;
 
 const USAGE: &str = "usage: jobpath-bench hash COST | verify-cost COST SAMPLES | tokens \
-                     | startup RUNS HOST:PORT -- PROGRAM [ARGS...]";
+                     | sign-verify N | startup RUNS HOST:PORT -- PROGRAM [ARGS...]";
 
 /// How long the server may take to become ready before the start-up run counts as failed.
 const READY_DEADLINE: Duration = Duration::from_secs(10);
@@ -38,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Some("hash") => hash(number(arg(1))?),
         Some("verify-cost") => verify_cost(number(arg(1))?, number(arg(2))?),
         Some("tokens") => tokens(),
+        Some("sign-verify") => sign_verify(number(arg(1))?),
         Some("startup") if arg(3) == Some("--") && args.len() > 4 => {
             startup(number(arg(1))?, &args[2], &args[4], &args[5..])
         }
@@ -94,12 +101,16 @@ fn tokens() -> anyhow::Result<()> {
         .context("ACCESS_TOKEN_EXPIRE_MINUTES is not set")?
         .parse()
         .context("ACCESS_TOKEN_EXPIRE_MINUTES")?;
-    let keys = TokenKeys::new(
+    let mut keys = TokenKeys::new(
         secret.as_bytes(),
         jobpath_server::config::DEFAULT_JWT_ISSUER,
         jobpath_server::config::DEFAULT_JWT_AUDIENCE,
         Duration::from_secs(60 * minutes),
     );
+    if let Ok(row) = std::env::var("BENCH_SIGNING_KEY") {
+        keys = keys.signing_with_keys(None);
+        keys.install(signing_key_set(&row, &secret)?);
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for line in std::io::stdin().lock().lines() {
         let line = line?;
@@ -119,6 +130,99 @@ fn tokens() -> anyhow::Result<()> {
             )
             .map_err(|e| anyhow::anyhow!("issuing a token: {e}"))?;
         writeln!(out, "{token}")?;
+    }
+    Ok(())
+}
+
+/// The set of the one active key `row` describes, opened with `secret`.
+fn signing_key_set(row: &str, secret: &str) -> anyhow::Result<KeySet> {
+    let mut fields = row.trim().splitn(4, '|');
+    let (Some(kid), Some(algorithm), Some(sealed), Some(jwk)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        bail!("BENCH_SIGNING_KEY: kid|algorithm|hex|jwk");
+    };
+    let sealed = (0..sealed.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&sealed[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .context("the sealed key's hex")?;
+    let stored = StoredKey {
+        kid: kid.to_owned(),
+        algorithm: KeyAlgorithm::parse(algorithm).context("the algorithm")?,
+        state: KeyState::Active,
+        sealed,
+        public_jwk: serde_json::from_str(jwk).context("the JWK")?,
+        created_at: chrono::Utc::now(),
+    };
+    let sealer = Sealer::new(secret.as_bytes(), None);
+    Ok(KeySet::build(&[stored], Some(&sealer))?.0)
+}
+
+/// Median of `n` timings of `f`, in microseconds.
+fn median_us(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut samples: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[n / 2]
+}
+
+fn sign_verify(n: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(n > 0, "N must be positive");
+    let secret = "a benchmark secret, thirty-two bytes or more";
+    let sealer = Sealer::new(secret.as_bytes(), None);
+    for (name, algorithm) in [
+        ("hs256", None),
+        ("es256", Some(KeyAlgorithm::Es256)),
+        ("eddsa", Some(KeyAlgorithm::EdDsa)),
+    ] {
+        let mut keys = TokenKeys::new(
+            secret.as_bytes(),
+            jobpath_server::config::DEFAULT_JWT_ISSUER,
+            jobpath_server::config::DEFAULT_JWT_AUDIENCE,
+            Duration::from_secs(1800),
+        );
+        if let Some(algorithm) = algorithm {
+            let new = generate(algorithm, &sealer);
+            let stored = StoredKey {
+                kid: new.kid,
+                algorithm,
+                state: KeyState::Active,
+                sealed: new.sealed,
+                public_jwk: new.public_jwk,
+                created_at: chrono::Utc::now(),
+            };
+            keys = keys.signing_with_keys(None);
+            keys.install(KeySet::build(&[stored], Some(&sealer))?.0);
+        }
+        let issue = || {
+            keys.issue(
+                uuid::Uuid::new_v4(),
+                "bench@example.com",
+                true,
+                &[],
+                &jobpath_server::auth::token::Assurance::password(),
+                uuid::Uuid::new_v4(),
+            )
+            .map(|(token, _)| token)
+            .map_err(|e| anyhow::anyhow!("issuing: {e}"))
+        };
+        let token = issue()?;
+        keys.verify(&token)
+            .map_err(|e| anyhow::anyhow!("verifying: {e}"))?;
+        let sign = median_us(n, || {
+            issue().expect("issued once already");
+        });
+        let verify = median_us(n, || {
+            keys.verify(&token).expect("verified once already");
+        });
+        println!("sign_us_{name}={sign:.1}");
+        println!("verify_us_{name}={verify:.1}");
     }
     Ok(())
 }
