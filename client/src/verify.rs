@@ -81,7 +81,7 @@ impl VerifierBuilder {
     }
 
     /// The least time between two fetches caused by tokens naming unknown keys, and between
-    /// retries after a failed fetch (default 60 s). Also the shortest time a set is cached.
+    /// retries after a failed fetch (default 60 s).
     pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
         self.min_refresh_interval = interval;
         self
@@ -124,6 +124,23 @@ impl VerifierBuilder {
             return Err(Error::Config(format!("{url}: status {status}")));
         }
         let found: Discovery = response.json().await.map_err(failed)?;
+        // The keys decide what is trusted: they must come from the server asked, over the
+        // same scheme, not from wherever a document (or whoever altered it) points.
+        let origin = |u: &str| {
+            reqwest::Url::parse(u).ok().map(|u| {
+                (
+                    u.scheme().to_owned(),
+                    u.host_str().map(str::to_owned),
+                    u.port_or_known_default(),
+                )
+            })
+        };
+        if origin(&found.jwks_uri).is_none() || origin(&found.jwks_uri) != origin(base) {
+            return Err(Error::Config(format!(
+                "{url} names the key set {:?}, not on {base}",
+                found.jwks_uri
+            )));
+        }
         if found.issuer != self.issuer {
             return Err(Error::Config(format!(
                 "{url} names the issuer {:?}, not {:?}",

@@ -58,8 +58,9 @@ pub async fn prepare(
                 tracing::info!(%kid, algorithm = algorithm.as_str(), "created the first signing key");
             }
             FirstKey::NoneActive(kids) => bail!(
-                "JWT_ALGORITHM={}: no signing key is active (standby or retired: {}); activate \
-                 one with `jobpath-server keys activate KID`",
+                "JWT_ALGORITHM={}: no signing key is active (the table has {}); make one with \
+                 `jobpath-server keys create` if need be, and activate it with \
+                 `jobpath-server keys activate KID`",
                 algorithm.as_str(),
                 kids.join(", ")
             ),
@@ -76,7 +77,24 @@ pub async fn reload(
     sealer: Option<&Sealer>,
 ) -> anyhow::Result<()> {
     let rows = keys::load(db).await?;
-    let (set, reseal) = KeySet::build(&rows, sealer)?;
+    let (set, reseal) = match KeySet::build(&rows, sealer) {
+        Ok(built) => built,
+        // The active key does not open here (sealed under a secret this instance lacks):
+        // the published and verifying keys must still follow the table — a revocation
+        // must never wait for this to be mended — and the key held keeps signing only
+        // while the table still says it is the active one.
+        Err(e) if sealer.is_some() => {
+            let held = tokens.keys().signer.clone();
+            let still_active = held.as_ref().is_some_and(|held| {
+                rows.iter()
+                    .any(|r| r.kid == held.kid && r.state == signing::KeyState::Active)
+            });
+            let (set, _) = KeySet::build(&rows, None)?;
+            tokens.install(set.with_signer(if still_active { held } else { None }));
+            return Err(e.context("opening the active signing key"));
+        }
+        Err(e) => return Err(e),
+    };
     if tokens.asymmetric() && set.signer.is_none() {
         bail!("no signing key is active; activate one with `jobpath-server keys activate KID`");
     }
@@ -86,7 +104,12 @@ pub async fn reload(
         tracing::info!(keys = rows.len(), "signing keys loaded");
     }
     if let (Some((kid, secret)), Some(sealer)) = (reseal, sealer) {
-        keys::reseal(db, &kid, &sealer.seal(&kid, &secret)).await?;
+        let old = rows
+            .iter()
+            .find(|r| r.kid == kid)
+            .map(|r| r.sealed.clone())
+            .unwrap_or_default();
+        keys::reseal(db, &kid, &old, &sealer.seal(&kid, &secret)).await?;
         tracing::info!(%kid, "sealed the active signing key under the current JWT_SECRET_KEY");
     }
     Ok(())
@@ -117,11 +140,14 @@ impl Drop for AbortOnDrop {
 }
 
 /// How long a retired key's tokens may still be presented and its public half still be
-/// cached: one access-token lifetime, one JWKS max-age, and the clock skew tolerated.
+/// cached: one access-token lifetime, one JWKS max-age, the longest an instance that
+/// missed the notification signs on with it ([`RELOAD_EVERY`]), and the clock skew
+/// tolerated on both ends of a token's life.
 pub fn tokens_live_for(config: &Config) -> Duration {
     config.access_token_ttl
         + config.jwks_max_age
-        + Duration::from_secs(crate::auth::token::LEEWAY_SECS)
+        + RELOAD_EVERY
+        + 2 * Duration::from_secs(crate::auth::token::LEEWAY_SECS)
 }
 
 /// How long a key must have been published before `keys activate` takes it.
@@ -221,6 +247,20 @@ pub async fn command(
             ))
         }
         KeysCommand::Activate { kid, force } => {
+            // A key these servers cannot open would leave them signing with the old one:
+            // refuse it here (created from a shell with another JWT_SECRET_KEY, say).
+            let opener = Sealer::new(
+                config.jwt_secret.expose().as_bytes(),
+                config
+                    .jwt_secret_previous
+                    .as_ref()
+                    .map(|p| p.expose().as_bytes()),
+            );
+            if let Some(row) = keys::load(db).await?.iter().find(|r| &r.kid == kid) {
+                opener
+                    .open(kid, &row.sealed)
+                    .context("refusing to activate a key this configuration cannot open")?;
+            }
             let outcome = keys::activate(db, kid, publish_for(config), *force).await?;
             let done = match &outcome {
                 Move::Done { retired: Some(old) } => format!(

@@ -3,10 +3,10 @@
 //! One [`KeyCache`] per verifier holds the last good set and decides when to ask the auth
 //! server again. The rules, and why:
 //!
-//! - A set is fresh for the response's `max-age` (300 s when absent), never less than the
-//!   minimum refresh interval (so `no-store` or `max-age=0` means "ask again at most once per
-//!   interval", not "ask on every request") and never more than a day (so a key the server
-//!   withdraws stops being trusted).
+//! - A set is fresh for the response's `max-age` (300 s when absent), as the server says — a
+//!   key it revokes stops being trusted here within that time — but never less than a
+//!   second (so `no-store` or `max-age=0` cannot make every request a fetch) and never more
+//!   than a day.
 //! - A stale set is revalidated with `If-None-Match` when the server gave an `ETag`; a 304
 //!   keeps the keys and renews their freshness.
 //! - A token naming an unknown `kid` may refresh early (the server may have rotated), but at
@@ -16,7 +16,10 @@
 //!   A caller holding a stale set that knows its key does not wait: it uses the stale key
 //!   while whoever holds the lock revalidates.
 //! - A failed fetch keeps the old set (even stale: an auth server blip must not refuse every
-//!   request) and is not retried before the interval has passed.
+//!   request) and is not retried before the interval has passed. But a set stale for more
+//!   than [`MAX_STALE`] is used no more: an outage of the auth server (or a blocked
+//!   fetch) must not keep a key it has revoked trusted for ever, so tokens are then
+//!   refused as unverifiable.
 //!
 //! Only keys we can use safely are kept: `EC`/`P-256` for ES256 and `OKP`/`Ed25519` for
 //! EdDSA, with a `kid`, and an `alg` (if given) that agrees with the key type. Anything else
@@ -34,9 +37,11 @@ use serde::Deserialize;
 
 /// Freshness when the response has no `max-age`.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
-/// Longest we trust a set without asking again, whatever the server says.
 /// The shortest time a fetched set is used without asking again.
 const MIN_FRESHNESS: Duration = Duration::from_secs(1);
+/// How long past its freshness a set is still used when it cannot be renewed.
+pub(crate) const MAX_STALE: Duration = Duration::from_secs(60 * 60);
+/// Longest we trust a set without asking again, whatever the server says.
 const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// A JWK set of a few keys is a few KiB; anything much larger is not ours.
 const MAX_BODY: usize = 256 * 1024;
@@ -126,7 +131,7 @@ impl KeyCache {
                         .await
                 }
             },
-            Some(set) if set.keys.contains_key(kid) => {
+            Some(set) if set.keys.contains_key(kid) && now < set.fresh_until + MAX_STALE => {
                 // Stale but knows the key: revalidate unless someone already is, and do not
                 // make this request wait for it.
                 match self.fetch.try_lock() {
@@ -143,6 +148,13 @@ impl KeyCache {
             None => Err(Lookup::Unavailable(
                 failure.unwrap_or_else(|| "no key set fetched yet".to_owned()),
             )),
+            Some(set) if Instant::now() >= set.fresh_until + MAX_STALE => {
+                Err(Lookup::Unavailable(format!(
+                    "the key set is over {} s stale{}",
+                    MAX_STALE.as_secs(),
+                    failure.map(|f| format!(": {f}")).unwrap_or_default()
+                )))
+            }
             Some(set) => set.keys.get(kid).cloned().ok_or(Lookup::Unknown),
         }
     }
@@ -239,12 +251,13 @@ impl KeyCache {
     }
 
     /// The set's `max-age`, as the server says (a key revoked there is dropped here once
-    /// it runs out), but at least [`MIN_FRESHNESS`], so a `no-store` answer cannot make
-    /// every request a fetch; at most a day.
+    /// it runs out), but at least [`MIN_FRESHNESS`] (or the minimum refresh interval, if a
+    /// verifier set it lower), so a `no-store` answer cannot make every request a fetch;
+    /// at most a day.
     fn freshness(&self, headers: &HeaderMap) -> Duration {
         max_age(headers)
             .unwrap_or(DEFAULT_MAX_AGE)
-            .clamp(MIN_FRESHNESS, MAX_MAX_AGE)
+            .clamp(MIN_FRESHNESS.min(self.min_interval), MAX_MAX_AGE)
     }
 }
 

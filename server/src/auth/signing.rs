@@ -8,11 +8,13 @@
 //! (AES-256-GCM under a key derived from `JWT_SECRET_KEY`, the kid as associated data),
 //! and opened only by a server that signs with it.
 //!
-//! The set holds the one signing key (if any) and a verifier for each active and retired
-//! key, each with the algorithm its row names: a token is verified only with the key its
-//! header's `kid` names and that key's algorithm (`auth::token`). Standby keys are
-//! published, so verifiers have them before they sign, but verify nothing here. The JWKS
-//! document and its ETag are rendered once per set, not per request.
+//! The set holds the one signing key (if any) and a verifier for each standby, active and
+//! retired key, each with the algorithm its row names: a token is verified only with the
+//! key its header's `kid` names and that key's algorithm (`auth::token`). A standby key
+//! signs nothing, but it verifies: an instance that has already seen it activated may
+//! sign with it before this one has re-read the table, and its tokens must not be
+//! refused meanwhile (other verifiers have it from the JWKS anyway). The JWKS document and
+//! its ETag are rendered once per set, not per request.
 
 use std::collections::HashMap;
 
@@ -303,6 +305,7 @@ pub struct StoredKey {
 }
 
 /// The key tokens are signed with.
+#[derive(Clone)]
 pub struct Signer {
     pub kid: String,
     pub header: Header,
@@ -334,6 +337,13 @@ impl KeySet {
         KeySet::render(None, HashMap::new(), Vec::new())
     }
 
+    /// The same keys with `signer` signing (a re-read that could not open the active key
+    /// keeps signing with the key held, while the table still says it is active).
+    pub fn with_signer(mut self, signer: Option<Signer>) -> KeySet {
+        self.signer = signer;
+        self
+    }
+
     /// The set of `rows` (revoked ones are not given). With `sealer`, the active key's
     /// private half is opened and signs; without, nothing signs here (an HS256 server
     /// verifies and publishes only). Also returns, opened, the active key if it was sealed
@@ -353,8 +363,7 @@ impl KeySet {
         for row in ordered {
             match row.state {
                 KeyState::Revoked => continue,
-                KeyState::Standby => {}
-                KeyState::Active | KeyState::Retired => {
+                KeyState::Standby | KeyState::Active | KeyState::Retired => {
                     let key = decoding_key(row.algorithm, &row.public_jwk)
                         .with_context(|| format!("the public key of signing key {}", row.kid))?;
                     verifiers.insert(
@@ -485,7 +494,7 @@ mod tests {
         assert_eq!(set.signer.as_ref().unwrap().kid, keys[1].kid);
         let mut verifying: Vec<&String> = set.verifiers.keys().collect();
         verifying.sort();
-        let mut expected = vec![&keys[1].kid, &keys[2].kid];
+        let mut expected = vec![&keys[0].kid, &keys[1].kid, &keys[2].kid];
         expected.sort();
         assert_eq!(verifying, expected);
         let jwks: Value = serde_json::from_slice(&set.jwks).unwrap();
@@ -501,7 +510,7 @@ mod tests {
         // Without a sealer (an HS256 server) nothing signs, the rest is the same.
         let (set, _) = KeySet::build(&rows, None).unwrap();
         assert!(set.signer.is_none());
-        assert_eq!(set.verifiers.len(), 2);
+        assert_eq!(set.verifiers.len(), 3);
     }
 
     #[test]

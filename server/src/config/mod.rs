@@ -396,7 +396,11 @@ impl Config {
                 vars.get("JWT_ALGORITHM").unwrap_or_default()
             );
         }
-        let jwt_secret_previous = vars.get("JWT_SECRET_KEY_PREVIOUS").map(Secret::new);
+        let jwt_secret_previous = secret::previous_secret(
+            vars.get("JWT_SECRET_KEY_PREVIOUS"),
+            environment,
+            &mut warnings,
+        )?;
         if jwt_secret_previous
             .as_ref()
             .is_some_and(|p| p.expose() == jwt_secret.expose())

@@ -51,6 +51,28 @@ fn weakness(secret: &str) -> Option<&'static str> {
     }
 }
 
+/// `JWT_SECRET_KEY_PREVIOUS`, held to the rules of the secret it was: a weak one would let
+/// anyone sign HS256 tokens for as long as it stays set.
+pub fn previous_secret(
+    raw: Option<String>,
+    env: Environment,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Option<Secret>> {
+    let Some(raw) = raw else { return Ok(None) };
+    match weakness(&raw) {
+        None => Ok(Some(Secret(raw))),
+        Some(problem) if env == Environment::Production => {
+            bail!("JWT_SECRET_KEY_PREVIOUS {problem}; in production it must be a strong secret")
+        }
+        Some(problem) => {
+            warnings.push(format!(
+                "JWT_SECRET_KEY_PREVIOUS {problem}; accepted only because APP_ENV=development"
+            ));
+            Ok(Some(Secret(raw)))
+        }
+    }
+}
+
 /// The signing key from `raw` (`JWT_SECRET_KEY`), and whether it was generated because none
 /// was set. Problems tolerated in development are pushed onto `warnings`.
 pub fn jwt_secret(

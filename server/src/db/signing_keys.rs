@@ -145,9 +145,10 @@ async fn insert(
 pub enum FirstKey {
     /// A key is active already.
     Present,
-    /// The table had no usable key: this one was made and activated.
+    /// The table was empty: this one was made and activated.
     Created(String),
-    /// Keys exist but none is active: an operator must choose (`keys activate`).
+    /// Keys exist (revoked ones count: verifiers have seen this deployment) but none is
+    /// active: an operator must choose (`keys activate`, after `keys create` if need be).
     NoneActive(Vec<String>),
 }
 
@@ -161,17 +162,14 @@ pub async fn ensure_first(
     db.run(async |client| {
         let tx = client.begin().await?;
         tx.exec(KEYS_LOCK, &[]).await?;
-        let rows = tx
-            .rows(
-                "SELECT kid, state FROM signing_keys WHERE state IN ('standby', 'active', 'retired')",
-                &[],
-            )
-            .await?;
+        let rows = tx.rows("SELECT kid, state FROM signing_keys", &[]).await?;
         if rows.iter().any(|r| r.get::<_, &str>(1) == "active") {
             return Ok(FirstKey::Present);
         }
         if !rows.is_empty() {
-            return Ok(FirstKey::NoneActive(rows.iter().map(|r| r.get(0)).collect()));
+            return Ok(FirstKey::NoneActive(
+                rows.iter().map(|r| r.get(0)).collect(),
+            ));
         }
         let key = crate::auth::signing::generate(algorithm, sealer);
         insert(&tx, &key, KeyState::Active).await?;
@@ -181,13 +179,15 @@ pub async fn ensure_first(
     .await
 }
 
-/// Seals the active key `kid` again (after a secret rotation), if its row is unchanged.
-pub async fn reseal(db: &Database, kid: &str, sealed: &[u8]) -> Result<(), ApiError> {
+/// Seals the active key `kid` again (after a secret rotation), if its row still holds
+/// `old`: two instances with different secrets never undo each other's sealing.
+pub async fn reseal(db: &Database, kid: &str, old: &[u8], sealed: &[u8]) -> Result<(), ApiError> {
     db.run(async |client| {
         client
             .bounded(client.exec(
-                "UPDATE signing_keys SET private_key = $2 WHERE kid = $1 AND state = 'active'",
-                &[&kid, &sealed],
+                "UPDATE signing_keys SET private_key = $3
+                  WHERE kid = $1 AND state = 'active' AND private_key = $2",
+                &[&kid, &old, &sealed],
             ))
             .await?;
         Ok(())

@@ -47,16 +47,17 @@ struct Discovery<'a> {
     jwks_uri: String,
 }
 
-/// `GET /.well-known/openid-configuration`.
+/// `GET /.well-known/openid-configuration`: only when `JWT_ISSUER` is this server's URL.
 pub fn discovery(state: &AppState) -> Result<Response, ApiError> {
     let issuer = state.config.jwt_issuer.as_str();
-    // Discovery expects the document under the issuer's URL, and the keys beside it; an
-    // issuer that is a plain name (the default) has no URL, so the server's own base is used.
-    let base = if issuer.starts_with("https://") || issuer.starts_with("http://") {
-        issuer.trim_end_matches('/')
-    } else {
-        state.config.mail.app_base_url.as_str()
-    };
+    // Discovery finds the document under the issuer's URL and the keys beside it. An issuer
+    // that is a plain name (the default) says nowhere where this server is, and no other
+    // setting does reliably (APP_BASE_URL is the front end's): a guessed address would
+    // send verifiers for their keys to a host this server does not serve, so there is none.
+    if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+        return Err(ApiError::NotFound);
+    }
+    let base = issuer.trim_end_matches('/');
     let mut resp = response::json(
         StatusCode::OK,
         &Discovery {

@@ -979,7 +979,10 @@ export interface paths {
          * Where the keys are (discovery, for standard JWT libraries)
          * @description The issuer (`JWT_ISSUER`) and the address of the key set, for libraries that
          *     discover keys from an issuer. It names only what this server implements: it is
-         *     not an OpenID provider (there is no authorization or token endpoint).
+         *     not an OpenID provider (there is no authorization or token endpoint). Served only
+         *     when `JWT_ISSUER` is this server's public http(s) URL, as discovery requires; with
+         *     an issuer that is a plain name (the default `jobpath-api`) it is 404, and
+         *     verifiers are configured with the key set's address instead.
          */
         get: operations["get_openid_configuration"];
         put?: never;
@@ -1836,8 +1839,7 @@ export interface components {
             issuer: string;
             /**
              * Format: uri
-             * @description The key set's address: `JWT_ISSUER` + `/.well-known/jwks.json` when the issuer
-             *     is an http(s) URL (as discovery expects), otherwise under `APP_BASE_URL`
+             * @description The key set's address, `JWT_ISSUER` + `/.well-known/jwks.json`
              */
             jwks_uri: string;
         };
@@ -3859,6 +3861,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DiscoveryDocument"];
+                };
+            };
+            /** @description `JWT_ISSUER` is not a URL: there is nothing to discover (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             431: components["responses"]["HeadersTooLarge"];
