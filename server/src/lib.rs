@@ -113,6 +113,7 @@ impl App {
         );
         let refresh = RefreshKeys::new(config.jwt_secret.expose().as_bytes());
         let devices = auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes());
+        let api_keys = auth::api_keys::ApiKeyKeys::new(config.jwt_secret.expose().as_bytes());
         let email_secrets = mail::secrets::SecretKeys::new(config.jwt_secret.expose().as_bytes());
         let mfa = auth::mfa::MfaKeys::new(
             config.jwt_secret.expose().as_bytes(),
@@ -134,6 +135,7 @@ impl App {
                 tokens,
                 refresh,
                 devices,
+                api_keys,
                 email_secrets,
                 mfa,
                 passkeys,

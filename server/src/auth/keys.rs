@@ -26,6 +26,8 @@ pub enum Purpose {
     TotpSecret,
     /// Stored hashes of recovery codes (`auth::mfa`).
     RecoveryCodeHash,
+    /// Stored hashes of API keys (`auth::api_keys`).
+    ApiKeyHash,
 }
 
 impl Purpose {
@@ -38,6 +40,7 @@ impl Purpose {
             Purpose::EmailSecretHash => b"jobpath email secret hash v1",
             Purpose::TotpSecret => b"jobpath totp secret sealing v1",
             Purpose::RecoveryCodeHash => b"jobpath recovery code hash v1",
+            Purpose::ApiKeyHash => b"jobpath api key hash v1",
         }
     }
 }
@@ -70,6 +73,7 @@ mod tests {
             derive(secret, Purpose::EmailSecretHash),
             derive(secret, Purpose::TotpSecret),
             derive(secret, Purpose::RecoveryCodeHash),
+            derive(secret, Purpose::ApiKeyHash),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {

@@ -548,6 +548,9 @@ const EVENT_KINDS: &[&str] = &[
     "passkey_renamed",
     "passkey_used",
     "passkey_failed",
+    "api_key_created",
+    "api_key_revoked",
+    "api_key_refused",
 ];
 
 pub async fn list_events(state: &AppState, query: Option<&str>) -> Result<Response, ApiError> {
