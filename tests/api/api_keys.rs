@@ -590,6 +590,17 @@ async fn deactivation_and_deletion_revoke_the_keys() {
         .get(0);
     assert_eq!(reason, "deactivated");
 
+    // An account made inactive by any other path (no revocation ran) is refused too: the
+    // guard reads the owner's state with the key.
+    let (_, user_id, key) = user_with_key(&app, &ALL_SCOPES).await;
+    app.db
+        .client()
+        .await
+        .execute("UPDATE users SET is_active = false WHERE id = $1", &[&user_id])
+        .await
+        .unwrap();
+    assert_eq!(me_status(&app, &key).await, 401);
+
     // Deletion by the owner: the keys are gone with the account.
     let (email, user_id, key) = user_with_key(&app, &ALL_SCOPES).await;
     let token = app.login(&email, PASSWORD).await;

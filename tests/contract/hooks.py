@@ -107,6 +107,9 @@ def totp_now(secret):
 # stateful step that follows an enrolment's link to confirm or remove the factor acts as the
 # account that owns it, not as a stranger (who is rightly told 404).
 FACTOR_OWNERS = {}
+# The same for API keys (key id -> the `Authorization` that made it), so that a stateful
+# step following a creation's link revokes the key as its owner.
+KEY_OWNERS = {}
 
 
 def mfa_pending_token():
@@ -187,7 +190,8 @@ def before_call(context, case, **kwargs):
     stateful step's path parameter comes from the enrolment's link only after the auth hook
     ran). Only a live token is replaced: a case sent without credentials, or with broken
     ones (schemathesis's `ignored_auth` check), is left as it is."""
-    owner = FACTOR_OWNERS.get(str((case.path_parameters or {}).get("factor_id")))
+    params = case.path_parameters or {}
+    owner = FACTOR_OWNERS.get(str(params.get("factor_id"))) or KEY_OWNERS.get(str(params.get("key_id")))
     present = (case.headers or {}).get("Authorization", "")
     if owner is not None and present != owner and present.startswith("Bearer ") and is_live(present):
         case.headers["Authorization"] = owner
@@ -195,12 +199,16 @@ def before_call(context, case, **kwargs):
 
 @schemathesis.hook
 def after_call(context, case, response):
-    """Remembers who enrolled each factor (see FACTOR_OWNERS)."""
-    if case.operation.label != "POST /auth/mfa/totp" or response.status_code != 201:
+    """Remembers who enrolled each factor and made each key (see FACTOR_OWNERS)."""
+    if response.status_code != 201:
         return
     authorization = (case.headers or {}).get("Authorization")
-    if authorization:
+    if not authorization:
+        return
+    if case.operation.label == "POST /auth/mfa/totp":
         FACTOR_OWNERS[response.json()["factor_id"]] = authorization
+    elif case.operation.label == CREATE_API_KEY:
+        KEY_OWNERS[response.json()["id"]] = authorization
 
 
 def _contains_local_part(email, password):
