@@ -540,6 +540,13 @@ async fn an_account_with_a_second_factor_makes_keys_only_at_aal2() {
         403,
         "mfa_required",
     );
+    // The enrolling session's token from before its factor owes nothing, but says aal1:
+    // a password alone does not make keys for an account with a second factor.
+    expect_error(
+        try_create(&app, &enrolled.session.access_token, &ALL_SCOPES, 30).await,
+        403,
+        "mfa_required",
+    );
     // The enrolling session was raised to aal2: a refreshed token says so.
     let stepped = app.refresh(&enrolled.session.refresh_token).await;
     try_create(&app, &stepped.access_token, &ALL_SCOPES, 30)
@@ -596,7 +603,10 @@ async fn deactivation_and_deletion_revoke_the_keys() {
     app.db
         .client()
         .await
-        .execute("UPDATE users SET is_active = false WHERE id = $1", &[&user_id])
+        .execute(
+            "UPDATE users SET is_active = false WHERE id = $1",
+            &[&user_id],
+        )
         .await
         .unwrap();
     assert_eq!(me_status(&app, &key).await, 401);
