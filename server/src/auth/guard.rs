@@ -1,6 +1,6 @@
 //! The guard: the only way a handler learns who is calling.
 //!
-//! [`require_user`] turns a request's `Authorization: Bearer <token>` header into a
+//! [`session_of`], through [`require_caller`], turns a request's `Authorization: Bearer <token>` header into a
 //! [`CurrentUser`], or refuses it: the token's signature, algorithm, times and claims are
 //! verified ([`super::token::TokenKeys::verify`]), **and** its session must be live and its
 //! user active, read from the database in the one (batched) lookup of `db::owners`. A

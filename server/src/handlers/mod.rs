@@ -24,7 +24,7 @@
 //!
 //! **Protected operations.** The route table declares each operation's
 //! [`Security`](crate::http::router::Security). For every route declared `Bearer`,
-//! [`dispatch`] runs the guard (`auth::guard::require_user`) before the handler, and the
+//! [`dispatch`] runs the guard (`auth::guard::require_caller`) before the handler, and the
 //! handler receives the [`guard::CurrentUser`]; a handler never reads the `Authorization` header.
 //! Then, from the same table, a session that must still pass its second factor is refused
 //! every route not allowed before it (403 `mfa_required`), and a route that names a role
