@@ -1,9 +1,10 @@
 //! The guard: the only way a handler learns who is calling.
 //!
-//! [`session_of`], through [`require_caller`], turns a request's `Authorization: Bearer <token>` header into a
-//! [`CurrentUser`], or refuses it: the token's signature, algorithm, times and claims are
-//! verified ([`super::token::TokenKeys::verify`]), **and** its session must be live and its
-//! user active, read from the database in the one (batched) lookup of `db::owners`. A
+//! [`require_caller`] (with [`session_of`] for an access token) turns a request's
+//! `Authorization: Bearer <token>` header into a [`CurrentUser`], or refuses it: the
+//! token's signature, algorithm, times and claims are verified
+//! ([`super::token::TokenKeys::verify`]), **and** its session must be live and its user
+//! active, read from the database in the one (batched) lookup of `db::owners`. A
 //! token is only as good as its session: a logged-out, revoked or expired session, or a
 //! deactivated account, is refused at once on every instance.
 //!
