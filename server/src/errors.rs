@@ -75,6 +75,14 @@ pub enum ApiError {
     /// A valid token without the role the operation needs (the role's name).
     #[error("forbidden: needs role {0}")]
     Forbidden(&'static str),
+    /// A live API key on an operation that takes none (`None`), or without the scope the
+    /// operation names; or an access token on an operation that takes only API keys
+    /// (the scope the operation needs).
+    #[error("insufficient scope: needs {0:?}")]
+    InsufficientScope(Option<&'static str>),
+    /// The account has the most live API keys it may have.
+    #[error("too many api keys")]
+    TooManyApiKeys,
     /// Cookie mode of login or refresh from a request whose `Origin` is missing or not
     /// allowed: a possible cross-site request forgery (the check that failed, for the log).
     #[error("origin not allowed: {0}")]
@@ -159,6 +167,7 @@ impl ApiError {
             | ApiError::EmailNotVerified
             | ApiError::InvalidSecret(_)
             | ApiError::Forbidden(_)
+            | ApiError::InsufficientScope(_)
             | ApiError::OriginNotAllowed(_)
             | ApiError::MfaRequired
             | ApiError::InvalidCeremony(_)
@@ -167,6 +176,7 @@ impl ApiError {
             | ApiError::AccountInactive
             | ApiError::TooManyFactors
             | ApiError::TooManyPasskeys
+            | ApiError::TooManyApiKeys
             | ApiError::PasskeyTaken
             | ApiError::NoPasskey
             | ApiError::NoFactor => StatusCode::CONFLICT,
@@ -196,6 +206,7 @@ impl ApiError {
             ApiError::InvalidSecret(_) | ApiError::InvalidCeremony(_) => "invalid_secret",
             ApiError::EmailNotVerified => "email_not_verified",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::InsufficientScope(_) => "insufficient_scope",
             ApiError::SelfLockout(_) => "self_lockout",
             ApiError::OriginNotAllowed(_) => "origin_not_allowed",
             ApiError::MfaRequired => "mfa_required",
@@ -204,6 +215,7 @@ impl ApiError {
             | ApiError::TooManyFactors
             | ApiError::NoFactor
             | ApiError::TooManyPasskeys
+            | ApiError::TooManyApiKeys
             | ApiError::PasskeyTaken
             | ApiError::NoPasskey => "conflict",
             ApiError::NotFound => "not_found",
@@ -222,7 +234,9 @@ impl ApiError {
             }
             ApiError::Validation { message, .. } => message.clone(),
             ApiError::UnsupportedMediaType => {
-                "Request body must be sent with Content-Type: application/json".into()
+                "Request body must be sent with Content-Type: application/json \
+                 (application/x-www-form-urlencoded for introspect_token)"
+                    .into()
             }
             ApiError::PayloadTooLarge => "Request body is larger than the 64 KiB limit".into(),
             ApiError::HeadersTooLarge => "Request headers exceed 16 KiB or 64 fields".into(),
@@ -250,6 +264,15 @@ impl ApiError {
             }
             ApiError::Forbidden(role) => {
                 Cow::Owned(format!("This operation needs the {role} role"))
+            }
+            ApiError::InsufficientScope(Some(scope)) => Cow::Owned(format!(
+                "This operation needs an API key with the {scope} scope"
+            )),
+            ApiError::InsufficientScope(None) => {
+                "This operation does not accept API keys; use an access token".into()
+            }
+            ApiError::TooManyApiKeys => {
+                "The account has the most live API keys it may have (20); revoke one first".into()
             }
             ApiError::MfaRequired => {
                 "This operation needs a second factor; verify a code at /auth/mfa/verify first"
@@ -481,6 +504,9 @@ mod tests {
             },
             ApiError::NotFound,
             ApiError::Forbidden("admin"),
+            ApiError::InsufficientScope(Some("introspect")),
+            ApiError::InsufficientScope(None),
+            ApiError::TooManyApiKeys,
             ApiError::SelfLockout("deactivate"),
             ApiError::OriginNotAllowed("no origin"),
             ApiError::MfaRequired,

@@ -126,6 +126,7 @@ impl App {
             .map_err(|e| e.context("loading the signing keys"))?;
         let refresh = RefreshKeys::new(config.jwt_secret.expose().as_bytes());
         let devices = auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes());
+        let api_keys = auth::api_keys::ApiKeyKeys::new(config.jwt_secret.expose().as_bytes());
         let email_secrets = mail::secrets::SecretKeys::new(config.jwt_secret.expose().as_bytes());
         let mfa = auth::mfa::MfaKeys::new(
             config.jwt_secret.expose().as_bytes(),
@@ -148,6 +149,7 @@ impl App {
                 sealer,
                 refresh,
                 devices,
+                api_keys,
                 email_secrets,
                 mfa,
                 passkeys,

@@ -20,6 +20,9 @@
 //! fresh address for every request ([`client_key`]). Sessions and events still record the
 //! full address.
 //!
+//! `introspect_token` is limited per calling API key instead ([`check_key`]): the services
+//! that call it sit behind a few addresses, and each key is one caller.
+//!
 //! Over a limit is 429 `rate_limited` with `Retry-After`. Nothing here runs for other
 //! routes: `/auth/me` costs no extra query.
 
@@ -61,6 +64,12 @@ pub enum Action {
     /// A passkey sign-in's options (`start_passkey_authentication`, public): held to
     /// `RATE_LIMIT_LOGIN_PER_IP`, since it begins a login; counted apart.
     PasskeySignIn,
+    /// `create_api_key`: held to `RATE_LIMIT_PASSWORD_CHANGE_PER_IP`, since it may check
+    /// the password too; counted apart.
+    ApiKeyCreate,
+    /// `introspect_token`, per calling key (`RATE_LIMIT_INTROSPECT_PER_KEY`), through
+    /// [`check_key`].
+    Introspect,
 }
 
 impl Action {
@@ -78,10 +87,13 @@ impl Action {
             Action::EmailChangeToken => "email_change_token",
             Action::Mfa => "mfa",
             Action::PasskeySignIn => "passkey_sign_in",
+            Action::ApiKeyCreate => "api_key_create",
+            Action::Introspect => "introspect",
         }
     }
 
-    fn per_ip(self, state: &AppState) -> u32 {
+    /// Requests allowed per window: per client IP, or for [`Action::Introspect`] per key.
+    fn allowance(self, state: &AppState) -> u32 {
         let limits = &state.config.rate_limits;
         match self {
             Action::Signup => limits.signup_per_ip,
@@ -96,6 +108,8 @@ impl Action {
             Action::EmailChangeToken => limits.verify_per_ip,
             Action::Mfa => limits.password_change_per_ip,
             Action::PasskeySignIn => limits.login_per_ip,
+            Action::ApiKeyCreate => limits.password_change_per_ip,
+            Action::Introspect => limits.introspect_per_key,
         }
     }
 }
@@ -111,7 +125,7 @@ pub async fn check(
     account: Option<&Email>,
     user_id: Option<Uuid>,
 ) -> Result<(), ApiError> {
-    let per_ip = action.per_ip(state);
+    let per_ip = action.allowance(state);
     if per_ip == 0 {
         return Ok(());
     }
@@ -136,6 +150,45 @@ pub async fn check(
         first,
         user_id,
         account,
+    )
+    .await
+}
+
+/// Counts this request against its per-key limit (the caller is the API key `key_id` of
+/// `user_id`); [`ApiError::TooManyRequests`] when over, with one `rate_limited` event per
+/// window, as [`check`].
+pub async fn check_key(
+    state: &AppState,
+    action: Action,
+    call: &Call,
+    key_id: Uuid,
+    user_id: Uuid,
+) -> Result<(), ApiError> {
+    let limit = action.allowance(state);
+    if limit == 0 {
+        return Ok(());
+    }
+    let key = format!("key:{key_id}");
+    let hit = db::limits::hit(
+        &state.db,
+        action.name(),
+        &key,
+        state.config.rate_limits.window,
+    )
+    .await?;
+    if hit.count <= i64::from(limit) {
+        return Ok(());
+    }
+    tracing::info!(action = action.name(), %key_id, count = hit.count, "rate limited by API key");
+    let first = hit.count == i64::from(limit) + 1;
+    refuse(
+        state,
+        call,
+        action.name(),
+        whole_seconds(hit.window_left),
+        first,
+        Some(user_id),
+        None,
     )
     .await
 }

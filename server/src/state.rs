@@ -29,6 +29,8 @@ pub struct AppState {
     pub refresh: RefreshKeys,
     /// The key of device tokens' stored hashes.
     pub devices: DeviceKeys,
+    /// The key of API keys' stored hashes.
+    pub api_keys: crate::auth::api_keys::ApiKeyKeys,
     /// The keys of emailed tokens and codes.
     pub email_secrets: SecretKeys,
     /// The keys of second factors (sealed TOTP secrets, recovery-code hashes) and the

@@ -10,6 +10,7 @@ mod spec_check;
 
 mod account_pages;
 mod admin;
+mod api_keys;
 mod connections;
 mod contract;
 mod cookie_mode;
@@ -25,6 +26,7 @@ mod hashes;
 mod hostile;
 mod http;
 mod instances;
+mod introspection;
 mod leaks;
 mod limits;
 mod login;

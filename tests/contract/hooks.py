@@ -16,6 +16,12 @@ that owes its second factor, so the operation is tested past its 409 (no factor)
 its well-formed code cases carry the code the account's app would show now (computed here,
 RFC 6238), so the step-up itself succeeds too; the rest are wrong or replayed codes, and
 the account's lock after ten of them (429) is part of the contract.
+
+An operation that takes only an API key (`security: [{apiKeyAuth: []}]`, introspection) gets
+a fresh key with every scope, of a fresh account, for each case. Half of its well-formed
+`token` values are replaced by a real, live access token, so introspection answers
+`active: true` as well as `active: false`; half of the well-formed `create_api_key`
+passwords are the account's, so the password path makes keys too.
 """
 
 import base64
@@ -49,6 +55,20 @@ def protected_operations(spec_path):
     }
 
 
+def api_key_operations(spec_path):
+    """`METHOD /path` of every operation that takes only an API key."""
+    with open(spec_path, encoding="utf-8") as f:
+        spec = yaml.safe_load(f)
+    return {
+        f"{method.upper()} {path}"
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict)
+        and operation.get("security")
+        and all(set(r) == {"apiKeyAuth"} for r in operation["security"])
+    }
+
+
 def admin_operations(spec_path):
     """`METHOD /path` of every operation that requires the admin role."""
     with open(spec_path, encoding="utf-8") as f:
@@ -63,6 +83,9 @@ def admin_operations(spec_path):
 
 PROTECTED = protected_operations(os.environ["JOBPATH_SPEC"])
 ADMIN_ONLY = admin_operations(os.environ["JOBPATH_SPEC"])
+API_KEY_ONLY = api_key_operations(os.environ["JOBPATH_SPEC"])
+INTROSPECT = "POST /auth/introspect"
+CREATE_API_KEY = "POST /auth/api-keys"
 ADMIN = {"email": os.environ["JOBPATH_ADMIN_EMAIL"], "password": os.environ["JOBPATH_ADMIN_PASSWORD"]}
 PASSWORD = "contract run passphrase"
 MFA = {"email": os.environ["JOBPATH_MFA_EMAIL"], "password": os.environ["JOBPATH_MFA_PASSWORD"]}
@@ -84,6 +107,9 @@ def totp_now(secret):
 # stateful step that follows an enrolment's link to confirm or remove the factor acts as the
 # account that owns it, not as a stranger (who is rightly told 404).
 FACTOR_OWNERS = {}
+# The same for API keys (key id -> the `Authorization` that made it), so that a stateful
+# step following a creation's link revokes the key as its owner.
+KEY_OWNERS = {}
 
 
 def mfa_pending_token():
@@ -107,6 +133,19 @@ def fresh_token():
     return login.json()["access_token"]
 
 
+def fresh_api_key():
+    """A key with every scope, of a fresh account, made by its fresh (recent) login."""
+    token = fresh_token()
+    made = requests.post(
+        f"{BASE_URL}/auth/api-keys",
+        json={"name": "contract", "scopes": ["account:read", "introspect"], "expires_in_days": 1},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    made.raise_for_status()
+    return made.json()["key"]
+
+
 def admin_token():
     login = requests.post(f"{BASE_URL}/auth/login", json=ADMIN, timeout=10)
     login.raise_for_status()
@@ -128,6 +167,8 @@ class FreshToken:
             return None
         if case.operation.label in ADMIN_ONLY:
             return admin_token()
+        if case.operation.label in API_KEY_ONLY:
+            return fresh_api_key()
         if case.operation.label == STEP_UP:
             return mfa_pending_token()
         # A step that follows a login link carries that login's real token; other phases
@@ -149,7 +190,8 @@ def before_call(context, case, **kwargs):
     stateful step's path parameter comes from the enrolment's link only after the auth hook
     ran). Only a live token is replaced: a case sent without credentials, or with broken
     ones (schemathesis's `ignored_auth` check), is left as it is."""
-    owner = FACTOR_OWNERS.get(str((case.path_parameters or {}).get("factor_id")))
+    params = case.path_parameters or {}
+    owner = FACTOR_OWNERS.get(str(params.get("factor_id"))) or KEY_OWNERS.get(str(params.get("key_id")))
     present = (case.headers or {}).get("Authorization", "")
     if owner is not None and present != owner and present.startswith("Bearer ") and is_live(present):
         case.headers["Authorization"] = owner
@@ -157,12 +199,16 @@ def before_call(context, case, **kwargs):
 
 @schemathesis.hook
 def after_call(context, case, response):
-    """Remembers who enrolled each factor (see FACTOR_OWNERS)."""
-    if case.operation.label != "POST /auth/mfa/totp" or response.status_code != 201:
+    """Remembers who enrolled each factor and made each key (see FACTOR_OWNERS)."""
+    if response.status_code != 201:
         return
     authorization = (case.headers or {}).get("Authorization")
-    if authorization:
+    if not authorization:
+        return
+    if case.operation.label == "POST /auth/mfa/totp":
         FACTOR_OWNERS[response.json()["factor_id"]] = authorization
+    elif case.operation.label == CREATE_API_KEY:
+        KEY_OWNERS[response.json()["id"]] = authorization
 
 
 def _contains_local_part(email, password):
@@ -221,7 +267,11 @@ def _real_secrets(operation, body):
         code = body.get("code")
         if isinstance(code, str) and len(code) == 6 and code.isdigit() and int(code) % 2 == 0:
             return {**body, "code": totp_now(MFA_SECRET)}
-    if operation.label == "POST /auth/mfa/totp":
+    if operation.label == INTROSPECT:
+        token = body.get("token")
+        if isinstance(token, str) and 1 <= len(token) <= 4096 and len(token) % 2 == 0:
+            return {**body, "token": fresh_token()}
+    if operation.label in ("POST /auth/mfa/totp", CREATE_API_KEY):
         password = body.get("password")
         if isinstance(password, str) and 1 <= len(password) <= 256 and len(password) % 2 == 0:
             return {**body, "password": PASSWORD}

@@ -258,6 +258,35 @@ test("every operation of the contract answers through the generated client", asy
   await refused(pk.api.POST("/auth/mfa/passkey"), 409, "conflict");
   call("start_mfa_passkey");
 
+  // API keys, made by the passkeys account's fresh session (a recent login: no password
+  // needed), and introspection, called with one of them. The key goes in the
+  // Authorization header as an access token does; the introspection body is form-encoded.
+  const made = unwrap(await pk.api.POST("/auth/api-keys", {
+    body: { name: "node test", scopes: ["account:read", "introspect"], expires_in_days: 7 },
+  }));
+  call("create_api_key");
+  assert.match(made.key, /^jp_pat_[A-Za-z0-9_-]{43}_[0-9A-Za-z]{6}$/);
+  const listed = unwrap(await pk.api.GET("/auth/api-keys")).api_keys;
+  call("list_api_keys");
+  assert.deepEqual(listed.map((k) => k.prefix), [made.prefix]);
+  assert.ok(!JSON.stringify(listed).includes(made.key), "the list never shows the key");
+  const byKey = createApiClient(API);
+  const keyAuth = { headers: { Authorization: `Bearer ${made.key}` } };
+  assert.equal(unwrap(await byKey.GET("/auth/me", keyAuth)).email, pkEmail);
+  const introspected = unwrap(await byKey.POST("/auth/introspect", {
+    ...keyAuth,
+    body: { token: made.key },
+    bodySerializer: (body) => new URLSearchParams(body).toString(),
+    headers: { ...keyAuth.headers, "Content-Type": "application/x-www-form-urlencoded" },
+  }));
+  call("introspect_token");
+  assert.equal(introspected.active, true);
+  assert.equal(introspected.token_type, "api_key");
+  const keyRevoked = await pk.api.DELETE("/auth/api-keys/{key_id}", { params: { path: { key_id: made.id } } });
+  assert.equal(keyRevoked.response.status, 204);
+  call("delete_api_key");
+  await refused(byKey.GET("/auth/me", keyAuth), 401, "invalid_token");
+
   const documented = new Set(
     Object.values(spec.paths).flatMap((item) =>
       Object.values(item)

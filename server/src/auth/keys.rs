@@ -28,6 +28,8 @@ pub enum Purpose {
     RecoveryCodeHash,
     /// AES-256-GCM sealing of the private halves of signing keys (`auth::signing`).
     SigningKeySeal,
+    /// Stored hashes of API keys (`auth::api_keys`).
+    ApiKeyHash,
 }
 
 impl Purpose {
@@ -41,6 +43,7 @@ impl Purpose {
             Purpose::TotpSecret => b"jobpath totp secret sealing v1",
             Purpose::RecoveryCodeHash => b"jobpath recovery code hash v1",
             Purpose::SigningKeySeal => b"jobpath signing key sealing v1",
+            Purpose::ApiKeyHash => b"jobpath api key hash v1",
         }
     }
 }
@@ -74,6 +77,7 @@ mod tests {
             derive(secret, Purpose::TotpSecret),
             derive(secret, Purpose::RecoveryCodeHash),
             derive(secret, Purpose::SigningKeySeal),
+            derive(secret, Purpose::ApiKeyHash),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {

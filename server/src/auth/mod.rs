@@ -2,7 +2,9 @@
 //! access tokens are made and checked, and who may call what.
 //!
 //! - [`guard`]: the one check of every protected operation: bearer token, live session,
-//!   active user → [`guard::CurrentUser`].
+//!   active user → [`guard::CurrentUser`]; or, where the route takes one, an API key with
+//!   the scope it names → [`guard::KeyCaller`].
+//! - [`api_keys`]: API keys' form, checksum, stored hash and scopes.
 //! - [`login`]: the login decision — throttle, one hash verification on every path, rehash.
 //! - [`credentials`]: `Email` and `Password` newtypes ("parse, don't validate").
 //! - [`hasher`]: bcrypt on a dedicated, bounded thread pool, off the async workers.
@@ -16,6 +18,7 @@
 //! - [`passkeys`]: the WebAuthn relying party and its ceremonies' wire shapes.
 //! - [`keys`]: the keys of the three above, each derived from the JWT secret with HKDF.
 
+pub mod api_keys;
 pub mod credentials;
 pub mod device;
 pub mod guard;

@@ -96,6 +96,7 @@ pub const VARIABLES: &[&str] = &[
     "SESSIONS_PER_USER_MAX",
     "REFRESH_IDLE_TIMEOUT_DAYS",
     "REAUTH_WINDOW_MINUTES",
+    "API_KEYS_REVOKE_ON_PASSWORD_RESET",
     "PASSWORD_PEPPER",
     "MFA_REQUIRED_FOR_ROLES",
     "BCRYPT_ROUNDS",
@@ -122,6 +123,7 @@ pub const VARIABLES: &[&str] = &[
     "RATE_LIMIT_RESET_PER_IP",
     "RATE_LIMIT_VERIFY_PER_IP",
     "RATE_LIMIT_RESEND_PER_IP",
+    "RATE_LIMIT_INTROSPECT_PER_KEY",
     "RATE_LIMIT_EMAILS_PER_RECIPIENT_PER_HOUR",
     "RATE_LIMIT_IPV6_PREFIX",
     "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
@@ -257,6 +259,10 @@ pub struct Config {
     pub refresh_idle_timeout: Duration,
     /// How recent the caller's login must be to end other sessions (`REAUTH_WINDOW_MINUTES`).
     pub reauth_window: Duration,
+    /// Whether a password reset revokes the account's API keys
+    /// (`API_KEYS_REVOKE_ON_PASSWORD_RESET`, on by default: a reset is account recovery,
+    /// and a key someone else made must not outlive it).
+    pub api_keys_revoke_on_password_reset: bool,
     /// Roles whose holders must pass a second factor before any other operation
     /// (`MFA_REQUIRED_FOR_ROLES`, comma-separated; none by default).
     pub mfa_required_for_roles: Vec<String>,
@@ -336,6 +342,9 @@ pub struct RateLimits {
     pub reset_per_ip: u32,
     pub verify_per_ip: u32,
     pub resend_per_ip: u32,
+    /// `introspect_token` calls per calling API key (not per IP: services call it from a
+    /// few addresses, and each key is one caller).
+    pub introspect_per_key: u32,
     /// Failed logins for one account (normalised email) before each further one imposes a
     /// delay, doubling from one second.
     pub login_failures_per_account: u32,
@@ -513,6 +522,7 @@ impl Config {
             reset_per_ip: vars.parse("RATE_LIMIT_RESET_PER_IP", 20)?,
             verify_per_ip: vars.parse("RATE_LIMIT_VERIFY_PER_IP", 20)?,
             resend_per_ip: vars.parse("RATE_LIMIT_RESEND_PER_IP", 10)?,
+            introspect_per_key: vars.parse("RATE_LIMIT_INTROSPECT_PER_KEY", 600)?,
             login_failures_per_account: vars.parse("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", 5)?,
             login_max_delay: Duration::from_secs(vars.range(
                 "RATE_LIMIT_LOGIN_MAX_DELAY_SECONDS",
@@ -584,6 +594,8 @@ impl Config {
             reauth_window: Duration::from_secs(
                 MINUTE * vars.range("REAUTH_WINDOW_MINUTES", 10, 1..=DAY / MINUTE)?,
             ),
+            api_keys_revoke_on_password_reset: vars
+                .flag("API_KEYS_REVOKE_ON_PASSWORD_RESET", true)?,
             mfa_required_for_roles: vars.parse_with(
                 "MFA_REQUIRED_FOR_ROLES",
                 Vec::new(),
@@ -741,6 +753,10 @@ impl Config {
                 (self.reauth_window.as_secs() / MINUTE).to_string(),
             ),
             (
+                "API_KEYS_REVOKE_ON_PASSWORD_RESET",
+                self.api_keys_revoke_on_password_reset.to_string(),
+            ),
+            (
                 "PASSWORD_PEPPER",
                 match self.password_pepper_default {
                     true => "<unset: development's public pepper>".to_owned(),
@@ -790,6 +806,10 @@ impl Config {
             ("RATE_LIMIT_RESET_PER_IP", limits.reset_per_ip.to_string()),
             ("RATE_LIMIT_VERIFY_PER_IP", limits.verify_per_ip.to_string()),
             ("RATE_LIMIT_RESEND_PER_IP", limits.resend_per_ip.to_string()),
+            (
+                "RATE_LIMIT_INTROSPECT_PER_KEY",
+                limits.introspect_per_key.to_string(),
+            ),
             (
                 "RATE_LIMIT_EMAILS_PER_RECIPIENT_PER_HOUR",
                 self.mail.per_recipient_per_hour.to_string(),

@@ -209,6 +209,9 @@ pub async fn delete(
                  DELETE FROM passkeys WHERE user_id = $1
              ), ceremonies AS (
                  DELETE FROM passkey_ceremonies WHERE user_id = $1
+             ), keys AS (
+                 -- Gone with the account: nothing of it is kept but the anonymised events.
+                 DELETE FROM api_keys WHERE user_id = $1
              ), o AS (
                  {queue} SELECT $3, 'account_deleted', id, $2, NULL,
                                 now() + make_interval(hours => {ttl}) FROM u

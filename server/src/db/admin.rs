@@ -305,6 +305,9 @@ pub async fn deactivate(
             )
             .await?;
             end_all_sessions(&tx, user_id, "deactivated").await?;
+            // Reactivation does not bring them back: the owner makes new ones.
+            tx.exec(super::api_keys::REVOKE_ALL, &[&user_id, &"deactivated"])
+                .await?;
             tx.exec(
                 "UPDATE one_time_secrets SET consumed_at = now()
                   WHERE user_id = $1 AND consumed_at IS NULL",

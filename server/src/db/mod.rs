@@ -14,6 +14,8 @@
 //! - [`email_change`]: pending email changes: asking, confirming, cancelling.
 //! - [`outbox`]: the email outbox as its sender sees it, and the `LISTEN` that wakes it.
 //! - [`passkeys`]: passkeys, their single-use ceremonies and counters.
+//! - [`api_keys`]: API keys: the cap per account, the look-up of a key and its owner, the
+//!   once-a-minute `last_used_at`, revocation.
 //! - [`admin`]: roles, deactivation and the admin API's reads, each change re-checking the
 //!   acting admin at commit.
 //! - [`mfa`]: second factors: enrolment, confirmation, step-up, attempts and locks,
@@ -47,6 +49,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod api_keys;
 pub mod connect;
 pub mod email_change;
 pub mod events;

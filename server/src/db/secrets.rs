@@ -51,7 +51,8 @@ fn purpose(kind: Kind) -> (&'static str, &'static str) {
         | Kind::MfaLocked
         | Kind::RecoveryCodeUsed
         | Kind::PasskeyAdded
-        | Kind::PasskeyRemoved => unreachable!("not a secret issued here"),
+        | Kind::PasskeyRemoved
+        | Kind::ApiKeyCreated => unreachable!("not a secret issued here"),
     }
 }
 
@@ -225,7 +226,8 @@ pub async fn count_code_attempt(
 /// Consumes the reset secret `secret_id` and, in the same transaction, sets the new
 /// password hash and ends every session of the account, consumes its other live secrets,
 /// clears the login throttle of its address, marks the address verified, queues the
-/// "password changed" notice and records `password_reset_completed`. False when the secret
+/// "password changed" notice and records `password_reset_completed`; with
+/// `revoke_api_keys`, revokes the account's API keys. False when the secret
 /// was no longer live (used, expired, spent) or the account inactive: nothing changed.
 pub async fn reset_password(
     db: &Database,
@@ -233,6 +235,7 @@ pub async fn reset_password(
     user_id: Uuid,
     new_hash: &str,
     notice_id: Uuid,
+    revoke_api_keys: bool,
     call: &Call,
 ) -> Result<bool, ApiError> {
     db.run(async |client| {
@@ -294,8 +297,15 @@ pub async fn reset_password(
                 ],
             )
             .await?;
+        let reset = row.get::<_, i64>(0) == 1;
+        // `API_KEYS_REVOKE_ON_PASSWORD_RESET`: a reset is account recovery, and a key made
+        // by whoever held the account before must not outlive it.
+        if reset && revoke_api_keys {
+            tx.exec(super::api_keys::REVOKE_ALL, &[&user_id, &"password_reset"])
+                .await?;
+        }
         tx.commit().await?;
-        Ok(row.get::<_, i64>(0) == 1)
+        Ok(reset)
     })
     .await
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::Message;
 use crate::auth::credentials::{Email, Password};
-use crate::auth::guard::CurrentUser;
+use crate::auth::guard::{Caller, CurrentUser};
 use crate::call::Call;
 use crate::config::Verification;
 use crate::db;
@@ -82,17 +82,22 @@ pub async fn signup(
     )
 }
 
-/// The guard has read the account already: no more to ask the database.
-pub fn get_me(user: CurrentUser) -> Result<Response, ApiError> {
+/// The guard has read the account already (a session's or an API key's owner): no more to
+/// ask the database.
+pub fn get_me(caller: Caller) -> Result<Response, ApiError> {
+    let (id, email, email_verified, created_at) = match &caller {
+        Caller::Session(user) => (user.id, &user.email, user.email_verified, user.created_at),
+        Caller::Key(key) => (key.user_id, &key.email, key.email_verified, key.created_at),
+    };
     response::json(
         StatusCode::OK,
         &User {
-            id: user.id,
-            email: &user.email,
+            id,
+            email,
             // The guard refuses inactive accounts.
             is_active: true,
-            email_verified: user.email_verified,
-            created_at: user.created_at,
+            email_verified,
+            created_at,
         },
     )
 }

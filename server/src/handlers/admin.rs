@@ -156,6 +156,18 @@ pub async fn list_users(state: &AppState, query: Option<&str>) -> Result<Respons
         ));
     }
     let prefix = q.map(|q| credentials::normalise_prefix(&q));
+    // Every parameter is checked before any answer, the empty one below included.
+    let active = flag(query, "active")?;
+    let verified = flag(query, "verified")?;
+    let after = match decoded(query, "cursor") {
+        None => None,
+        Some(raw) if raw.chars().count() > MAX_CURSOR_CHARS => {
+            return Err(ApiError::validation("cursor", "cursor is too long"));
+        }
+        // A position in byte order: what follows a NUL cannot change it (no address holds
+        // one), and PostgreSQL's text cannot carry it.
+        Some(raw) => Some(raw.split('\0').next().unwrap_or_default().to_owned()),
+    };
     // No stored address holds a NUL (PostgreSQL's text cannot), so such a prefix matches
     // nothing; and it cannot be sent as a parameter.
     if prefix.as_ref().is_some_and(|p| p.contains('\0')) {
@@ -167,19 +179,10 @@ pub async fn list_users(state: &AppState, query: Option<&str>) -> Result<Respons
             },
         );
     }
-    let after = match decoded(query, "cursor") {
-        None => None,
-        Some(raw) if raw.chars().count() > MAX_CURSOR_CHARS => {
-            return Err(ApiError::validation("cursor", "cursor is too long"));
-        }
-        // A position in byte order: what follows a NUL cannot change it (no address holds
-        // one), and PostgreSQL's text cannot carry it.
-        Some(raw) => Some(raw.split('\0').next().unwrap_or_default().to_owned()),
-    };
     let filter = Filter {
         prefix: prefix.as_deref().filter(|p| !p.is_empty()),
-        active: flag(query, "active")?,
-        verified: flag(query, "verified")?,
+        active,
+        verified,
         after: after.as_deref(),
     };
     // One more than the page: whether it exists says whether there is a next page.
@@ -548,6 +551,9 @@ const EVENT_KINDS: &[&str] = &[
     "passkey_renamed",
     "passkey_used",
     "passkey_failed",
+    "api_key_created",
+    "api_key_revoked",
+    "api_key_refused",
 ];
 
 pub async fn list_events(state: &AppState, query: Option<&str>) -> Result<Response, ApiError> {

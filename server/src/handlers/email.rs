@@ -273,6 +273,7 @@ pub async fn reset_password(
         user_id,
         &hash,
         uuid::Uuid::new_v4(),
+        state.config.api_keys_revoke_on_password_reset,
         call,
     )
     .await?

@@ -17,26 +17,32 @@
 //! - [`docs`]: Swagger UI and ReDoc, their assets embedded in the binary.
 //! - [`mfa`]: two-factor authentication: TOTP enrolment, step-up, recovery codes.
 //! - [`passkeys`]: passkeys: registration, sign-in without an email, the list.
+//! - [`api_keys`]: the caller's API keys: making one, the list, revoking one.
+//! - [`introspection`]: whether a token is live now (RFC 7662), for API keys.
 //! - [`admin`]: the admin API (role `admin`).
 //! - [`account_pages`]: the reset-password, verify-email and email-change pages emailed
 //!   links open, and the passkeys page.
 //!
 //! **Protected operations.** The route table declares each operation's
 //! [`Security`](crate::http::router::Security). For every route declared `Bearer`,
-//! [`dispatch`] runs the guard (`auth::guard::require_user`) before the handler, and the
+//! [`dispatch`] runs the guard (`auth::guard::require_caller`) before the handler, and the
 //! handler receives the [`guard::CurrentUser`]; a handler never reads the `Authorization` header.
 //! Then, from the same table, a session that must still pass its second factor is refused
 //! every route not allowed before it (403 `mfa_required`), and a route that names a role
-//! is refused to a token without it (403 `forbidden`).
+//! is refused to a token without it (403 `forbidden`). An API key is accepted only by a
+//! route that names a scope it holds (`Route::api_key_scope`), and its handler receives a
+//! [`guard::KeyCaller`] (or the [`guard::Caller`] where a session may call too).
 
 pub mod account;
 pub mod account_pages;
 pub mod admin;
+pub mod api_keys;
 pub mod deletion;
 pub mod docs;
 pub mod email;
 pub mod email_change;
 pub mod events;
+pub mod introspection;
 pub mod keys;
 pub mod meta;
 pub mod mfa;
@@ -49,7 +55,7 @@ use http::Request;
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use crate::auth::guard;
+use crate::auth::guard::{self, Caller};
 use crate::call::Call;
 use crate::errors::ApiError;
 use crate::http::response::Response;
@@ -80,37 +86,58 @@ pub async fn dispatch(
         Target::Page(Page::AccountAsset) => return account_pages::asset(req.uri().path()),
         Target::Page(Page::Metrics) => return Ok(meta::metrics(state)),
     };
-    // The declaration decides: the guard runs for every route declared `Bearer`, before
-    // its handler, and only those handlers can be given a `CurrentUser`.
+    // The declaration decides: the guard runs for every route declared `Bearer` or
+    // `ApiKey`, before its handler, and only those handlers can be given a caller. An API
+    // key gets past it only to a route that names one of its scopes.
+    let scope = route.api_key_scope();
     let mut guarded = match route.security() {
-        Security::Bearer => Some(guard::require_user(state, req.headers()).await?),
+        Security::Bearer => {
+            Some(guard::require_caller(state, &call, req.headers(), scope, true).await?)
+        }
+        Security::ApiKey => {
+            Some(guard::require_caller(state, &call, req.headers(), scope, false).await?)
+        }
         Security::Optional if req.headers().contains_key(http::header::AUTHORIZATION) => {
-            Some(guard::require_user(state, req.headers()).await?)
+            Some(guard::require_caller(state, &call, req.headers(), scope, true).await?)
         }
         Security::Optional | Security::Public => None,
     };
     // A session still owing its second factor is held to the few routes that let it pass
     // one (checked before the role: such an admin's answer is "step up", not "no role").
-    if let Some(caller) = &guarded
-        && !route.allowed_before_mfa()
+    if let Some(Caller::Session(caller)) = &guarded {
+        if !route.allowed_before_mfa() {
+            caller.require_mfa_passed()?;
+        }
+        if let Some(role) = route.required_role() {
+            caller.require_role(role)?;
+        }
+    }
+    // No role is ever granted to a key; the route table keeps keys off these routes anyway.
+    if let Some(Caller::Key(_)) = &guarded
+        && route.required_role().is_some()
     {
-        caller.require_mfa_passed()?;
+        return Err(ApiError::InsufficientScope(None));
     }
-    if let (Some(role), Some(caller)) = (route.required_role(), &guarded) {
-        caller.require_role(role)?;
-    }
-    let mut user = || {
+    let mut caller = || {
         guarded.take().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!(
                 "{route:?} needs the caller but is declared public"
             ))
         })
     };
+    // What a handler that takes only a session is given. The route table lets an API key
+    // reach only the routes whose arms below take a `Caller` or a `KeyCaller`.
+    let mut user = || match caller()? {
+        Caller::Session(user) => Ok(user),
+        Caller::Key(_) => Err(ApiError::Internal(anyhow::anyhow!(
+            "{route:?} takes a session, and an API key was let through"
+        ))),
+    };
     let query = req.uri().query().map(str::to_owned);
     let query = query.as_deref();
     match route {
         Route::Signup => account::signup(state, &call, req).await,
-        Route::GetMe => account::get_me(user()?),
+        Route::GetMe => account::get_me(caller()?),
         Route::DeleteMe => deletion::delete_me(state, &call, user()?, req).await,
         Route::ChangePassword => account::change_password(state, &call, user()?, req).await,
         Route::Login => sessions::login(state, &call, req).await,
@@ -165,6 +192,15 @@ pub async fn dispatch(
         Route::RenamePasskey => passkeys::rename(state, &call, user()?, &params, req).await,
         Route::RemovePasskey => passkeys::remove(state, &call, user()?, &params).await,
         Route::StartMfaPasskey => mfa::start_passkey(state, &call, user()?).await,
+        Route::ListApiKeys => api_keys::list(state, user()?).await,
+        Route::CreateApiKey => api_keys::create(state, &call, user()?, req).await,
+        Route::DeleteApiKey => api_keys::delete(state, &call, user()?, &params).await,
+        Route::IntrospectToken => match caller()? {
+            Caller::Key(key) => introspection::introspect(state, &call, key, req).await,
+            Caller::Session(_) => Err(ApiError::Internal(anyhow::anyhow!(
+                "{route:?} takes an API key, and a session was let through"
+            ))),
+        },
         Route::Liveness => meta::liveness(),
         Route::Readiness => meta::readiness(state).await,
         Route::OpenApiJson => Ok(meta::openapi_json()),

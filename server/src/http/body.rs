@@ -1,4 +1,5 @@
-//! Reading a JSON request body: media type, size cap, then parsing.
+//! Reading a JSON request body: media type, size cap, then parsing. Also the one
+//! form-encoded body of the API (`introspect_token`, as RFC 7662 has it): [`form`].
 //!
 //! The body is capped (`http_body_util::Limited`) before it is collected, so an oversized or
 //! endless body costs at most [`MAX_BODY_BYTES`] of memory. Parse failures are split the way
@@ -27,18 +28,32 @@ pub async fn json<T: DeserializeOwned>(
     req: Request<Incoming>,
     timeout: Duration,
 ) -> Result<T, ApiError> {
-    let bytes = read(req, timeout).await?;
+    let bytes = read(req, timeout, "application/json").await?;
     parse(&bytes)
 }
 
-async fn read(req: Request<Incoming>, timeout: Duration) -> Result<Bytes, ApiError> {
+/// Reads an `application/x-www-form-urlencoded` body under the same rules (media type,
+/// size cap, timeout), decoded into its (name, value) pairs in order.
+pub async fn form(
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let bytes = read(req, timeout, "application/x-www-form-urlencoded").await?;
+    Ok(url::form_urlencoded::parse(&bytes).into_owned().collect())
+}
+
+async fn read(
+    req: Request<Incoming>,
+    timeout: Duration,
+    media_type: &str,
+) -> Result<Bytes, ApiError> {
     let headers = req.headers();
-    let is_json = headers
+    let matches = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(media_type));
+    if !matches {
         return Err(ApiError::UnsupportedMediaType);
     }
     let declared = headers

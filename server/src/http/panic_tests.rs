@@ -55,6 +55,7 @@ fn state() -> Arc<AppState> {
         sealer: None,
         refresh: crate::auth::refresh::RefreshKeys::new(config.jwt_secret.expose().as_bytes()),
         devices: crate::auth::device::DeviceKeys::new(config.jwt_secret.expose().as_bytes()),
+        api_keys: crate::auth::api_keys::ApiKeyKeys::new(config.jwt_secret.expose().as_bytes()),
         email_secrets: crate::mail::secrets::SecretKeys::new(config.jwt_secret.expose().as_bytes()),
         passkeys: crate::auth::passkeys::RelyingParty::new(&config.webauthn).unwrap(),
         mfa: crate::auth::mfa::MfaKeys::new(

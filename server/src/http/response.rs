@@ -78,6 +78,13 @@ pub fn error(err: &ApiError, request_id: &str) -> Response {
                 HeaderValue::from_static(r#"Bearer error="invalid_token""#),
             );
         }
+        // RFC 6750 section 3.1: the credential is good, this operation wants another.
+        ApiError::InsufficientScope(_) => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="insufficient_scope""#),
+            );
+        }
         ApiError::InvalidRefreshCookie(_) => {
             headers.insert(
                 WWW_AUTHENTICATE,

@@ -25,6 +25,8 @@
 
 use http::Method;
 
+use crate::auth::api_keys::Scope;
+
 /// Who may call an operation, as its `security:` block in `openapi.yaml` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Security {
@@ -36,6 +38,9 @@ pub enum Security {
     /// Either (`security: [{}, {bearerAuth: []}]`): a request with an `Authorization`
     /// header is held to [`Security::Bearer`]'s check, one without is anonymous.
     Optional,
+    /// Only an API key (`security: [{apiKeyAuth: []}]`) holding the scope of
+    /// [`Route::api_key_scope`]; an access token is refused 403.
+    ApiKey,
 }
 
 /// Every operation of the API. Dispatch is an exhaustive `match` on this enum.
@@ -87,6 +92,10 @@ pub enum Route {
     RenamePasskey,
     RemovePasskey,
     StartMfaPasskey,
+    ListApiKeys,
+    CreateApiKey,
+    DeleteApiKey,
+    IntrospectToken,
     Liveness,
     Readiness,
     OpenApiJson,
@@ -96,7 +105,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 52] = [
+    pub const ALL: [Route; 56] = [
         Route::Signup,
         Route::Login,
         Route::GetMe,
@@ -143,6 +152,10 @@ impl Route {
         Route::RenamePasskey,
         Route::RemovePasskey,
         Route::StartMfaPasskey,
+        Route::ListApiKeys,
+        Route::CreateApiKey,
+        Route::DeleteApiKey,
+        Route::IntrospectToken,
         Route::Liveness,
         Route::Readiness,
         Route::OpenApiJson,
@@ -302,6 +315,10 @@ impl Route {
                 "remove_passkey",
             ),
             Route::StartMfaPasskey => (Method::POST, "/auth/mfa/passkey", "start_mfa_passkey"),
+            Route::ListApiKeys => (Method::GET, "/auth/api-keys", "list_api_keys"),
+            Route::CreateApiKey => (Method::POST, "/auth/api-keys", "create_api_key"),
+            Route::DeleteApiKey => (Method::DELETE, "/auth/api-keys/{key_id}", "delete_api_key"),
+            Route::IntrospectToken => (Method::POST, "/auth/introspect", "introspect_token"),
             Route::Liveness => (Method::GET, "/health/live", "liveness"),
             Route::Readiness => (Method::GET, "/health/ready", "readiness"),
             Route::OpenApiJson => (Method::GET, "/openapi.json", "get_openapi_json"),
@@ -351,7 +368,11 @@ impl Route {
             | Route::ListPasskeys
             | Route::RenamePasskey
             | Route::RemovePasskey
-            | Route::StartMfaPasskey => Security::Bearer,
+            | Route::StartMfaPasskey
+            | Route::ListApiKeys
+            | Route::CreateApiKey
+            | Route::DeleteApiKey => Security::Bearer,
+            Route::IntrospectToken => Security::ApiKey,
             Route::ResendVerification => Security::Optional,
             Route::Signup
             | Route::Login
@@ -425,6 +446,10 @@ impl Route {
             | Route::RenamePasskey
             | Route::RemovePasskey
             | Route::StartMfaPasskey
+            | Route::ListApiKeys
+            | Route::CreateApiKey
+            | Route::DeleteApiKey
+            | Route::IntrospectToken
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
@@ -486,12 +511,80 @@ impl Route {
             | Route::ListPasskeys
             | Route::RenamePasskey
             | Route::RemovePasskey
+            | Route::ListApiKeys
+            | Route::CreateApiKey
+            | Route::DeleteApiKey
+            | Route::IntrospectToken
             | Route::Liveness
             | Route::Readiness
             | Route::OpenApiJson
             | Route::OpenApiYaml
             | Route::GetJwks
             | Route::GetOpenIdConfiguration => false,
+        }
+    }
+
+    /// The scope an API key must hold to call it (`x-api-key-scope`, and `apiKeyAuth` in
+    /// the operation's `security:`); `None`: the route refuses every API key (403
+    /// `insufficient_scope`). Exhaustive on purpose: a new route must say.
+    pub fn api_key_scope(self) -> Option<Scope> {
+        match self {
+            Route::GetMe => Some(Scope::AccountRead),
+            Route::IntrospectToken => Some(Scope::Introspect),
+            Route::Signup
+            | Route::Login
+            | Route::DeleteMe
+            | Route::Logout
+            | Route::Refresh
+            | Route::ChangePassword
+            | Route::ListSessions
+            | Route::RevokeSession
+            | Route::ListEvents
+            | Route::ForgotPassword
+            | Route::CheckPasswordReset
+            | Route::ResetPassword
+            | Route::VerifyEmail
+            | Route::ResendVerification
+            | Route::AdminListUsers
+            | Route::AdminGetUser
+            | Route::AdminDeactivateUser
+            | Route::AdminReactivateUser
+            | Route::AdminListSessions
+            | Route::AdminEndSessions
+            | Route::AdminEndSession
+            | Route::AdminSetRoles
+            | Route::AdminSendPasswordReset
+            | Route::AdminListUserEvents
+            | Route::AdminListEvents
+            | Route::AdminDeleteUser
+            | Route::RequestEmailChange
+            | Route::ConfirmEmailChange
+            | Route::CancelEmailChange
+            | Route::EnrolTotp
+            | Route::ConfirmTotp
+            | Route::VerifyMfa
+            | Route::ListMfaFactors
+            | Route::RemoveMfaFactor
+            | Route::GetRecoveryCodesStatus
+            | Route::RegenerateRecoveryCodes
+            | Route::AdminResetMfa
+            | Route::StartPasskeyRegistration
+            | Route::FinishPasskeyRegistration
+            | Route::StartPasskeyAuthentication
+            | Route::FinishPasskeyAuthentication
+            | Route::ListPasskeys
+            | Route::RenamePasskey
+            | Route::RemovePasskey
+            | Route::StartMfaPasskey
+            | Route::ListApiKeys
+            | Route::CreateApiKey
+            | Route::DeleteApiKey
+            | Route::Liveness
+            | Route::Readiness
+            | Route::OpenApiJson
+            | Route::OpenApiYaml
+            | Route::GetJwks
+            | Route::GetOpenIdConfiguration => None,
         }
     }
 }
@@ -753,15 +846,45 @@ mod tests {
                         .iter()
                         .flat_map(|r| r.as_object().unwrap().keys().map(String::as_str))
                         .collect();
-                    assert_eq!(schemes, ["bearerAuth"], "{id}: unexpected security schemes");
-                    // An empty requirement (`{}`) beside it makes the token optional.
-                    match reqs.iter().any(|r| r.as_object().unwrap().is_empty()) {
-                        true => Security::Optional,
-                        false => Security::Bearer,
+                    // An empty requirement (`{}`) beside it makes the token optional; an
+                    // API key is an alternative the scope test below holds.
+                    let anonymous = reqs.iter().any(|r| r.as_object().unwrap().is_empty());
+                    match schemes.as_slice() {
+                        ["bearerAuth"] | ["bearerAuth", "apiKeyAuth"] if anonymous => {
+                            Security::Optional
+                        }
+                        ["bearerAuth"] | ["bearerAuth", "apiKeyAuth"] => Security::Bearer,
+                        ["apiKeyAuth"] if !anonymous => Security::ApiKey,
+                        other => panic!("{id}: unexpected security schemes {other:?}"),
                     }
                 }
             };
             assert_eq!(route.security(), declared, "{id}");
+        }
+    }
+
+    /// Each route's API-key scope is its operation's `x-api-key-scope`, and an operation
+    /// names one exactly when its `security:` accepts `apiKeyAuth`: a key cannot reach an
+    /// operation the contract does not open to keys, nor be refused where it says so.
+    #[test]
+    fn each_routes_api_key_scope_is_the_one_its_operation_declares() {
+        let spec = spec();
+        for route in Route::ALL {
+            let (method, path, id) = route.spec();
+            let op = &spec["paths"][path][method.as_str().to_lowercase()];
+            let declared = op.get("x-api-key-scope").map(|s| s.as_str().unwrap());
+            assert_eq!(route.api_key_scope().map(Scope::as_str), declared, "{id}");
+            let accepts_keys = op["security"]
+                .as_array()
+                .is_some_and(|reqs| reqs.iter().any(|r| r.get("apiKeyAuth").is_some()));
+            assert_eq!(
+                accepts_keys,
+                declared.is_some(),
+                "{id}: apiKeyAuth and its scope"
+            );
+            if route.security() == Security::ApiKey {
+                assert!(declared.is_some(), "{id}: a key-only route needs a scope");
+            }
         }
     }
 

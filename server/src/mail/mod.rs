@@ -48,10 +48,12 @@ pub enum Kind {
     PasskeyAdded,
     /// The notice that a passkey was removed.
     PasskeyRemoved,
+    /// The notice that an API key was made (its prefix in the detail).
+    ApiKeyCreated,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::VerifyEmail,
         Kind::PasswordReset,
         Kind::PasswordChanged,
@@ -65,6 +67,7 @@ impl Kind {
         Kind::RecoveryCodeUsed,
         Kind::PasskeyAdded,
         Kind::PasskeyRemoved,
+        Kind::ApiKeyCreated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Kind {
             Kind::RecoveryCodeUsed => "recovery_code_used",
             Kind::PasskeyAdded => "passkey_added",
             Kind::PasskeyRemoved => "passkey_removed",
+            Kind::ApiKeyCreated => "api_key_created",
         }
     }
 
@@ -104,7 +108,8 @@ impl Kind {
             | Kind::MfaLocked
             | Kind::RecoveryCodeUsed
             | Kind::PasskeyAdded
-            | Kind::PasskeyRemoved => None,
+            | Kind::PasskeyRemoved
+            | Kind::ApiKeyCreated => None,
         }
     }
 

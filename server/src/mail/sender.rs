@@ -147,7 +147,8 @@ async fn deliver(state: &AppState, transport: &Transport, claim: Claimed) {
         | super::Kind::MfaLocked
         | super::Kind::RecoveryCodeUsed
         | super::Kind::PasskeyAdded
-        | super::Kind::PasskeyRemoved => String::new(),
+        | super::Kind::PasskeyRemoved
+        | super::Kind::ApiKeyCreated => String::new(),
     };
     let rendered = templates::render(
         kind,

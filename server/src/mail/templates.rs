@@ -184,6 +184,23 @@ pub fn render(kind: Kind, cx: &Context<'_>) -> Rendered {
              account's passkeys, and contact support."
                 .to_owned(),
         ),
+        Kind::ApiKeyCreated => (
+            format!("An API key was made for your {app} account"),
+            format!(
+                "An API key{} was just made for your {app} account: until it expires or is \
+                 revoked, a program holding it can act for the account within the key's \
+                 scopes.",
+                match cx.detail {
+                    Some(prefix) => format!(" ({prefix}…)"),
+                    None => String::new(),
+                }
+            ),
+            "",
+            "If this was not you, someone signed in to your account: revoke the key in your \
+             account's API keys, reset your password with \"Forgot password\" on the \
+             sign-in page (which revokes every key), and contact support."
+                .to_owned(),
+        ),
         Kind::PasskeyRemoved => (
             format!("A passkey was removed from your {app} account"),
             format!("A passkey was just removed from your {app} account: it no longer signs in."),

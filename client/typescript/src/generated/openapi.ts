@@ -70,7 +70,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The account the bearer token belongs to */
+        /**
+         * The account the bearer token belongs to
+         * @description Also answers an API key with scope `account:read`: the account the key belongs to.
+         */
         get: operations["get_me"];
         put?: never;
         post?: never;
@@ -789,6 +792,101 @@ export interface paths {
          *     account is 403 `email_not_verified` after a correct assertion.
          */
         post: operations["finish_passkey_authentication"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/api-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's live API keys
+         * @description Newest first: the keys that are neither revoked nor expired. Never the key itself
+         *     nor its hash: `prefix` is what a person recognises a key by.
+         */
+        get: operations["list_api_keys"];
+        put?: never;
+        /**
+         * Make an API key for the caller
+         * @description The key belongs to the caller, always: the body names no account, and a body with
+         *     any field it does not define is refused (422 `validation_error`). The answer holds
+         *     the key itself, once: only its hash is kept, so it cannot be shown again.
+         *
+         *     Proof that the owner is at the keyboard first, as for
+         *     `start_passkey_registration`: the account's `password`, or, without it, a login of
+         *     this session within `REAUTH_WINDOW_MINUTES` (403 `reauthentication_required`
+         *     otherwise). When the account has a verified second factor, the session must be at
+         *     `aal2` (403 `mfa_required`). A wrong password counts against the same
+         *     per-account throttle as a failed login. Only an access token can make a key (an API
+         *     key is 403 `insufficient_scope`). With `EMAIL_VERIFICATION=required` the address
+         *     is verified already (the token of an unverified account is refused).
+         *
+         *     An expiry is required (1 to 365 days). An account has at most 20 live keys (409
+         *     `conflict`), however many requests race. A notice is emailed to the account.
+         */
+        post: operations["create_api_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/api-keys/{key_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke one of the caller's API keys
+         * @description The key is refused at once, by every instance. A key of another account is 404
+         *     `not_found`, as an unknown one is; so is a key revoked or expired already.
+         */
+        delete: operations["delete_api_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/introspect": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Whether a token is live now, and what it says (RFC 7662)
+         * @description For a service that must see a logout, a revocation or a deactivation at once: an
+         *     access token is active only if its signature, times, issuer and audience are right
+         *     **and** its session is live and its account active (and, with
+         *     `EMAIL_VERIFICATION=required`, verified); a session that still owes its second
+         *     factor is not active (it can call nothing outside this server's step-up). An API
+         *     key is active if it is neither revoked nor expired and its account is active.
+         *
+         *     The caller authenticates with an API key holding the scope `introspect` (any
+         *     account's key: the answer tells nothing the token's holder could not read from the
+         *     token, but whether it is live). The body is form-encoded, as RFC 7662 says;
+         *     `token_type_hint` is accepted and ignored (the token's form says what it is).
+         *
+         *     Anything that is not an active token — malformed, badly signed, expired, logged
+         *     out, of a deactivated or deleted account, a revoked key — is answered exactly
+         *     `{"active": false}`, with 200. Limited per calling key
+         *     (`RATE_LIMIT_INTROSPECT_PER_KEY` per `RATE_LIMIT_WINDOW_SECONDS`).
+         */
+        post: operations["introspect_token"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1544,6 +1642,127 @@ export interface components {
         PasskeyList: {
             passkeys: components["schemas"]["Passkey"][];
         };
+        /**
+         * @description What a key may call: `account:read` — `get_me`, the account the key belongs to;
+         *     `introspect` — `introspect_token`
+         * @enum {string}
+         */
+        ApiKeyScope: "account:read" | "introspect";
+        ApiKeyCreate: {
+            /** @description The owner's name for it ("billing service"), shown in the list */
+            name: string;
+            scopes: components["schemas"]["ApiKeyScope"][];
+            /**
+             * Format: int32
+             * @description The key stops working this many days from now
+             */
+            expires_in_days: number;
+            /**
+             * Format: password
+             * @description The account's password; leave it out to rely on a recent login
+             */
+            password?: string;
+        };
+        ApiKey: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            /**
+             * @description The key's first 15 characters (`jp_pat_` and 8 more), to recognise it by
+             * @example jp_pat_Xq3vT9aB
+             */
+            prefix: string;
+            scopes: components["schemas"]["ApiKeyScope"][];
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            expires_at: string;
+            /**
+             * Format: date-time
+             * @description When it last authenticated a request, to the minute (written at most once a
+             *     minute); absent if never
+             */
+            last_used_at?: string;
+        };
+        ApiKeyCreated: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            prefix: string;
+            scopes: components["schemas"]["ApiKeyScope"][];
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            expires_at: string;
+            /**
+             * @description The key, shown this once: `jp_pat_`, 256 random bits in base64url (43
+             *     characters), `_`, and a 6-character checksum (CRC-32, base62) that lets secret
+             *     scanners and this server tell a key from a typo. Send it as
+             *     `Authorization: Bearer <key>`
+             */
+            key: string;
+        };
+        ApiKeyList: {
+            api_keys: components["schemas"]["ApiKey"][];
+        };
+        IntrospectionRequest: {
+            /** @description An access token or an API key */
+            token: string;
+            /** @description `access_token` or `api_key`; ignored */
+            token_type_hint?: string;
+        };
+        /**
+         * @description Exactly `{"active": false}` for anything not active. For an active token, what is
+         *     true of it: `token_type` `access_token` (with `sid`, `jti`, `nbf`, `aal`, `amr`,
+         *     `roles` when it has any, and `aud`) or `api_key` (with `scope` and `client_id`, the
+         *     key's id)
+         */
+        IntrospectionResponse: {
+            active: boolean;
+            /** @enum {string} */
+            token_type?: "access_token" | "api_key";
+            /**
+             * Format: uuid
+             * @description The account's id
+             */
+            sub?: string;
+            /** @description This deployment's issuer (`JWT_ISSUER`) */
+            iss?: string;
+            /** @description The access token's audience (`JWT_AUDIENCE`) */
+            aud?: string;
+            /**
+             * Format: int64
+             * @description Issued at (for a key, made at), seconds since the epoch
+             */
+            iat?: number;
+            /** Format: int64 */
+            nbf?: number;
+            /**
+             * Format: int64
+             * @description Expires at, seconds since the epoch
+             */
+            exp?: number;
+            /** Format: uuid */
+            jti?: string;
+            /**
+             * Format: uuid
+             * @description The session of an access token
+             */
+            sid?: string;
+            /** @description An API key's scopes, space-separated (`account:read introspect`) */
+            scope?: string;
+            /**
+             * Format: uuid
+             * @description An API key's id, as `list_api_keys` shows it
+             */
+            client_id?: string;
+            /** Format: int32 */
+            aal?: number;
+            amr?: string[];
+            roles?: components["schemas"]["RoleName"][];
+            /** @description Whether the account's address is verified now */
+            email_verified?: boolean;
+        };
         CodeProof: {
             /** @description The 6 digits an enrolled app shows now */
             code: string;
@@ -1659,7 +1878,7 @@ export interface components {
             next_before?: number | null;
         };
         /** @enum {string} */
-        EventKind: "signup" | "login_succeeded" | "login_failed" | "logout" | "refresh" | "refresh_reuse_detected" | "password_changed" | "password_change_failed" | "session_revoked" | "session_evicted" | "rate_limited" | "password_reset_requested" | "password_reset_completed" | "password_reset_failed" | "email_verification_sent" | "email_verified" | "role_granted" | "role_revoked" | "account_deactivated" | "account_reactivated" | "sessions_revoked" | "email_change_requested" | "email_change_confirmed" | "email_change_cancelled" | "email_change_failed" | "account_deleted" | "account_deletion_failed" | "mfa_enrolled" | "mfa_removed" | "mfa_verified" | "mfa_failed" | "mfa_locked" | "recovery_code_used" | "recovery_codes_regenerated" | "passkey_added" | "passkey_removed" | "passkey_renamed" | "passkey_used" | "passkey_failed";
+        EventKind: "signup" | "login_succeeded" | "login_failed" | "logout" | "refresh" | "refresh_reuse_detected" | "password_changed" | "password_change_failed" | "session_revoked" | "session_evicted" | "rate_limited" | "password_reset_requested" | "password_reset_completed" | "password_reset_failed" | "email_verification_sent" | "email_verified" | "role_granted" | "role_revoked" | "account_deactivated" | "account_reactivated" | "sessions_revoked" | "email_change_requested" | "email_change_confirmed" | "email_change_cancelled" | "email_change_failed" | "account_deleted" | "account_deletion_failed" | "mfa_enrolled" | "mfa_removed" | "mfa_verified" | "mfa_failed" | "mfa_locked" | "recovery_code_used" | "recovery_codes_regenerated" | "passkey_added" | "passkey_removed" | "passkey_renamed" | "passkey_used" | "passkey_failed" | "api_key_created" | "api_key_revoked" | "api_key_refused";
         /** @description A role; `admin` is the one this service checks, others are the product's */
         RoleName: string;
         RoleSet: {
@@ -1857,6 +2076,7 @@ export interface components {
              *     `invalid_credentials`, `missing_token`, `invalid_token`, `rate_limited`, `not_found`,
              *     `conflict`, `reauthentication_required`, `invalid_secret`, `email_not_verified`,
              *     `forbidden`, `self_lockout`, `mfa_required`, `invalid_mfa_code`, `origin_not_allowed`,
+             *     `insufficient_scope`,
              *     `method_not_allowed`, `service_unavailable`, `internal_error` — the values of
              *     `ErrorCode`. A client should expect codes it does not know from a newer server.
              * @example validation_error
@@ -1875,7 +2095,7 @@ export interface components {
          *     built against this version still decodes a code added later.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "validation_error" | "unsupported_media_type" | "payload_too_large" | "headers_too_large" | "request_timeout" | "email_already_registered" | "weak_password" | "invalid_credentials" | "missing_token" | "invalid_token" | "rate_limited" | "not_found" | "conflict" | "reauthentication_required" | "invalid_secret" | "email_not_verified" | "forbidden" | "self_lockout" | "mfa_required" | "invalid_mfa_code" | "origin_not_allowed" | "method_not_allowed" | "service_unavailable" | "internal_error";
+        ErrorCode: "invalid_json" | "validation_error" | "unsupported_media_type" | "payload_too_large" | "headers_too_large" | "request_timeout" | "email_already_registered" | "weak_password" | "invalid_credentials" | "missing_token" | "invalid_token" | "rate_limited" | "not_found" | "conflict" | "reauthentication_required" | "invalid_secret" | "email_not_verified" | "forbidden" | "self_lockout" | "mfa_required" | "invalid_mfa_code" | "origin_not_allowed" | "insufficient_scope" | "method_not_allowed" | "service_unavailable" | "internal_error";
         ErrorDetail: {
             /** @description Human-readable explanation; never contains secrets, SQL or stack traces */
             message: string;
@@ -1968,7 +2188,8 @@ export interface components {
         };
         /**
          * @description The caller's token is valid but lacks the role the operation needs (`forbidden`),
-         *     or its session has not passed its second factor yet (`mfa_required`)
+         *     or its session has not passed its second factor yet (`mfa_required`); an API key is refused here
+         *     (`insufficient_scope`)
          */
         Forbidden: {
             headers: {
@@ -1980,6 +2201,28 @@ export interface components {
                  *       "error": "forbidden",
                  *       "detail": {
                  *         "message": "This operation needs the admin role"
+                 *       },
+                 *       "status_code": 403
+                 *     }
+                 */
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description An API key on an operation that does not take API keys, or without the scope this
+         *     one needs (`insufficient_scope`); for `introspect_token`, an access token instead
+         *     of an API key
+         */
+        InsufficientScope: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "error": "insufficient_scope",
+                 *       "detail": {
+                 *         "message": "This operation needs an API key with the introspect scope"
                  *       },
                  *       "status_code": 403
                  *     }
@@ -2011,7 +2254,8 @@ export interface components {
         /**
          * @description The session has not passed its second factor (`mfa_required`): the account has 2FA
          *     (or a role that `MFA_REQUIRED_FOR_ROLES` names) and this session is still at
-         *     `aal1`. Step up at `verify_mfa` (or enrol first, when the account has no factor)
+         *     `aal1`. Step up at `verify_mfa` (or enrol first, when the account has no factor); an API key is refused here
+         *     (`insufficient_scope`)
          */
         MfaRequired: {
             headers: {
@@ -2034,7 +2278,8 @@ export interface components {
          * @description The code or recovery code is wrong, already used, or too old (`invalid_mfa_code`;
          *     which one is never said), or the session must step up first (`mfa_required`); at
          *     `verify_mfa`, a passkey ceremony that is not this session's live one
-         *     (`invalid_secret`)
+         *     (`invalid_secret`); an API key is refused here
+         *     (`insufficient_scope`)
          */
         MfaCodeRefused: {
             headers: {
@@ -2069,7 +2314,8 @@ export interface components {
         /**
          * @description This needs a recent login (`reauthentication_required`: log in again, or send the
          *     password where the operation takes one), or a session that passed its second factor
-         *     (`mfa_required`)
+         *     (`mfa_required`); an API key is refused here
+         *     (`insufficient_scope`)
          */
         ReauthenticationOrMfaRequired: {
             headers: {
@@ -2081,7 +2327,8 @@ export interface components {
         };
         /**
          * @description The passkey ceremony is unknown, finished, expired, or another session's
-         *     (`invalid_secret`); begin a new one
+         *     (`invalid_secret`); begin a new one; an API key is refused here
+         *     (`insufficient_scope`)
          */
         InvalidCeremony: {
             headers: {
@@ -2409,6 +2656,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["InsufficientScope"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
@@ -2512,6 +2760,7 @@ export interface operations {
              * @description Ending other sessions needs a recent login: this session logged in more than
              *     `REAUTH_WINDOW_MINUTES` (default 10) ago (`reauthentication_required`; nothing
              *     was ended). Log in again and retry with the new session's token.
+             *     An API key is refused here (`insufficient_scope`).
              *     Also `mfa_required`: a session that has not passed its second factor may end
              *     only itself (`local`).
              *     Also `mfa_required`: this session has not passed its second factor.
@@ -3182,6 +3431,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["InsufficientScope"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
@@ -3313,6 +3563,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["InsufficientScope"];
             /** @description The account has no passkey (`conflict`) */
             409: {
                 headers: {
@@ -3596,6 +3847,171 @@ export interface operations {
             503: components["responses"]["ServiceUnavailable"];
         };
     };
+    list_api_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The keys */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaRequired"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    create_api_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "name": "billing service",
+                 *       "scopes": [
+                 *         "introspect"
+                 *       ],
+                 *       "expires_in_days": 90
+                 *     }
+                 */
+                "application/json": components["schemas"]["ApiKeyCreate"];
+            };
+        };
+        responses: {
+            /** @description The key, shown this once */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyCreated"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["UnauthorizedOrWrongPassword"];
+            403: components["responses"]["ReauthenticationOrMfaRequired"];
+            408: components["responses"]["RequestTimeout"];
+            /** @description The account has 20 live API keys already (`conflict`); revoke one first */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationError"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    delete_api_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["MfaRequired"];
+            /** @description No such live API key of the caller (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            422: components["responses"]["ValidationError"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    introspect_token: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/x-www-form-urlencoded": components["schemas"]["IntrospectionRequest"];
+            };
+        };
+        responses: {
+            /** @description The token's state */
+            200: {
+                headers: {
+                    /** @description Always `no-store` */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IntrospectionResponse"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["InsufficientScope"];
+            408: components["responses"]["RequestTimeout"];
+            413: components["responses"]["PayloadTooLarge"];
+            /** @description The body is not declared as `application/x-www-form-urlencoded` (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No `token`, or a field longer than its limit (`validation_error`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
     list_sessions: {
         parameters: {
             query?: {
@@ -3650,6 +4066,7 @@ export interface operations {
              * @description Ending other sessions needs a recent login: this session logged in more than
              *     `REAUTH_WINDOW_MINUTES` (default 10) ago (`reauthentication_required`; nothing
              *     was ended). Log in again and retry with the new session's token.
+             *     An API key is refused here (`insufficient_scope`).
              */
             403: {
                 headers: {
@@ -4322,13 +4739,15 @@ export const pathsAuthLogoutPostParametersQueryScopeValues: ReadonlyArray<Flatte
 export const loginRequestRefresh_token_transportValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["LoginRequest"]["refresh_token_transport"]> = ["body", "cookie"];
 export const tokenResponseToken_typeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["TokenResponse"]["token_type"]> = ["bearer"];
 export const passkeySignInRefresh_token_transportValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PasskeySignIn"]["refresh_token_transport"]> = ["body", "cookie"];
+export const apiKeyScopeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ApiKeyScope"]> = ["account:read", "introspect"];
+export const introspectionResponseToken_typeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["IntrospectionResponse"]["token_type"]> = ["access_token", "api_key"];
 export const mfaFactorKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["MfaFactor"]["kind"]> = ["totp"];
 export const mfaFactorStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["MfaFactor"]["status"]> = ["pending", "verified"];
 export const sessionAalValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Session"]["aal"]> = [1, 2];
-export const eventKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EventKind"]> = ["signup", "login_succeeded", "login_failed", "logout", "refresh", "refresh_reuse_detected", "password_changed", "password_change_failed", "session_revoked", "session_evicted", "rate_limited", "password_reset_requested", "password_reset_completed", "password_reset_failed", "email_verification_sent", "email_verified", "role_granted", "role_revoked", "account_deactivated", "account_reactivated", "sessions_revoked", "email_change_requested", "email_change_confirmed", "email_change_cancelled", "email_change_failed", "account_deleted", "account_deletion_failed", "mfa_enrolled", "mfa_removed", "mfa_verified", "mfa_failed", "mfa_locked", "recovery_code_used", "recovery_codes_regenerated", "passkey_added", "passkey_removed", "passkey_renamed", "passkey_used", "passkey_failed"];
+export const eventKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EventKind"]> = ["signup", "login_succeeded", "login_failed", "logout", "refresh", "refresh_reuse_detected", "password_changed", "password_change_failed", "session_revoked", "session_evicted", "rate_limited", "password_reset_requested", "password_reset_completed", "password_reset_failed", "email_verification_sent", "email_verified", "role_granted", "role_revoked", "account_deactivated", "account_reactivated", "sessions_revoked", "email_change_requested", "email_change_confirmed", "email_change_cancelled", "email_change_failed", "account_deleted", "account_deletion_failed", "mfa_enrolled", "mfa_removed", "mfa_verified", "mfa_failed", "mfa_locked", "recovery_code_used", "recovery_codes_regenerated", "passkey_added", "passkey_removed", "passkey_renamed", "passkey_used", "passkey_failed", "api_key_created", "api_key_revoked", "api_key_refused"];
 export const publicJwkKtyValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["kty"]> = ["EC", "OKP"];
 export const publicJwkCrvValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["crv"]> = ["P-256", "Ed25519"];
 export const publicJwkAlgValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["alg"]> = ["ES256", "EdDSA"];
 export const publicJwkUseValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["use"]> = ["sig"];
 export const healthStatusStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["HealthStatus"]["status"]> = ["ok", "ready"];
-export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "validation_error", "unsupported_media_type", "payload_too_large", "headers_too_large", "request_timeout", "email_already_registered", "weak_password", "invalid_credentials", "missing_token", "invalid_token", "rate_limited", "not_found", "conflict", "reauthentication_required", "invalid_secret", "email_not_verified", "forbidden", "self_lockout", "mfa_required", "invalid_mfa_code", "origin_not_allowed", "method_not_allowed", "service_unavailable", "internal_error"];
+export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "validation_error", "unsupported_media_type", "payload_too_large", "headers_too_large", "request_timeout", "email_already_registered", "weak_password", "invalid_credentials", "missing_token", "invalid_token", "rate_limited", "not_found", "conflict", "reauthentication_required", "invalid_secret", "email_not_verified", "forbidden", "self_lockout", "mfa_required", "invalid_mfa_code", "origin_not_allowed", "insufficient_scope", "method_not_allowed", "service_unavailable", "internal_error"];
