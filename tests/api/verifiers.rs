@@ -50,7 +50,15 @@ async fn resource_server_binary() -> PathBuf {
 
 /// The resource server, started against `auth`, and its address.
 async fn start_resource_server(auth: &TestServer) -> (tokio::process::Child, String) {
+    start_resource_server_with(auth, &[]).await
+}
+
+async fn start_resource_server_with(
+    auth: &TestServer,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(resource_server_binary().await)
+        .envs(env.iter().copied())
         .env("JOBPATH_AUTH_URL", &auth.base_url)
         .env("RESOURCE_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
@@ -73,7 +81,11 @@ async fn start_resource_server(auth: &TestServer) -> (tokio::process::Child, Str
 }
 
 async fn status(http: &reqwest::Client, resource: &str, token: &str) -> u16 {
-    http.get(format!("{resource}/jobs/mine"))
+    status_of(http, resource, "/jobs/mine", token).await
+}
+
+async fn status_of(http: &reqwest::Client, resource: &str, path: &str, token: &str) -> u16 {
+    http.get(format!("{resource}{path}"))
         .bearer_auth(token)
         .send()
         .await
@@ -227,6 +239,41 @@ async fn a_resource_server_refuses_no_valid_token_while_keys_rotate() {
             "a revoked key's token accepted"
         );
     }
+}
+
+/// The example's strict route asks the auth server (`POST /auth/introspect`, with an API
+/// key of scope `introspect`): a logout counts there at once, while the local check goes
+/// on accepting the token until it expires — the trade the docs describe.
+#[tokio::test]
+async fn the_strict_route_sees_a_logout_at_once_through_introspection() {
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    config.jwt_algorithm = Some(KeyAlgorithm::Es256);
+    let auth = TestServer::start(config).await;
+    let (_, _, introspector) =
+        crate::api_keys::user_with_key(&auth, &[jobpath_client::types::ApiKeyScope::Introspect])
+            .await;
+    let (_child, resource) =
+        start_resource_server_with(&auth, &[("JOBPATH_INTROSPECTION_KEY", &introspector)]).await;
+    let http = reqwest::Client::new();
+    let (_, token) = auth.user_with_token().await;
+    assert_eq!(status_of(&http, &resource, "/jobs/mine", &token).await, 200);
+    assert_eq!(
+        status_of(&http, &resource, "/jobs/strict", &token).await,
+        200
+    );
+    auth.authed(&token).logout().send().await.unwrap();
+    assert_eq!(
+        status_of(&http, &resource, "/jobs/mine", &token).await,
+        200,
+        "verified locally: valid until it expires"
+    );
+    assert_eq!(
+        status_of(&http, &resource, "/jobs/strict", &token).await,
+        401,
+        "introspected: the logout counts at once"
+    );
+    auth.stop().await;
 }
 
 fn repo_root() -> PathBuf {
