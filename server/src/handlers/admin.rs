@@ -554,6 +554,10 @@ const EVENT_KINDS: &[&str] = &[
     "api_key_created",
     "api_key_revoked",
     "api_key_refused",
+    "signing_key_created",
+    "signing_key_activated",
+    "signing_key_retired",
+    "signing_key_revoked",
 ];
 
 pub async fn list_events(state: &AppState, query: Option<&str>) -> Result<Response, ApiError> {

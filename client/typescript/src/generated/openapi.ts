@@ -1878,7 +1878,7 @@ export interface components {
             next_before?: number | null;
         };
         /** @enum {string} */
-        EventKind: "signup" | "login_succeeded" | "login_failed" | "logout" | "refresh" | "refresh_reuse_detected" | "password_changed" | "password_change_failed" | "session_revoked" | "session_evicted" | "rate_limited" | "password_reset_requested" | "password_reset_completed" | "password_reset_failed" | "email_verification_sent" | "email_verified" | "role_granted" | "role_revoked" | "account_deactivated" | "account_reactivated" | "sessions_revoked" | "email_change_requested" | "email_change_confirmed" | "email_change_cancelled" | "email_change_failed" | "account_deleted" | "account_deletion_failed" | "mfa_enrolled" | "mfa_removed" | "mfa_verified" | "mfa_failed" | "mfa_locked" | "recovery_code_used" | "recovery_codes_regenerated" | "passkey_added" | "passkey_removed" | "passkey_renamed" | "passkey_used" | "passkey_failed" | "api_key_created" | "api_key_revoked" | "api_key_refused";
+        EventKind: "signup" | "login_succeeded" | "login_failed" | "logout" | "refresh" | "refresh_reuse_detected" | "password_changed" | "password_change_failed" | "session_revoked" | "session_evicted" | "rate_limited" | "password_reset_requested" | "password_reset_completed" | "password_reset_failed" | "email_verification_sent" | "email_verified" | "role_granted" | "role_revoked" | "account_deactivated" | "account_reactivated" | "sessions_revoked" | "email_change_requested" | "email_change_confirmed" | "email_change_cancelled" | "email_change_failed" | "account_deleted" | "account_deletion_failed" | "mfa_enrolled" | "mfa_removed" | "mfa_verified" | "mfa_failed" | "mfa_locked" | "recovery_code_used" | "recovery_codes_regenerated" | "passkey_added" | "passkey_removed" | "passkey_renamed" | "passkey_used" | "passkey_failed" | "api_key_created" | "api_key_revoked" | "api_key_refused" | "signing_key_created" | "signing_key_activated" | "signing_key_retired" | "signing_key_revoked";
         /** @description A role; `admin` is the one this service checks, others are the product's */
         RoleName: string;
         RoleSet: {
@@ -4228,7 +4228,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The `ETag` of a set held; answered 304 while it is current */
+                /**
+                 * @description The `ETag` of a set held (or a list of them, or `*`); answered 304 while it
+                 *     is current. Any other value is ignored, as RFC 9110 has it
+                 */
                 "If-None-Match"?: string;
             };
             path?: never;
@@ -4744,7 +4747,7 @@ export const introspectionResponseToken_typeValues: ReadonlyArray<FlattenedDeepR
 export const mfaFactorKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["MfaFactor"]["kind"]> = ["totp"];
 export const mfaFactorStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["MfaFactor"]["status"]> = ["pending", "verified"];
 export const sessionAalValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Session"]["aal"]> = [1, 2];
-export const eventKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EventKind"]> = ["signup", "login_succeeded", "login_failed", "logout", "refresh", "refresh_reuse_detected", "password_changed", "password_change_failed", "session_revoked", "session_evicted", "rate_limited", "password_reset_requested", "password_reset_completed", "password_reset_failed", "email_verification_sent", "email_verified", "role_granted", "role_revoked", "account_deactivated", "account_reactivated", "sessions_revoked", "email_change_requested", "email_change_confirmed", "email_change_cancelled", "email_change_failed", "account_deleted", "account_deletion_failed", "mfa_enrolled", "mfa_removed", "mfa_verified", "mfa_failed", "mfa_locked", "recovery_code_used", "recovery_codes_regenerated", "passkey_added", "passkey_removed", "passkey_renamed", "passkey_used", "passkey_failed", "api_key_created", "api_key_revoked", "api_key_refused"];
+export const eventKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EventKind"]> = ["signup", "login_succeeded", "login_failed", "logout", "refresh", "refresh_reuse_detected", "password_changed", "password_change_failed", "session_revoked", "session_evicted", "rate_limited", "password_reset_requested", "password_reset_completed", "password_reset_failed", "email_verification_sent", "email_verified", "role_granted", "role_revoked", "account_deactivated", "account_reactivated", "sessions_revoked", "email_change_requested", "email_change_confirmed", "email_change_cancelled", "email_change_failed", "account_deleted", "account_deletion_failed", "mfa_enrolled", "mfa_removed", "mfa_verified", "mfa_failed", "mfa_locked", "recovery_code_used", "recovery_codes_regenerated", "passkey_added", "passkey_removed", "passkey_renamed", "passkey_used", "passkey_failed", "api_key_created", "api_key_revoked", "api_key_refused", "signing_key_created", "signing_key_activated", "signing_key_retired", "signing_key_revoked"];
 export const publicJwkKtyValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["kty"]> = ["EC", "OKP"];
 export const publicJwkCrvValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["crv"]> = ["P-256", "Ed25519"];
 export const publicJwkAlgValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["PublicJwk"]["alg"]> = ["ES256", "EdDSA"];
