@@ -1096,6 +1096,61 @@ mod tests {
         assert!(!ok.jwt_secret_generated);
     }
 
+    #[test]
+    fn the_signing_settings_are_checked_naming_their_variable() {
+        // The previous secret is held to the current one's rules: a weak one would let
+        // anyone sign HS256 tokens while it is set.
+        for weak in ["short", "change-me-to-a-long-random-value-please!!"] {
+            let mut vars = PRODUCTION.to_vec();
+            vars.push(("JWT_SECRET_KEY_PREVIOUS", weak));
+            let err = format!("{:#}", config(&vars).unwrap_err());
+            assert!(err.starts_with("JWT_SECRET_KEY_PREVIOUS"), "{err}");
+        }
+        let mut vars = PRODUCTION.to_vec();
+        vars.push((
+            "JWT_SECRET_KEY_PREVIOUS",
+            "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA",
+        ));
+        let err = format!("{:#}", config(&vars).unwrap_err());
+        assert!(err.contains("the same as JWT_SECRET_KEY"), "{err}");
+        let dev = config(&[("JWT_SECRET_KEY_PREVIOUS", "short")]).unwrap();
+        assert!(
+            dev.warnings
+                .iter()
+                .any(|w| w.starts_with("JWT_SECRET_KEY_PREVIOUS"))
+        );
+        // Asymmetric keys are sealed with the secret: a random one per process would lose them.
+        let err = format!("{:#}", config(&[("JWT_ALGORITHM", "ES256")]).unwrap_err());
+        assert!(err.contains("set JWT_SECRET_KEY"), "{err}");
+        for (alg, expected) in [
+            ("es256", Some(crate::auth::signing::KeyAlgorithm::Es256)),
+            ("EdDSA", Some(crate::auth::signing::KeyAlgorithm::EdDsa)),
+            ("HS256", None),
+        ] {
+            let mut vars = PRODUCTION.to_vec();
+            vars.push(("JWT_ALGORITHM", alg));
+            assert_eq!(config(&vars).unwrap().jwt_algorithm, expected, "{alg}");
+        }
+        for (var, bad) in [
+            ("JWT_ALGORITHM", "RS256"),
+            ("JWT_ACCEPT_HS256_UNTIL", "tomorrow"),
+            ("JWKS_MAX_AGE_SECONDS", "0"),
+        ] {
+            let err = format!("{:#}", config(&[(var, bad)]).unwrap_err());
+            assert!(err.contains(var), "{var}: {err}");
+        }
+        let until = config(&[
+            ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
+            ("JWT_ALGORITHM", "ES256"),
+            ("JWT_ACCEPT_HS256_UNTIL", "2026-12-01T12:30:00Z"),
+        ])
+        .unwrap();
+        assert_eq!(
+            until.jwt_accept_hs256_until.unwrap().to_rfc3339(),
+            "2026-12-01T12:30:00+00:00"
+        );
+    }
+
     const PRODUCTION: [(&str, &str); 6] = [
         ("APP_ENV", "production"),
         ("JWT_SECRET_KEY", "k3H9x2LqP0vZt8WmN4rB7yC1sD6fG5jA"),
