@@ -1451,7 +1451,7 @@ export interface components {
             password: string;
         };
         TokenResponse: {
-            /** @description HS256 JWT naming its session in the `sid` claim */
+            /** @description A JWT (HS256, or ES256/EdDSA with a `kid`) naming its session in the `sid` claim */
             access_token: string;
             /**
              * @description Opaque, single-use; exchange it at /auth/refresh. Absent in cookie mode (a login
