@@ -33,15 +33,18 @@ pub const PUBLISH_MARGIN: Duration = Duration::from_secs(600);
 /// The sealer of this configuration's signing keys: only a server that signs with them
 /// (an asymmetric `JWT_ALGORITHM`) opens them.
 pub fn sealer(config: &Config) -> Option<Sealer> {
-    config.jwt_algorithm.map(|_| {
-        Sealer::new(
-            config.jwt_secret.expose().as_bytes(),
-            config
-                .jwt_secret_previous
-                .as_ref()
-                .map(|p| p.expose().as_bytes()),
-        )
-    })
+    config.jwt_algorithm.map(|_| opener(config))
+}
+
+/// What opens (and seals) keys under this configuration's secrets, whatever it signs with.
+fn opener(config: &Config) -> Sealer {
+    Sealer::new(
+        config.jwt_secret.expose().as_bytes(),
+        config
+            .jwt_secret_previous
+            .as_ref()
+            .map(|p| p.expose().as_bytes()),
+    )
 }
 
 /// Start-up: the first key of an asymmetric deployment if it has none, then the set.
@@ -230,11 +233,11 @@ pub async fn command(
             let algorithm = algorithm
                 .or(config.jwt_algorithm)
                 .unwrap_or(KeyAlgorithm::Es256);
-            let sealer = Sealer::new(config.jwt_secret.expose().as_bytes(), None);
             if config.jwt_secret_generated {
                 bail!("set JWT_SECRET_KEY first: the new key is sealed with a key derived from it");
             }
-            let key = signing::generate(algorithm, &sealer);
+            // Sealed under the current secret: `seal` never uses the previous one.
+            let key = signing::generate(algorithm, &opener(config));
             keys::create(db, &key).await.context("storing the key")?;
             let wait = publish_for(config);
             Ok(format!(
@@ -249,15 +252,8 @@ pub async fn command(
         KeysCommand::Activate { kid, force } => {
             // A key these servers cannot open would leave them signing with the old one:
             // refuse it here (created from a shell with another JWT_SECRET_KEY, say).
-            let opener = Sealer::new(
-                config.jwt_secret.expose().as_bytes(),
-                config
-                    .jwt_secret_previous
-                    .as_ref()
-                    .map(|p| p.expose().as_bytes()),
-            );
             if let Some(row) = keys::load(db).await?.iter().find(|r| &r.kid == kid) {
-                opener
+                opener(config)
                     .open(kid, &row.sealed)
                     .context("refusing to activate a key this configuration cannot open")?;
             }
